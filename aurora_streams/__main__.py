@@ -1,0 +1,3 @@
+from aurora_streams.cli import main
+
+main()

@@ -1,0 +1,1 @@
+"""Thin Faust agents: Kafka I/O around the pure :mod:`aurora_streams.processing`."""

@@ -1,0 +1,109 @@
+"""The Faust application: the whole dataflow on one screen.
+
+    meter.readings.raw ──► normalize ──► meter.readings.normalized
+      (keyed by device)      │  │    └─► meter.anomalies
+                             │  └──────► meter.readings.dlq
+                             ▼
+                 device_state (RocksDB + changelog)
+
+``normalize`` validates and normalizes in one pass (no repartition: the raw topic is keyed
+by device). HTTP: ``/healthz``, ``/readyz``, ``/metrics`` on ``AURORA_WEB_PORT``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import faust
+from faust.transport.drivers import aiokafka as aiokafka_driver
+from faust.types import TP
+
+from aurora_streams.agents.normalize import attach_normalize
+from aurora_streams.kafka_offsets import probe_end_offsets_async
+from aurora_streams.processing import Processor
+from aurora_streams.settings import Settings
+from aurora_streams.tables.device_state import define_device_state
+from aurora_streams.web.health import attach_health
+
+__all__ = ["AuroraApp", "create_app"]
+
+
+class _ProbingConsumer(aiokafka_driver.Consumer):  # type: ignore[misc]
+    """Consumer whose changelog highwaters are probed, not trusted (see kafka_offsets)."""
+
+    async def highwaters(self, *partitions: TP) -> Any:
+        reported = await super().highwaters(*partitions)
+        changelogs = {
+            (tp.topic, tp.partition): end
+            for tp, end in reported.items()
+            if tp.topic.endswith("-changelog") and end is not None
+        }
+        if not changelogs:
+            return reported
+        fixed = await probe_end_offsets_async(self.app.aurora_settings.bootstrap_servers, changelogs)
+        result = dict(reported)
+        for (topic, partition), end in fixed.items():
+            result[TP(topic, partition)] = end
+        return result
+
+
+class _Transport(aiokafka_driver.Transport):  # type: ignore[misc]
+    Consumer = _ProbingConsumer
+
+
+class AuroraApp(faust.App):  # type: ignore[misc]
+    aurora_settings: Settings
+
+    def _new_transport(self) -> Any:
+        return _Transport(self.conf.broker_consumer, self)
+
+
+def create_app(settings: Settings) -> AuroraApp:
+    """Build the app, its table, agent and views from ``settings``."""
+    app = AuroraApp(
+        settings.app_id,
+        broker=settings.broker_url,
+        store="rocksdb://",
+        datadir=str(settings.datadir),
+        topic_partitions=settings.partitions,
+        topic_replication_factor=settings.replication_factor,
+        # Topics are created by `aurora-streams topics create` (or the worker's startup
+        # check) with explicit configs; Faust never declares them.
+        topic_allow_declare=False,
+        topic_disable_leader=True,
+        consumer_auto_offset_reset="earliest",
+        processing_guarantee=settings.processing_guarantee,
+        broker_session_timeout=settings.session_timeout_s,
+        broker_rebalance_timeout=settings.session_timeout_s,
+        broker_heartbeat_interval=settings.heartbeat_interval_s,
+        broker_request_timeout=max(40.0, settings.session_timeout_s * 2),
+        broker_commit_interval=settings.commit_interval_s,
+        broker_max_poll_records=settings.batch_max,
+        table_standby_replicas=settings.standby_replicas,
+        table_cleanup_interval=30.0,
+        web_enabled=True,
+        web_host=settings.web_host,
+        web_bind=settings.web_bind,
+        web_port=settings.web_port,
+        web_in_thread=False,
+    )
+    app.aurora_settings = settings
+    raw = app.topic(
+        settings.topic_raw,
+        key_type=bytes,
+        value_type=bytes,
+        key_serializer="raw",
+        value_serializer="raw",
+        partitions=settings.partitions,
+    )
+    device_state = define_device_state(app, settings)
+    processor = Processor(
+        rules=settings.rules,
+        policy=settings.policy,
+        topics=settings.topics,
+        encoding=settings.output_encoding,
+        max_message_bytes=settings.max_message_bytes,
+    )
+    attach_normalize(app, raw, device_state, processor, settings)
+    attach_health(app)
+    return app

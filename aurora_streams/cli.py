@@ -1,0 +1,243 @@
+"""The ``aurora-streams`` command. Every subcommand reads the same ``AURORA_*`` settings."""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import click
+import orjson
+
+from aurora_streams import __version__
+from aurora_streams.errors import AuroraError
+from aurora_streams.logs import logging_config, setup_logging
+from aurora_streams.settings import Settings, load_settings
+
+log = logging.getLogger("aurora_streams.cli")
+
+
+def _settings() -> Settings:
+    try:
+        return load_settings()
+    except AuroraError as exc:
+        raise click.ClickException(str(exc)) from exc
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="aurora-streams")
+def main() -> None:
+    """aurora-streams: real-time energy meter data on Kafka.
+
+    Settings come from AURORA_* environment variables (see `aurora-streams settings`).
+    """
+
+
+@main.command("settings")
+def settings_cmd() -> None:
+    """Print the effective settings as JSON (no secrets are held in settings)."""
+    s = _settings()
+    click.echo(orjson.dumps(s.model_dump(mode="json"), option=orjson.OPT_INDENT_2).decode())
+
+
+@main.command()
+def broker() -> None:
+    """Run the embedded broker (Tansu) on AURORA_BROKER_URL, in the foreground."""
+    from aurora_streams.devbroker import broker_command
+
+    s = _settings()
+    host, port = s.bootstrap_servers.split(",")[0].rsplit(":", 1)
+    cmd = broker_command(host, int(port))
+    click.echo(f"embedded broker on {host}:{port} (memory storage; Ctrl-C stops it)", err=True)
+    os.execv(cmd[0], cmd)
+
+
+@main.group()
+def topics() -> None:
+    """Create or check the topics the app owns."""
+
+
+@topics.command("create")
+def topics_create() -> None:
+    """Create missing owned topics with AURORA_PARTITIONS partitions, then check them all."""
+    from aurora_streams.topics import ensure_topics
+
+    s = _settings()
+    setup_logging(s.log_level, "text")
+    try:
+        created = ensure_topics(s)
+    except AuroraError as exc:
+        raise click.ClickException(str(exc)) from exc
+    for name in created:
+        click.echo(f"created {name}")
+    click.echo(f"topics ok ({s.partitions} partitions)")
+
+
+@topics.command("check")
+def topics_check() -> None:
+    """Exit non-zero, saying what to do, if an owned topic is missing or mismatched."""
+    from aurora_streams.topics import check_topics
+
+    s = _settings()
+    try:
+        check_topics(s)
+    except AuroraError as exc:
+        raise click.ClickException(str(exc)) from exc
+    click.echo("topics ok")
+
+
+@main.command()
+@click.option("--create-topics/--no-create-topics", default=True, show_default=True,
+              help="Create missing owned topics before starting.")
+def worker(create_topics: bool) -> None:
+    """Run a worker: the normalize agent, its table and the HTTP views on AURORA_WEB_PORT."""
+    import faust
+
+    from aurora_streams.app import create_app
+    from aurora_streams.topics import check_topics, ensure_topics
+
+    s = _settings()
+    setup_logging(s.log_level, s.log_format)
+    try:
+        if create_topics:
+            ensure_topics(s)
+        else:
+            check_topics(s)
+    except AuroraError as exc:
+        raise click.ClickException(f"refusing to start: {exc}") from exc
+    Path(s.datadir).mkdir(parents=True, exist_ok=True)
+    app = create_app(s)
+    log.info("worker starting: broker=%s web=http://%s:%d datadir=%s partitions=%d",
+             s.bootstrap_servers, s.web_host, s.web_port, s.datadir, s.partitions)
+    w = faust.Worker(app, loglevel=s.log_level, logging_config=logging_config(s.log_level, s.log_format))
+    w.execute_from_commandline()
+
+
+@main.command()
+@click.option("--devices", type=int, default=100, show_default=True)
+@click.option("--rate", type=float, default=200.0, show_default=True, help="Messages per second (0: as fast as possible).")
+@click.option("--count", type=int, default=None, help="Stop after this many messages.")
+@click.option("--duration", type=int, default=None, help="Stop after this many simulated seconds.")
+@click.option("--seed", type=int, default=42, show_default=True)
+@click.option("--start", "start", type=str, default=None, help="Simulated start (ISO-8601; default 30 days ago).")
+@click.option("--batch-size", type=int, default=1, show_default=True, help="Readings per gateway batch.")
+@click.option("--encoding", type=click.Choice(["json", "avro", "mixed"]), default="mixed", show_default=True)
+@click.option("--reset-rate", type=float, default=0.002, show_default=True)
+@click.option("--rollover-share", type=float, default=0.05, show_default=True)
+@click.option("--late-rate", type=float, default=0.005, show_default=True)
+@click.option("--very-late-rate", type=float, default=0.0005, show_default=True)
+@click.option("--duplicate-rate", type=float, default=0.002, show_default=True)
+@click.option("--jump-rate", type=float, default=0.001, show_default=True)
+@click.option("--gap-rate", type=float, default=0.002, show_default=True)
+@click.option("--zero-run-rate", type=float, default=0.001, show_default=True)
+@click.option("--negative-rate", type=float, default=0.0005, show_default=True)
+@click.option("--estimate-rate", type=float, default=0.002, show_default=True)
+@click.option("--future-rate", type=float, default=0.0005, show_default=True)
+@click.option("--malformed-rate", type=float, default=0.0005, show_default=True)
+@click.option("--no-progress", is_flag=True, help="No progress bar.")
+def simulate(devices: int, rate: float, count: int | None, duration: int | None, seed: int,
+             start: str | None, batch_size: int, encoding: str, reset_rate: float,
+             rollover_share: float, late_rate: float, very_late_rate: float,
+             duplicate_rate: float, jump_rate: float, gap_rate: float, zero_run_rate: float,
+             negative_rate: float, estimate_rate: float, future_rate: float,
+             malformed_rate: float, no_progress: bool) -> None:
+    """Produce simulated meter readings to the raw topic."""
+    from aurora_streams.domain.timeutil import parse_timestamp
+    from aurora_streams.simulator import SimConfig, generate, produce
+
+    s = _settings()
+    start_ms = parse_timestamp(start) if start else int(time.time() * 1000) - 30 * 86_400_000
+    cfg = SimConfig(
+        devices=devices, seed=seed, start_ms=start_ms, batch_size=batch_size, encoding=encoding,
+        reset_rate=reset_rate, rollover_share=rollover_share, late_rate=late_rate,
+        very_late_rate=very_late_rate, duplicate_rate=duplicate_rate, jump_rate=jump_rate,
+        gap_rate=gap_rate, zero_run_rate=zero_run_rate, negative_rate=negative_rate,
+        estimate_rate=estimate_rate, future_rate=future_rate, malformed_rate=malformed_rate,
+    )
+    click.echo(f"simulating {devices} meters -> {s.topic_raw} at {s.bootstrap_servers}"
+               f" ({'unlimited' if not rate else f'{rate:g} msg/s'})", err=True)
+    try:
+        sent = produce(generate(cfg, limit=count, duration_s=duration), bootstrap=s.bootstrap_servers,
+                       topic=s.topic_raw, rate=rate or None, total=count, progress=not no_progress)
+    except KeyboardInterrupt:
+        click.echo("stopped", err=True)
+        return
+    click.echo(f"sent {sent} messages", err=True)
+
+
+@main.command()
+@click.option("--devices", type=int, default=200, show_default=True)
+@click.option("--rate", type=float, default=200.0, show_default=True)
+def dev(devices: int, rate: float) -> None:
+    """Everything in one process tree: embedded broker, topics, a worker, the simulator.
+
+    Ctrl-C stops all of it (each child by its pid).
+    """
+    from aurora_streams.devbroker import start_broker, stop_process, wait_for_port
+    from aurora_streams.topics import ensure_topics
+
+    s = _settings()
+    host, port = s.bootstrap_servers.split(",")[0].rsplit(":", 1)
+    logdir = Path(s.datadir) / "logs"
+    logdir.mkdir(parents=True, exist_ok=True)
+    children: list[tuple[str, subprocess.Popen[bytes]]] = []
+
+    def stop_all(*_: Any) -> None:
+        for name, proc in reversed(children):
+            click.echo(f"stopping {name} (pid {proc.pid})", err=True)
+            stop_process(proc, timeout=15)
+        children.clear()
+
+    signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
+    try:
+        with open(logdir / "broker.log", "ab") as blog:
+            children.append(("broker", start_broker(host, int(port), log=blog)))
+        created = ensure_topics(s)
+        click.echo(f"topics ready ({s.partitions} partitions; created {len(created)})", err=True)
+        exe = [sys.executable, "-m", "aurora_streams"]
+        with open(logdir / "worker.log", "ab") as wlog:
+            children.append(("worker", subprocess.Popen([*exe, "worker"], stdout=wlog, stderr=subprocess.STDOUT)))
+        wait_for_port(s.web_host, s.web_port, timeout=60)
+        with open(logdir / "simulator.log", "ab") as slog:
+            children.append(("simulator", subprocess.Popen(
+                [*exe, "simulate", "--devices", str(devices), "--rate", str(rate), "--no-progress"],
+                stdout=slog, stderr=subprocess.STDOUT)))
+        base = f"http://{s.web_host}:{s.web_port}"
+        click.echo("\n".join([
+            "aurora-streams dev is running:",
+            f"  broker     {s.bootstrap_servers} (embedded Tansu, pid {children[0][1].pid})",
+            f"  worker     {base}  (pid {children[1][1].pid}; /healthz /readyz /metrics)",
+            f"  simulator  {devices} meters at {rate:g} msg/s (pid {children[2][1].pid})",
+            f"  topics     {s.topic_raw} -> {s.topic_normalized}, {s.topic_anomalies}, {s.topic_dlq}",
+            f"  logs       {logdir}/",
+            "Ctrl-C stops everything.",
+        ]), err=True)
+        while all(p.poll() is None for name, p in children if name != "simulator"):
+            time.sleep(0.5)
+        dead = [n for n, p in children if p.poll() is not None and n != "simulator"]
+        raise click.ClickException(f"{', '.join(dead)} exited; see {logdir}/")
+    except KeyboardInterrupt:
+        pass
+    except AuroraError as exc:
+        raise click.ClickException(str(exc)) from exc
+    finally:
+        stop_all()
+
+
+@main.command(context_settings={"ignore_unknown_options": True})
+@click.argument("args", nargs=-1, type=click.UNPROCESSED)
+def bench(args: tuple[str, ...]) -> None:
+    """Run the throughput benchmark (bench/throughput.py; see bench/README.md)."""
+    script = Path("bench") / "throughput.py"
+    if not script.exists():
+        raise click.ClickException("run from the repository root (bench/throughput.py not found)")
+    raise SystemExit(subprocess.call([sys.executable, str(script), *args]))
+
+
+if __name__ == "__main__":
+    main()

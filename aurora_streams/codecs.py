@@ -1,0 +1,190 @@
+"""Wire formats of the public records: Avro single-object encoding (fastavro) and JSON (orjson).
+
+The raw topic accepts both: a value that starts with the Avro single-object marker
+``C3 01`` followed by the CRC-64-AVRO fingerprint of a known schema is Avro, anything else is
+parsed as JSON. Output topics use one encoding, chosen by ``AURORA_OUTPUT_ENCODING``.
+In JSON, instants are ISO-8601 UTC strings and bytes are base64; in Avro, instants are
+``timestamp-millis`` and bytes are bytes. The schemas in ``schemas/`` are the contracts.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+from dataclasses import asdict
+from datetime import UTC, datetime
+from functools import cache
+from importlib import resources
+from typing import Any, Final, Literal
+
+import fastavro
+import orjson
+from fastavro.schema import fingerprint, load_schema, to_parsing_canonical_form
+
+from aurora_streams.domain.model import AnomalyEvent, NormalizedReading
+from aurora_streams.domain.timeutil import format_ms, parse_timestamp
+from aurora_streams.errors import InvalidReading
+
+__all__ = [
+    "AVRO_MAGIC",
+    "Encoding",
+    "avro_decode",
+    "avro_encode",
+    "decode_output",
+    "decode_raw",
+    "encode_anomaly",
+    "encode_dead_letter",
+    "encode_normalized",
+    "schema",
+]
+
+Encoding = Literal["json", "avro"]
+
+AVRO_MAGIC: Final = b"\xc3\x01"
+
+RAW_READING: Final = "aurora.RawReading"
+GATEWAY_BATCH: Final = "aurora.GatewayBatch"
+NORMALIZED_READING: Final = "aurora.NormalizedReading"
+ANOMALY_EVENT: Final = "aurora.AnomalyEvent"
+DEAD_LETTER: Final = "aurora.DeadLetter"
+SCHEMA_NAMES: Final = (RAW_READING, GATEWAY_BATCH, NORMALIZED_READING, ANOMALY_EVENT, DEAD_LETTER)
+
+_TS_FIELDS: Final = {
+    NORMALIZED_READING: ("ts_start", "ts_end", "updated_at", "ingested_at"),
+    ANOMALY_EVENT: ("ts_end", "detected_at"),
+    DEAD_LETTER: ("source_timestamp",),
+}
+
+
+@cache
+def schema(name: str) -> Any:
+    """The parsed fastavro schema called ``name`` (loaded from the package's ``schemas``)."""
+    path = resources.files("aurora_streams") / "schemas" / f"{name}.avsc"
+    with resources.as_file(path) as p:
+        return load_schema(str(p))
+
+
+@cache
+def _fingerprint(name: str) -> bytes:
+    return bytes.fromhex(fingerprint(to_parsing_canonical_form(schema(name)), "CRC-64-AVRO"))
+
+
+@cache
+def _by_fingerprint() -> dict[bytes, str]:
+    return {_fingerprint(name): name for name in SCHEMA_NAMES}
+
+
+def avro_encode(name: str, record: dict[str, Any]) -> bytes:
+    """Avro single-object encoding: marker, 8-byte fingerprint, binary body."""
+    buf = io.BytesIO()
+    buf.write(AVRO_MAGIC)
+    buf.write(_fingerprint(name))
+    fastavro.schemaless_writer(buf, schema(name), record)
+    return buf.getvalue()
+
+
+def avro_decode(data: bytes) -> tuple[str, Any]:
+    """Decode a single-object-encoded value; returns (schema name, record). Timestamps come
+    back as they were written by the schema (``timestamp-millis`` as aware datetimes)."""
+    if len(data) < 10 or not data.startswith(AVRO_MAGIC):
+        raise InvalidReading("avro_truncated", "Avro single-object header is truncated")
+    name = _by_fingerprint().get(data[2:10])
+    if name is None:
+        raise InvalidReading(
+            "avro_unknown_schema", f"unknown Avro schema fingerprint {data[2:10].hex()}"
+        )
+    buf = io.BytesIO(data)
+    buf.seek(10)
+    try:
+        record = fastavro.schemaless_reader(buf, schema(name), None)
+    except Exception as exc:  # fastavro raises EOFError, ValueError, UnicodeDecodeError, ...
+        raise InvalidReading(
+            "avro_malformed", f"Avro body does not match {name}: {type(exc).__name__}: {exc}"[:300]
+        ) from exc
+    if buf.tell() != len(data):
+        raise InvalidReading(
+            "avro_malformed", f"{len(data) - buf.tell()} trailing bytes after the {name} body"
+        )
+    return name, record
+
+
+def decode_raw(data: bytes | None, *, max_bytes: int) -> object:
+    """Decode a raw-topic value (Avro single-object or JSON) into plain Python objects."""
+    if data is None:
+        raise InvalidReading("empty_message", "message has no value (tombstone)")
+    if len(data) > max_bytes:
+        raise InvalidReading(
+            "payload_too_large", f"message of {len(data)} bytes exceeds the limit of {max_bytes}"
+        )
+    if data.startswith(AVRO_MAGIC):
+        name, record = avro_decode(data)
+        if name not in (RAW_READING, GATEWAY_BATCH):
+            raise InvalidReading("avro_wrong_schema", f"{name} is not a raw reading or batch")
+        return record
+    try:
+        return orjson.loads(data)
+    except orjson.JSONDecodeError as exc:
+        raise InvalidReading("invalid_json", f"not valid JSON: {exc}"[:300]) from exc
+
+
+def _json_ready(name: str, record: dict[str, Any]) -> dict[str, Any]:
+    for key in _TS_FIELDS.get(name, ()):
+        value = record[key]
+        if value is not None:
+            record[key] = format_ms(value)
+    return record
+
+
+def _encode(name: str, record: dict[str, Any], encoding: Encoding) -> bytes:
+    if encoding == "avro":
+        return avro_encode(name, record)
+    return orjson.dumps(_json_ready(name, record))
+
+
+def encode_normalized(rec: NormalizedReading, encoding: Encoding = "json") -> bytes:
+    d = asdict(rec)
+    d["flags"] = list(rec.flags)
+    return _encode(NORMALIZED_READING, d, encoding)
+
+
+def encode_anomaly(event: AnomalyEvent, encoding: Encoding = "json") -> bytes:
+    return _encode(ANOMALY_EVENT, asdict(event), encoding)
+
+
+def encode_dead_letter(letter: dict[str, Any], encoding: Encoding = "json") -> bytes:
+    """Encode a DLQ record (a dict with the fields of ``aurora.DeadLetter``)."""
+    if encoding == "avro":
+        return avro_encode(DEAD_LETTER, letter)
+    d = dict(letter)
+    for key in ("original_key", "original_value"):
+        if d[key] is not None:
+            d[key] = base64.b64encode(d[key]).decode()
+    return orjson.dumps(_json_ready(DEAD_LETTER, d))
+
+
+def decode_output(data: bytes) -> dict[str, Any]:
+    """Decode an output-topic value (either encoding) back to a dict with instants as UTC
+    epoch ms and bytes as bytes. For consumers, tests and tools."""
+    if data.startswith(AVRO_MAGIC):
+        name, record = avro_decode(data)
+        for key in _TS_FIELDS.get(name, ()):
+            value = record.get(key)
+            if isinstance(value, datetime):
+                record[key] = int(value.astimezone(UTC).timestamp() * 1000 + 0.5)
+        return dict(record)
+    doc = orjson.loads(data)
+    if not isinstance(doc, dict):
+        raise ValueError("output record is not an object")
+    if "source_topic" in doc:
+        fields: tuple[str, ...] = _TS_FIELDS[DEAD_LETTER]
+        for key in ("original_key", "original_value"):
+            if doc.get(key) is not None:
+                doc[key] = base64.b64decode(doc[key])
+    elif "anomaly_id" in doc:
+        fields = _TS_FIELDS[ANOMALY_EVENT]
+    else:
+        fields = _TS_FIELDS[NORMALIZED_READING]
+    for key in fields:
+        if doc.get(key) is not None:
+            doc[key] = parse_timestamp(doc[key])
+    return doc

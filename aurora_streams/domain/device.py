@@ -1,0 +1,522 @@
+"""The device state machine: ``apply(state, reading) -> outputs``, a pure function.
+
+Per device and channel the state keeps a short, time-ordered window of recent readings
+(bounded by ``DeviceRules.reorder_horizon_s`` and ``max_window``). Every normalized record
+is a pure function of a reading and its predecessor in time order (:func:`_derive`), so:
+
+* **Ordering.** A reading older than the channel's latest but inside the window is placed
+  in order (flag ``out_of_order``); the records after it are re-derived and each one whose
+  content changed is re-emitted with ``revision + 1``. After any arrival order within the
+  horizon, the latest revision of every record equals what in-order arrival gives, apart
+  from the arrival flags (``out_of_order``, ``revised``).
+* **Idempotence.** A reading identical to one in the window is a duplicate: no output, no
+  state change. A newer version (``updated_at``) or a better quality at the same version
+  replaces the stored one (flag ``revised``). An older or equal version with other content
+  is stale and ignored. So re-delivering any subsequence, in any order, changes nothing.
+* **Horizon.** A reading older than the window cannot be placed: it is emitted on its own,
+  flagged ``late_beyond_horizon``, and the state does not change. Its record is a pure
+  function of the reading and the state, so a re-delivery repeats the identical record.
+
+The state is mutated in place (the hot path allocates little); callers that need the old
+state keep its bytes (:meth:`DeviceState.to_bytes`).
+"""
+
+from __future__ import annotations
+
+from bisect import bisect_left
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any, Final
+
+import orjson
+
+from aurora_streams.domain.flags import ANOMALY_FLAGS, QUALITY_FLAGS, QUALITY_RANK, Flag
+from aurora_streams.domain.model import (
+    AnomalyEvent,
+    DeviceRules,
+    Kind,
+    NormalizedReading,
+    Reading,
+    anomaly_id,
+    event_id,
+)
+from aurora_streams.errors import DomainRejection
+
+__all__ = ["STATE_VERSION", "ApplyResult", "ChannelState", "DeviceState", "Entry", "apply"]
+
+#: Version of the state encoding in :meth:`DeviceState.to_bytes`; bump on any change and
+#: keep a decoder for the old one.
+STATE_VERSION: Final = 1
+
+_FLAG_ORDER: Final = tuple(Flag)
+_EPS: Final = 1e-9
+_HOUR_MS: Final = 3_600_000.0
+
+
+class Entry:
+    """One reading in a channel window: its content and what was last derived from it."""
+
+    __slots__ = (
+        "arrival",
+        "delta",
+        "flags",
+        "ingested_at",
+        "interval_s",
+        "method",
+        "original_unit",
+        "original_value",
+        "quality",
+        "reason_code",
+        "revision",
+        "run",
+        "source",
+        "step",
+        "ts",
+        "ts_start",
+        "unit",
+        "updated_at",
+        "value",
+    )
+
+    def __init__(
+        self,
+        ts: int,
+        value: float,
+        unit: str,
+        original_value: float,
+        original_unit: str,
+        interval_s: int | None,
+        quality: str,
+        method: str | None,
+        reason_code: int | None,
+        updated_at: int | None,
+        source: str | None,
+        ingested_at: int,
+        arrival: tuple[str, ...],
+        revision: int = -1,
+        ts_start: int | None = None,
+        delta: float | None = None,
+        flags: tuple[str, ...] = (),
+        run: int = 0,
+        step: int | None = None,
+    ) -> None:
+        self.ts = ts
+        self.value = value
+        self.unit = unit
+        self.original_value = original_value
+        self.original_unit = original_unit
+        self.interval_s = interval_s
+        self.quality = quality
+        self.method = method
+        self.reason_code = reason_code
+        self.updated_at = updated_at
+        self.source = source
+        self.ingested_at = ingested_at
+        self.arrival = arrival
+        self.revision = revision
+        self.ts_start = ts_start
+        self.delta = delta
+        self.flags = flags
+        self.run = run
+        self.step = step
+
+    @classmethod
+    def from_reading(cls, r: Reading, arrival: tuple[str, ...]) -> Entry:
+        return cls(
+            r.ts_ms, r.value, r.unit, r.original_value, r.original_unit, r.interval_s,
+            r.quality, r.method, r.reason_code, r.updated_at_ms, r.source, r.ingested_at_ms,
+            arrival,
+        )
+
+    def content(self) -> tuple[Any, ...]:
+        """What identifies this version of the reading (for duplicate detection)."""
+        return (
+            self.value, self.unit, self.interval_s, self.quality, self.method,
+            self.reason_code, self.updated_at,
+        )
+
+    def to_list(self) -> list[Any]:
+        return [getattr(self, name) for name in _ENTRY_FIELDS]
+
+    @classmethod
+    def from_list(cls, items: list[Any]) -> Entry:
+        e = cls.__new__(cls)
+        for name, value in zip(_ENTRY_FIELDS, items, strict=True):
+            setattr(e, name, tuple(value) if name in ("arrival", "flags") else value)
+        return e
+
+
+_ENTRY_FIELDS: Final = (
+    "ts", "value", "unit", "original_value", "original_unit", "interval_s", "quality",
+    "method", "reason_code", "updated_at", "source", "ingested_at", "arrival", "revision",
+    "ts_start", "delta", "flags", "run", "step",
+)
+
+
+def _content_of(r: Reading) -> tuple[Any, ...]:
+    return (r.value, r.unit, r.interval_s, r.quality, r.method, r.reason_code, r.updated_at_ms)
+
+
+@dataclass(slots=True)
+class ChannelState:
+    """Time-ordered window of one channel. When ``anchored``, ``entries[0]`` fell out of
+    the horizon: it is kept only as the predecessor of ``entries[1]`` and never re-derived."""
+
+    kind: Kind
+    anchored: bool = False
+    entries: list[Entry] = field(default_factory=list)
+
+
+@dataclass(slots=True)
+class DeviceState:
+    """Everything the platform remembers about one device, one table value per device."""
+
+    channels: dict[str, ChannelState] = field(default_factory=dict)
+
+    def to_bytes(self) -> bytes:
+        """Versioned, deterministic encoding (the RocksDB table value and its changelog)."""
+        return orjson.dumps(
+            {
+                "v": STATE_VERSION,
+                "c": {
+                    name: [ch.kind, ch.anchored, [e.to_list() for e in ch.entries]]
+                    for name, ch in sorted(self.channels.items())
+                },
+            }
+        )
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> DeviceState:
+        doc = orjson.loads(data)
+        if doc.get("v") != STATE_VERSION:
+            raise ValueError(f"unsupported device state version {doc.get('v')!r}")
+        return cls(
+            {
+                name: ChannelState(kind, anchored, [Entry.from_list(e) for e in entries])
+                for name, (kind, anchored, entries) in doc["c"].items()
+            }
+        )
+
+    def latest_ts(self) -> int | None:
+        """Newest reading time over all channels."""
+        times = [ch.entries[-1].ts for ch in self.channels.values() if ch.entries]
+        return max(times) if times else None
+
+
+@dataclass(slots=True)
+class ApplyResult:
+    """What applying one reading produced. ``status`` is one of ``new``, ``out_of_order``,
+    ``revised``, ``duplicate``, ``stale`` or ``late`` (for metrics and tests)."""
+
+    status: str
+    records: list[NormalizedReading]
+    anomalies: list[AnomalyEvent]
+
+
+def apply(state: DeviceState, r: Reading, rules: DeviceRules) -> ApplyResult:
+    """Apply reading ``r`` to ``state`` (mutated in place) and return the outputs.
+
+    Outputs are in emission order: the reading's own record first, then re-derived
+    neighbours in time order. Raises :class:`DomainRejection` when the channel already
+    holds readings of the other kind (register vs interval).
+    """
+    ch = state.channels.get(r.channel)
+    if ch is None:
+        ch = state.channels[r.channel] = ChannelState(r.kind)
+    elif ch.kind != r.kind:
+        raise DomainRejection(
+            "kind_conflict",
+            f"channel {r.channel!r} of device {r.device_id!r} holds {ch.kind} readings; "
+            f"got a {r.kind} reading",
+            field="kind",
+        )
+    entries = ch.entries
+    idx = _bisect(entries, r.ts_ms)
+    if idx < len(entries) and entries[idx].ts == r.ts_ms:
+        e = entries[idx]
+        if e.content() == _content_of(r):
+            return ApplyResult("duplicate", [], [])
+        if (idx == 0 and ch.anchored) or not _better(r, e):
+            # An anchor is outside the horizon: a different version of it is stale for the
+            # stream; the original stays as it was and the source keeps the newer one.
+            return ApplyResult("stale", [], [])
+        _replace(e, r)
+        return _finish(ch, r, idx, rules, "revised")
+    latest = entries[-1].ts if entries else None
+    if latest is not None and (
+        (idx == 0 and ch.anchored) or r.ts_ms < latest - rules.reorder_horizon_s * 1000
+    ):
+        return _late(r, latest, rules)
+    arrival = r.arrival_flags
+    status = "new"
+    if idx < len(entries):
+        arrival = (*arrival, Flag.OUT_OF_ORDER.value)
+        status = "out_of_order"
+    entries.insert(idx, Entry.from_reading(r, arrival))
+    return _finish(ch, r, idx, rules, status)
+
+
+def _bisect(entries: list[Entry], ts: int) -> int:
+    # Appends dominate: check the end before bisecting.
+    if not entries or entries[-1].ts < ts:
+        return len(entries)
+    return bisect_left([e.ts for e in entries], ts)
+
+
+def _better(r: Reading, e: Entry) -> bool:
+    new = (r.updated_at_ms if r.updated_at_ms is not None else -1, QUALITY_RANK[r.quality])
+    old = (e.updated_at if e.updated_at is not None else -1, QUALITY_RANK[e.quality])
+    return new > old
+
+
+def _replace(e: Entry, r: Reading) -> None:
+    e.value = r.value
+    e.unit = r.unit
+    e.original_value = r.original_value
+    e.original_unit = r.original_unit
+    e.interval_s = r.interval_s
+    e.quality = r.quality
+    e.method = r.method
+    e.reason_code = r.reason_code
+    e.updated_at = r.updated_at_ms
+    e.source = r.source
+    e.ingested_at = r.ingested_at_ms
+    e.arrival = (*r.arrival_flags, Flag.REVISED.value)
+
+
+def _finish(ch: ChannelState, r: Reading, idx: int, rules: DeviceRules, status: str) -> ApplyResult:
+    records: list[NormalizedReading] = []
+    anomalies: list[AnomalyEvent] = []
+    _rederive(ch, r.device_id, r.channel, idx, rules, records, anomalies)
+    _trim(ch, rules)
+    return ApplyResult(status, records, anomalies)
+
+
+def _rederive(
+    ch: ChannelState,
+    device_id: str,
+    channel: str,
+    start: int,
+    rules: DeviceRules,
+    records: list[NormalizedReading],
+    anomalies: list[AnomalyEvent],
+) -> None:
+    """Re-derive entries from ``start`` on; emit each one whose record changed. The entry
+    at ``start`` is always emitted (it is new or revised). Stops at the first later entry
+    whose derivation is unchanged: nothing after it can change either."""
+    entries = ch.entries
+    max_kw = rules.max_power_for(device_id)
+    for j in range(start, len(entries)):
+        e = entries[j]
+        pred = entries[j - 1] if j > 0 else None
+        ts_start, delta, flags, run, step, notes = _derive(ch.kind, pred, e, max_kw, rules)
+        changed = (ts_start, delta, flags) != (e.ts_start, e.delta, e.flags)
+        if j > start and not changed and (run, step) == (e.run, e.step):
+            break
+        old_flags = e.flags
+        e.ts_start, e.delta, e.run, e.step = ts_start, delta, run, step
+        e.flags = flags
+        if j == start or changed:
+            e.revision += 1
+            _emit(device_id, channel, ch.kind, e, old_flags, notes, records, anomalies)
+
+
+def _derive(
+    kind: Kind, pred: Entry | None, e: Entry, max_kw: float, rules: DeviceRules
+) -> tuple[int | None, float | None, tuple[str, ...], int, int | None, dict[str, tuple[float, str]]]:
+    """(ts_start, delta, flags, run, step, anomaly notes) of ``e`` after ``pred``."""
+    flags: set[str] = set(e.arrival)
+    notes: dict[str, tuple[float, str]] = {}
+    qflag = QUALITY_FLAGS.get(e.quality)
+    if qflag is not None:
+        flags.add(qflag)
+    if Flag.FUTURE_TIMESTAMP in flags:
+        ahead = (e.ts - e.ingested_at) / 1000.0
+        notes[Flag.FUTURE_TIMESTAMP] = (ahead, f"reading time is {ahead:.0f} s after it reached the broker")
+    if e.value < 0:
+        flags.add(Flag.NEGATIVE)
+        notes[Flag.NEGATIVE] = (-e.value, f"negative value {e.value:g} {e.unit}")
+    counts = e.quality != "N"
+    step: int | None = None
+    delta: float | None
+    if kind == "interval":
+        assert e.interval_s is not None
+        length_ms = e.interval_s * 1000
+        ts_start: int | None = e.ts - length_ms
+        delta = e.value
+        max_delta = max_kw * e.interval_s / 3600.0
+        if delta > max_delta + _EPS:
+            flags.add(Flag.SUSPICIOUS_JUMP)
+            notes[Flag.SUSPICIOUS_JUMP] = (
+                delta / max_delta,
+                f"{delta:g} kWh in {e.interval_s} s is above {max_delta:g} kWh at {max_kw:g} kW",
+            )
+        if pred is None:
+            flags.add(Flag.FIRST_READING)
+            run = 1 if counts else 0
+        else:
+            assert ts_start is not None
+            if ts_start > pred.ts:
+                missing = (ts_start - pred.ts) / length_ms
+                flags.add(Flag.GAP)
+                notes[Flag.GAP] = (
+                    missing,
+                    f"{missing:g} missing intervals ({(ts_start - pred.ts) / 60000:g} min) before this reading",
+                )
+            contiguous = ts_start <= pred.ts
+            run = pred.run + 1 if counts and contiguous and pred.run and e.value == pred.value else (1 if counts else 0)
+    else:
+        if pred is None:
+            flags.add(Flag.FIRST_READING)
+            ts_start, delta, run = None, None, (1 if counts else 0)
+        else:
+            ts_start = pred.ts
+            step = e.ts - pred.ts
+            d = e.value - pred.value
+            max_delta = max_kw * step / _HOUR_MS
+            if d >= 0:
+                delta = d
+                if d > max_delta + _EPS:
+                    flags.add(Flag.SUSPICIOUS_JUMP)
+                    notes[Flag.SUSPICIOUS_JUMP] = (
+                        d / max_delta if max_delta > 0 else float("inf"),
+                        f"register rose {d:g} kWh in {step / 1000:g} s, above {max_delta:g} kWh at {max_kw:g} kW",
+                    )
+            else:
+                delta = None
+                for modulus in rules.register_moduli_kwh:
+                    if pred.value < modulus and e.value < modulus:
+                        wrapped = e.value + modulus - pred.value
+                        if wrapped <= max_delta + _EPS:
+                            delta = wrapped
+                            flags.add(Flag.ROLLOVER)
+                            notes[Flag.ROLLOVER] = (
+                                1.0,
+                                f"register wrapped at {modulus:g} kWh: {pred.value:g} -> {e.value:g}, delta {wrapped:g} kWh",
+                            )
+                        break
+                if delta is None:
+                    flags.add(Flag.COUNTER_RESET)
+                    notes[Flag.COUNTER_RESET] = (
+                        pred.value - e.value,
+                        f"register fell from {pred.value:g} to {e.value:g} kWh; delta not booked",
+                    )
+            expected = e.interval_s * 1000 if e.interval_s else pred.step
+            if expected and step > rules.gap_factor * expected:
+                missing = round(step / expected) - 1
+                flags.add(Flag.GAP)
+                notes[Flag.GAP] = (
+                    float(missing),
+                    f"{step / 1000:g} s since the previous reading, expected {expected / 1000:g} s",
+                )
+            run = pred.run + 1 if counts and pred.run and e.value == pred.value else (1 if counts else 0)
+    if run >= rules.run_length:
+        kind_flag = Flag.ZERO_RUN if e.value == 0 else Flag.FROZEN
+        flags.add(kind_flag)
+        notes[kind_flag] = (float(run), f"{run} consecutive readings of {e.value:g} {e.unit}")
+    return ts_start, delta, _ordered(flags), run, step, notes
+
+
+def _ordered(flags: Iterable[str]) -> tuple[str, ...]:
+    present = set(flags)
+    return tuple(f.value for f in _FLAG_ORDER if f in present)
+
+
+def _record(device_id: str, channel: str, kind: Kind, e: Entry, eid: str) -> NormalizedReading:
+    return NormalizedReading(
+        event_id=eid,
+        device_id=device_id,
+        channel=channel,
+        kind=kind,
+        ts_start=e.ts_start,
+        ts_end=e.ts,
+        value_kwh=e.value,
+        register_kwh=e.value if kind == "register" else None,
+        delta_kwh=e.delta,
+        unit=e.unit,
+        quality=e.quality,
+        method=e.method,
+        reason_code=e.reason_code,
+        flags=e.flags,
+        revision=e.revision,
+        updated_at=e.updated_at,
+        source=e.source,
+        ingested_at=e.ingested_at,
+        original_value=e.original_value,
+        original_unit=e.original_unit,
+        interval_s=e.interval_s,
+    )
+
+
+def _emit(
+    device_id: str,
+    channel: str,
+    kind: Kind,
+    e: Entry,
+    old_flags: tuple[str, ...],
+    notes: dict[str, tuple[float, str]],
+    records: list[NormalizedReading],
+    anomalies: list[AnomalyEvent],
+) -> None:
+    eid = event_id(device_id, channel, e.ts)
+    records.append(_record(device_id, channel, kind, e, eid))
+    for flag in e.flags:
+        if flag in ANOMALY_FLAGS:
+            score, detail = notes.get(flag, (1.0, flag))
+            anomalies.append(
+                AnomalyEvent(
+                    anomaly_id(eid, flag), eid, device_id, channel, e.ts, flag, score, detail,
+                    e.revision, False, e.ingested_at,
+                )
+            )
+    for flag in old_flags:
+        if flag in ANOMALY_FLAGS and flag not in e.flags:
+            anomalies.append(
+                AnomalyEvent(
+                    anomaly_id(eid, flag), eid, device_id, channel, e.ts, flag, 0.0,
+                    f"{flag} withdrawn by revision {e.revision}", e.revision, True, e.ingested_at,
+                )
+            )
+
+
+def _late(r: Reading, latest: int, rules: DeviceRules) -> ApplyResult:
+    """A reading too old to place: emitted once as it is, flagged; the state is unchanged."""
+    e = Entry.from_reading(r, (*r.arrival_flags, Flag.OUT_OF_ORDER.value, Flag.LATE_BEYOND_HORIZON.value))
+    e.revision = 0
+    flags: set[str] = set(e.arrival)
+    notes: dict[str, tuple[float, str]] = {}
+    behind = (latest - r.ts_ms) / 1000.0
+    notes[Flag.LATE_BEYOND_HORIZON] = (
+        behind,
+        f"{behind:g} s older than the channel's latest reading; horizon {rules.reorder_horizon_s} s",
+    )
+    qflag = QUALITY_FLAGS.get(r.quality)
+    if qflag is not None:
+        flags.add(qflag)
+    if r.value < 0:
+        flags.add(Flag.NEGATIVE)
+        notes[Flag.NEGATIVE] = (-r.value, f"negative value {r.value:g} {r.unit}")
+    if r.kind == "interval":
+        assert r.interval_s is not None
+        e.ts_start = r.ts_ms - r.interval_s * 1000
+        e.delta = r.value
+    e.flags = _ordered(flags)
+    result = ApplyResult("late", [], [])
+    _emit(r.device_id, r.channel, r.kind, e, (), notes, result.records, result.anomalies)
+    return result
+
+
+def _trim(ch: ChannelState, rules: DeviceRules) -> None:
+    """Drop readings older than the horizon, keeping one of them as the anchor, and keep at
+    most ``max_window`` readings after the anchor."""
+    entries = ch.entries
+    cut = entries[-1].ts - rules.reorder_horizon_s * 1000
+    if entries[0].ts >= cut and len(entries) <= rules.max_window:
+        return
+    k = 0
+    while k < len(entries) and entries[k].ts < cut:
+        k += 1
+    drop = max(k - 1, len(entries) - rules.max_window - 1, 0)
+    if drop:
+        del entries[:drop]
+        ch.anchored = True

@@ -1,0 +1,60 @@
+"""Quality flags: what was seen about a reading. Nothing is silently fixed.
+
+Flag values are the strings on the wire (normalized records and anomaly events).
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Final
+
+__all__ = ["ANOMALY_FLAGS", "QUALITY_FLAGS", "QUALITY_RANK", "Flag"]
+
+
+class Flag(StrEnum):
+    FIRST_READING = "first_reading"
+    DUPLICATE = "duplicate"
+    REVISED = "revised"
+    OUT_OF_ORDER = "out_of_order"
+    LATE_BEYOND_HORIZON = "late_beyond_horizon"
+    GAP = "gap"
+    COUNTER_RESET = "counter_reset"
+    ROLLOVER = "rollover"
+    SUSPICIOUS_JUMP = "suspicious_jump"
+    NEGATIVE = "negative"
+    ZERO_RUN = "zero_run"
+    FROZEN = "frozen"
+    ESTIMATED = "estimated"
+    SUBSTITUTED = "substituted"
+    NULL = "null"
+    FUTURE_TIMESTAMP = "future_timestamp"
+    UNIT_CONVERTED = "unit_converted"
+
+
+#: Flags that describe a problem with the meter or its data, published to ``meter.anomalies``
+#: as well. The others (first_reading, revised, out_of_order, estimated, ...) describe
+#: provenance and stay on the normalized record only.
+ANOMALY_FLAGS: Final = frozenset(
+    {
+        Flag.LATE_BEYOND_HORIZON,
+        Flag.GAP,
+        Flag.COUNTER_RESET,
+        Flag.ROLLOVER,
+        Flag.SUSPICIOUS_JUMP,
+        Flag.NEGATIVE,
+        Flag.ZERO_RUN,
+        Flag.FROZEN,
+        Flag.FUTURE_TIMESTAMP,
+    }
+)
+
+#: NEM12 quality flag -> the flag it implies on the normalized record.
+QUALITY_FLAGS: Final[dict[str, Flag]] = {
+    "E": Flag.ESTIMATED,
+    "S": Flag.SUBSTITUTED,
+    "F": Flag.SUBSTITUTED,
+    "N": Flag.NULL,
+}
+
+#: Better quality revises worse at the same version stamp: A > F > S > E > N (> V, unresolved).
+QUALITY_RANK: Final[dict[str, int]] = {"A": 5, "F": 4, "S": 3, "E": 2, "N": 1, "V": 0}

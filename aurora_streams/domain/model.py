@@ -1,0 +1,137 @@
+"""The records that flow through the platform, as plain dataclasses.
+
+Instants are UTC epoch milliseconds (``int``); energies are in the normalized unit
+(``unit``: kWh for active energy). Field names match the topic contracts in DESIGN.md.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from typing import Literal
+
+__all__ = [
+    "AnomalyEvent",
+    "DeviceRules",
+    "Kind",
+    "NormalizedReading",
+    "Reading",
+    "anomaly_id",
+    "event_id",
+]
+
+Kind = Literal["register", "interval"]
+
+
+def event_id(device_id: str, channel: str, ts_end_ms: int) -> str:
+    """Deterministic id of a reading: the same device, channel and interval end give the same
+    id on every delivery and every revision, so downstream upserts land on one row."""
+    digest = hashlib.blake2b(
+        f"{device_id}\x1f{channel}\x1f{ts_end_ms}".encode(), digest_size=16
+    ).hexdigest()
+    return digest
+
+
+def anomaly_id(reading_event_id: str, anomaly_type: str) -> str:
+    """Deterministic id of one anomaly type on one reading."""
+    return hashlib.blake2b(
+        f"{reading_event_id}\x1f{anomaly_type}".encode(), digest_size=16
+    ).hexdigest()
+
+
+@dataclass(frozen=True, slots=True)
+class Reading:
+    """A validated raw reading: units normalized, time in UTC epoch ms."""
+
+    device_id: str
+    channel: str
+    kind: Kind
+    ts_ms: int
+    """Reading time; for an interval reading, the interval's end."""
+    value: float
+    """Value in ``unit`` (kWh for active energy)."""
+    unit: str
+    original_value: float
+    original_unit: str
+    interval_s: int | None
+    """Interval length (interval readings); expected read cadence if given (registers)."""
+    quality: str = "A"
+    method: str | None = None
+    reason_code: int | None = None
+    updated_at_ms: int | None = None
+    source: str | None = None
+    ingested_at_ms: int = 0
+    """Broker timestamp of the raw message: deterministic under replay, unlike wall time."""
+    arrival_flags: tuple[str, ...] = ()
+    """Flags known at validation time (unit_converted, future_timestamp)."""
+
+
+@dataclass(frozen=True, slots=True)
+class NormalizedReading:
+    """One record of ``meter.readings.normalized``. The highest ``revision`` per ``event_id``
+    is the current truth; a re-delivery carries the same id, revision and content."""
+
+    event_id: str
+    device_id: str
+    channel: str
+    kind: Kind
+    ts_start: int | None
+    ts_end: int
+    value_kwh: float
+    register_kwh: float | None
+    delta_kwh: float | None
+    unit: str
+    quality: str
+    method: str | None
+    reason_code: int | None
+    flags: tuple[str, ...]
+    revision: int
+    updated_at: int | None
+    source: str | None
+    ingested_at: int
+    original_value: float
+    original_unit: str
+    interval_s: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class AnomalyEvent:
+    """One record of ``meter.anomalies``: an anomaly-class flag raised (or, with
+    ``cleared``, withdrawn by a later revision) on one revision of a reading."""
+
+    anomaly_id: str
+    event_id: str
+    device_id: str
+    channel: str
+    ts_end: int
+    type: str
+    score: float
+    detail: str
+    revision: int
+    cleared: bool
+    detected_at: int
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceRules:
+    """Thresholds of the device state machine (from settings; one set per fleet, with
+    per-device max power overrides)."""
+
+    max_power_kw: float = 100.0
+    """A delta above ``max_power_kw * elapsed hours`` is a suspicious jump; a register that
+    fell is a rollover only if the wrapped delta stays below this rate."""
+    device_max_power_kw: dict[str, float] = field(default_factory=dict)
+    register_moduli_kwh: tuple[float, ...] = (10_000.0, 100_000.0, 1_000_000.0, 10_000_000.0)
+    """Known register wrap points (e.g. a 5-digit kWh register wraps at 100,000)."""
+    reorder_horizon_s: int = 6 * 3600
+    """Readings up to this much older than a channel's latest are placed in order; older ones
+    are flagged ``late_beyond_horizon`` and not placed."""
+    max_window: int = 48
+    """At most this many recent readings per channel are kept for reordering and dedup."""
+    gap_factor: float = 1.5
+    """A step longer than ``gap_factor`` times the expected cadence is a gap."""
+    run_length: int = 3
+    """This many equal consecutive values make a ``zero_run`` (zeros) or ``frozen`` run."""
+
+    def max_power_for(self, device_id: str) -> float:
+        return self.device_max_power_kw.get(device_id, self.max_power_kw)

@@ -1,0 +1,93 @@
+"""Timestamps: parsing to UTC epoch milliseconds and formatting back to ISO-8601.
+
+Inside the platform every instant is an ``int`` of UTC epoch milliseconds: cheap to compare,
+exact, and the same in JSON, Avro (``timestamp-millis``) and RocksDB state.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta, tzinfo
+from functools import lru_cache
+from typing import Final
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+__all__ = [
+    "MAX_EPOCH_MS",
+    "MIN_EPOCH_MS",
+    "NEM_TZ",
+    "TimestampError",
+    "format_ms",
+    "parse_timestamp",
+    "zone",
+]
+
+#: NEM12 time: AEST, UTC+10 all year, no daylight saving.
+NEM_TZ: Final = ZoneInfo("Australia/Brisbane")
+
+#: Readings outside [2000-01-01, 2100-01-01) are absurd for a meter fleet and rejected.
+MIN_EPOCH_MS: Final = 946_684_800_000
+MAX_EPOCH_MS: Final = 4_102_444_800_000
+
+_EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+class TimestampError(ValueError):
+    """A timestamp that cannot be placed on the UTC timeline; ``reason`` is a stable code."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+@lru_cache(maxsize=256)
+def zone(name: str) -> tzinfo:
+    """The time zone called ``name`` (IANA), cached."""
+    try:
+        return ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError) as exc:
+        raise TimestampError("unknown_zone", f"unknown time zone {name!r}") from exc
+
+
+def parse_timestamp(raw: object, *, naive_zone: str | None = None) -> int:
+    """Parse ``raw`` to UTC epoch milliseconds.
+
+    Accepts an ISO-8601 string with an offset (``Z`` included) or an integer of epoch
+    milliseconds. A naive ISO string is accepted only when ``naive_zone`` names the device's
+    zone; then it is read as wall time there (ambiguous DST times take the first occurrence).
+    Raises :class:`TimestampError` for anything else, or for instants outside
+    [2000, 2100).
+    """
+    if isinstance(raw, bool):
+        raise TimestampError("invalid_type", "expected ISO-8601 string or integer epoch ms, got bool")
+    if isinstance(raw, int):
+        ms = raw
+    elif isinstance(raw, str):
+        text = raw.strip()
+        if not text:
+            raise TimestampError("invalid_timestamp", "empty timestamp")
+        try:
+            dt = datetime.fromisoformat(text)
+        except ValueError as exc:
+            raise TimestampError("invalid_timestamp", f"not ISO-8601: {raw[:64]!r}") from exc
+        if dt.tzinfo is None:
+            if naive_zone is None:
+                raise TimestampError(
+                    "naive_timestamp",
+                    f"timestamp {raw[:64]!r} has no UTC offset and the device has no configured zone",
+                )
+            dt = dt.replace(tzinfo=zone(naive_zone))
+        ms = (dt - _EPOCH) // timedelta(milliseconds=1)
+    else:
+        raise TimestampError(
+            "invalid_type",
+            f"expected ISO-8601 string or integer epoch ms, got {type(raw).__name__}",
+        )
+    if not MIN_EPOCH_MS <= ms < MAX_EPOCH_MS:
+        raise TimestampError("absurd_timestamp", f"timestamp {raw!r} is outside 2000..2100")
+    return ms
+
+
+def format_ms(ms: int) -> str:
+    """ISO-8601 UTC with millisecond precision and a ``Z`` suffix."""
+    dt = _EPOCH + timedelta(milliseconds=ms)
+    return dt.strftime("%Y-%m-%dT%H:%M:%S.") + f"{dt.microsecond // 1000:03d}Z"

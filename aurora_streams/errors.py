@@ -1,0 +1,68 @@
+"""The one exception hierarchy of aurora-streams.
+
+Every error the package raises on purpose derives from :class:`AuroraError`. Errors that
+need an operator to act say what to do in their message.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "AuroraError",
+    "BrokerError",
+    "ConfigError",
+    "DomainRejection",
+    "InvalidReading",
+    "TopicMismatchError",
+]
+
+
+class AuroraError(Exception):
+    """Root of every error raised by aurora-streams."""
+
+
+class ConfigError(AuroraError):
+    """A setting is missing or malformed. Operator action: fix the AURORA_* variable."""
+
+
+class BrokerError(AuroraError):
+    """The broker could not be started or reached."""
+
+
+class TopicMismatchError(AuroraError):
+    """An existing topic does not match what the app needs (missing, wrong partition count).
+
+    Operator action: the message names the topic and the fix (create the topics, or set
+    ``AURORA_PARTITIONS`` to the existing count, or recreate the topic).
+    """
+
+
+class InvalidReading(AuroraError):
+    """A raw message or one of its readings breaks the input contract.
+
+    ``reason`` is a stable machine-readable code (e.g. ``invalid_type``), ``field`` the
+    offending field when there is one, and ``index`` the position of the reading inside a
+    gateway batch. The message is for humans and ends up in the DLQ record.
+    """
+
+    def __init__(
+        self, reason: str, message: str, *, field: str | None = None, index: int | None = None
+    ) -> None:
+        super().__init__(message)
+        self.reason = reason
+        self.field = field
+        self.index = index
+
+    @property
+    def message(self) -> str:
+        return str(self.args[0])
+
+    def at_index(self, index: int) -> InvalidReading:
+        """The same error, located at reading ``index`` of a gateway batch."""
+        return InvalidReading(
+            self.reason, f"reading[{index}]: {self.message}", field=self.field, index=index
+        )
+
+
+class DomainRejection(InvalidReading):
+    """A well-formed reading the device state machine cannot accept (e.g. a channel that
+    switches between register and interval readings). It goes to the DLQ like bad input."""

@@ -1,0 +1,56 @@
+"""Prometheus metrics, declared once. Base units (seconds), ``_total`` on counters, no
+per-device labels (cardinality)."""
+
+from __future__ import annotations
+
+from typing import Final
+
+from prometheus_client import Counter, Gauge, Histogram, Info
+
+from aurora_streams import __version__
+
+__all__ = [
+    "BATCH_DURATION",
+    "BATCH_SIZE",
+    "BUILD_INFO",
+    "DLQ_RECORDS",
+    "E2E_LATENCY",
+    "LAST_BATCH_TIMESTAMP",
+    "READINGS",
+    "RECORDS_PRODUCED",
+    "STATE_WRITES",
+]
+
+READINGS: Final = Counter(
+    "aurora_readings_processed_total",
+    "Readings applied to device state, by outcome (new, out_of_order, revised, duplicate, stale, late).",
+    ["outcome"],
+)
+DLQ_RECORDS: Final = Counter(
+    "aurora_dlq_records_total", "Raw messages or readings sent to the DLQ, by reason.", ["reason"]
+)
+RECORDS_PRODUCED: Final = Counter(
+    "aurora_records_produced_total", "Records produced, by output topic.", ["topic"]
+)
+STATE_WRITES: Final = Counter(
+    "aurora_state_writes_total", "Device state table writes (one per touched device per batch)."
+)
+BATCH_DURATION: Final = Histogram(
+    "aurora_batch_duration_seconds",
+    "Wall time to process one partition's slice of an agent batch, outputs delivered.",
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0),
+)
+BATCH_SIZE: Final = Histogram(
+    "aurora_batch_messages", "Raw messages per partition slice of an agent batch.",
+    buckets=(1, 5, 10, 50, 100, 250, 500, 1000, 5000),
+)
+E2E_LATENCY: Final = Histogram(
+    "aurora_record_e2e_latency_seconds",
+    "From the raw message's broker timestamp to its outputs being delivered.",
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0),
+)
+LAST_BATCH_TIMESTAMP: Final = Gauge(
+    "aurora_last_batch_timestamp_seconds", "Unix time the last batch finished (liveness)."
+)
+BUILD_INFO: Final = Info("aurora_build", "Version of aurora-streams.")
+BUILD_INFO.info({"version": __version__})

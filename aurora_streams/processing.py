@@ -1,0 +1,158 @@
+"""One raw message in, output records out: validate, normalize, route. No Faust, no Kafka.
+
+The worker's agent, the benchmark and the tests' reference all call
+:meth:`Processor.process`, so what the worker emits is, by construction, what the reference
+computes from the same input. The agent only adds Kafka I/O around it.
+
+Ordering: outputs are returned in the order they must be produced (a reading's own record,
+its anomalies, then re-derived neighbours). All outputs are keyed by device id, so they land
+on the device's partition in every output topic, in that order.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Callable, MutableMapping
+from dataclasses import dataclass
+from typing import NamedTuple
+
+from aurora_streams.codecs import (
+    Encoding,
+    decode_raw,
+    encode_anomaly,
+    encode_dead_letter,
+    encode_normalized,
+)
+from aurora_streams.domain.device import DeviceState, apply
+from aurora_streams.domain.model import DeviceRules
+from aurora_streams.domain.validate import ValidationPolicy, validate_message
+from aurora_streams.errors import InvalidReading
+
+__all__ = ["OutRecord", "Processor", "TopicNames", "new_state"]
+
+
+@dataclass(frozen=True, slots=True)
+class TopicNames:
+    raw: str = "meter.readings.raw"
+    normalized: str = "meter.readings.normalized"
+    anomalies: str = "meter.anomalies"
+    dlq: str = "meter.readings.dlq"
+
+
+class OutRecord(NamedTuple):
+    topic: str
+    key: bytes | None
+    value: bytes
+
+
+StateLoader = Callable[[str], DeviceState]
+
+
+
+class Processor:
+    """Turns raw messages into normalized, anomaly and DLQ records.
+
+    ``states`` passed to :meth:`process` caches device states for one batch: a device not in
+    it is loaded with ``load`` and added, and the caller writes every state in it back after
+    the batch's outputs are delivered (DESIGN.md, State and replay).
+    """
+
+    def __init__(
+        self,
+        *,
+        rules: DeviceRules,
+        policy: ValidationPolicy,
+        topics: TopicNames,
+        encoding: Encoding = "json",
+        max_message_bytes: int = 262_144,
+    ) -> None:
+        self.rules = rules
+        self.policy = policy
+        self.topics = topics
+        self.encoding: Encoding = encoding
+        self.max_message_bytes = max_message_bytes
+        self.stats: Counter[str] = Counter()
+        """Readings by outcome (new, duplicate, ..., dlq) since construction."""
+
+    def process(
+        self,
+        key: bytes | None,
+        value: bytes | None,
+        *,
+        partition: int,
+        offset: int,
+        timestamp_ms: int,
+        states: MutableMapping[str, DeviceState],
+        load: StateLoader,
+    ) -> list[OutRecord]:
+        """Process one raw message. Never raises for bad input: it becomes DLQ records."""
+        out: list[OutRecord] = []
+        try:
+            key_str = None if key is None else key.decode("utf-8")
+        except UnicodeDecodeError:
+            self._dead(out, key, value, partition, offset, timestamp_ms,
+                       InvalidReading("invalid_key", "message key is not UTF-8"))
+            return out
+        try:
+            payload = decode_raw(value, max_bytes=self.max_message_bytes)
+            items = validate_message(
+                payload, key=key_str, broker_ts_ms=timestamp_ms, policy=self.policy
+            )
+        except InvalidReading as exc:
+            self._dead(out, key, value, partition, offset, timestamp_ms, exc)
+            return out
+        enc = self.encoding
+        for item in items:
+            if isinstance(item, InvalidReading):
+                self._dead(out, key, value, partition, offset, timestamp_ms, item)
+                continue
+            state = states.get(item.device_id)
+            if state is None:
+                state = states[item.device_id] = load(item.device_id)
+            try:
+                result = apply(state, item, self.rules)
+            except InvalidReading as exc:
+                self._dead(out, key, value, partition, offset, timestamp_ms, exc)
+                continue
+            self.stats[result.status] += 1
+            dkey = item.device_id.encode()
+            normalized = self.topics.normalized
+            anomalies = self.topics.anomalies
+            for rec in result.records:
+                out.append(OutRecord(normalized, dkey, encode_normalized(rec, enc)))
+            for event in result.anomalies:
+                out.append(OutRecord(anomalies, dkey, encode_anomaly(event, enc)))
+        return out
+
+    def _dead(
+        self,
+        out: list[OutRecord],
+        key: bytes | None,
+        value: bytes | None,
+        partition: int,
+        offset: int,
+        timestamp_ms: int,
+        exc: InvalidReading,
+    ) -> None:
+        self.stats["dlq"] += 1
+        self.stats[f"dlq:{exc.reason}"] += 1
+        letter = {
+            "source_topic": self.topics.raw,
+            "source_partition": partition,
+            "source_offset": offset,
+            "source_timestamp": timestamp_ms,
+            "original_key": key,
+            "original_value": value,
+            "reading_index": exc.index,
+            "error_class": type(exc).__name__,
+            "error_reason": exc.reason,
+            "error_message": exc.message,
+        }
+        out.append(OutRecord(self.topics.dlq, key, encode_dead_letter(letter, self.encoding)))
+
+
+def new_state(_device_id: str) -> DeviceState:
+    """Loader for a store that has no state yet (the reference, the benchmark)."""
+    return DeviceState()
+
+

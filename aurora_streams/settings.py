@@ -1,0 +1,160 @@
+"""Typed settings from ``AURORA_*`` environment variables, with safe defaults.
+
+Every command (broker, topics, worker, simulate, dev) reads the same settings, so one set of
+variables describes one deployment. ``aurora-streams settings`` prints them all with their
+current values. Mappings and lists are given as JSON, e.g.
+``AURORA_DEVICE_MAX_POWER_KW='{"NMI0001": 250}'``.
+"""
+
+from __future__ import annotations
+
+from functools import cached_property
+from pathlib import Path
+from typing import Literal
+from urllib.parse import urlparse
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from aurora_streams.domain.model import DeviceRules
+from aurora_streams.domain.validate import ValidationPolicy
+from aurora_streams.errors import ConfigError
+from aurora_streams.processing import TopicNames
+
+__all__ = ["Settings", "load_settings"]
+
+
+class Settings(BaseSettings):
+    """All settings; the environment variable is ``AURORA_`` + the field name in capitals."""
+
+    model_config = SettingsConfigDict(env_prefix="AURORA_", frozen=True, extra="ignore")
+
+    # --- where things are -------------------------------------------------------------
+    broker_url: str = Field(
+        "kafka://127.0.0.1:9092",
+        description="Kafka bootstrap, kafka://host:port[;host:port]. `broker` listens here.",
+    )
+    app_id: str = Field("aurora-streams", description="Consumer group and changelog prefix.")
+    partitions: int = Field(
+        4, ge=1, le=1024,
+        description="Partitions of every owned topic; the device table has as many.",
+    )
+    replication_factor: int = Field(1, ge=1, description="Replication of created topics.")
+    datadir: Path = Field(
+        Path("aurora-data"), description="Worker state (RocksDB) lives under this directory."
+    )
+    web_host: str = Field("127.0.0.1", description="Address other workers reach this one at.")
+    web_bind: str = Field("127.0.0.1", description="Interface the HTTP server binds.")
+    web_port: int = Field(6066, ge=1, le=65535, description="HTTP port of the worker.")
+    database_url: str | None = Field(
+        None, description="postgresql:// URL; when set, the worker runs the TimescaleDB sink."
+    )
+
+    # --- topics ----------------------------------------------------------------------
+    topic_raw: str = "meter.readings.raw"
+    topic_normalized: str = "meter.readings.normalized"
+    topic_anomalies: str = "meter.anomalies"
+    topic_dlq: str = "meter.readings.dlq"
+    output_encoding: Literal["json", "avro"] = Field(
+        "json", description="Encoding of normalized, anomaly and DLQ records."
+    )
+    max_message_bytes: int = Field(
+        262_144, ge=1024, description="Raw messages larger than this go to the DLQ."
+    )
+
+    # --- validation and flag thresholds ------------------------------------------------
+    max_power_kw: float = Field(
+        100.0, gt=0, description="Max plausible power of a device; above it a delta is a jump."
+    )
+    device_max_power_kw: dict[str, float] = Field(
+        default_factory=dict, description="Per-device max power overrides (JSON object)."
+    )
+    register_moduli_kwh: list[float] = Field(
+        default_factory=lambda: [10_000.0, 100_000.0, 1_000_000.0, 10_000_000.0],
+        description="Register wrap points tried, in order, when a register falls.",
+    )
+    reorder_horizon_s: int = Field(
+        6 * 3600, ge=0, description="Out-of-order readings this recent are placed in order."
+    )
+    max_window: int = Field(48, ge=2, le=10_000, description="Readings kept per channel.")
+    gap_factor: float = Field(1.5, gt=1.0, description="Step > factor x cadence is a gap.")
+    run_length: int = Field(3, ge=2, description="Equal values in a row for zero_run/frozen.")
+    max_future_s: int = Field(300, ge=0, description="Clock skew tolerated before future_timestamp.")
+    device_zones: dict[str, str] = Field(
+        default_factory=dict,
+        description="IANA zone per device for naive timestamps (JSON object); others are rejected.",
+    )
+    max_batch_readings: int = Field(10_000, ge=1, description="Readings per gateway batch.")
+
+    # --- worker tuning -----------------------------------------------------------------
+    batch_max: int = Field(500, ge=1, description="Raw messages handled per agent batch.")
+    batch_within_s: float = Field(0.05, gt=0, description="Max wait to fill a batch.")
+    processing_guarantee: Literal["at_least_once", "exactly_once"] = Field(
+        "at_least_once",
+        description="exactly_once needs a broker with transactions (not the embedded one).",
+    )
+    session_timeout_s: float = Field(
+        10.0, gt=0, description="Consumer session timeout; a dead worker is noticed after it."
+    )
+    heartbeat_interval_s: float = Field(1.0, gt=0)
+    commit_interval_s: float = Field(1.0, gt=0, description="Offset commit interval.")
+    standby_replicas: int = Field(1, ge=0, description="Standby copies of table partitions.")
+    log_level: str = Field("info", description="debug, info, warning or error.")
+    log_format: Literal["json", "text"] = Field("json", description="Structured JSON logs by default.")
+
+    @field_validator("broker_url")
+    @classmethod
+    def _check_broker(cls, value: str) -> str:
+        for part in value.split(";"):
+            parsed = urlparse(part if "://" in part else f"kafka://{part}")
+            if not parsed.hostname or not parsed.port:
+                raise ValueError(f"broker URL {part!r} needs host and port, e.g. kafka://127.0.0.1:9092")
+        return value
+
+    @property
+    def bootstrap_servers(self) -> str:
+        """``host:port[,host:port]`` for Kafka clients."""
+        hosts = []
+        for part in self.broker_url.split(";"):
+            parsed = urlparse(part if "://" in part else f"kafka://{part}")
+            hosts.append(f"{parsed.hostname}:{parsed.port}")
+        return ",".join(hosts)
+
+    @cached_property
+    def topics(self) -> TopicNames:
+        return TopicNames(
+            self.topic_raw, self.topic_normalized, self.topic_anomalies, self.topic_dlq
+        )
+
+    @cached_property
+    def rules(self) -> DeviceRules:
+        return DeviceRules(
+            max_power_kw=self.max_power_kw,
+            device_max_power_kw=dict(self.device_max_power_kw),
+            register_moduli_kwh=tuple(sorted(self.register_moduli_kwh)),
+            reorder_horizon_s=self.reorder_horizon_s,
+            max_window=self.max_window,
+            gap_factor=self.gap_factor,
+            run_length=self.run_length,
+        )
+
+    @cached_property
+    def policy(self) -> ValidationPolicy:
+        return ValidationPolicy(
+            device_zones=dict(self.device_zones),
+            max_future_s=self.max_future_s,
+            max_batch_readings=self.max_batch_readings,
+        )
+
+    @property
+    def changelog_topic(self) -> str:
+        return f"{self.app_id}-device_state-changelog"
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Settings from the environment (plus explicit overrides), or a :class:`ConfigError`
+    naming the bad variable."""
+    try:
+        return Settings(**overrides)  # type: ignore[arg-type]
+    except Exception as exc:  # pydantic.ValidationError lists every bad field
+        raise ConfigError(f"invalid AURORA_* settings: {exc}") from exc

@@ -1,0 +1,101 @@
+"""The topics the app owns: creating them with the configured partition counts, and
+refusing to run against topics that do not fit (DESIGN.md, Partitions).
+
+Never rely on broker auto-creation: an auto-created topic gets a partition count unrelated
+to the tables it feeds, and a table co-partitioned with the wrong count serves wrong state.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+from confluent_kafka.admin import AdminClient, NewTopic
+
+from aurora_streams.errors import BrokerError, TopicMismatchError
+from aurora_streams.settings import Settings
+
+__all__ = ["TopicSpec", "check_topics", "ensure_topics", "owned_topics"]
+
+log = logging.getLogger(__name__)
+
+_WEEK_MS = str(7 * 24 * 3600 * 1000)
+
+
+@dataclass(frozen=True, slots=True)
+class TopicSpec:
+    name: str
+    partitions: int
+    config: dict[str, str]
+    must_match: bool
+    """The partition count is load-bearing (a table is co-partitioned with this topic)."""
+
+
+def owned_topics(settings: Settings) -> list[TopicSpec]:
+    n = settings.partitions
+    delete = {"cleanup.policy": "delete", "retention.ms": _WEEK_MS}
+    return [
+        TopicSpec(settings.topic_raw, n, delete, True),
+        TopicSpec(settings.topic_normalized, n, delete, False),
+        TopicSpec(settings.topic_anomalies, n, delete, False),
+        TopicSpec(settings.topic_dlq, n, {"cleanup.policy": "delete", "retention.ms": "-1"}, False),
+        # Changelogs are compacted and never expire by time (a Faust recovery pitfall).
+        TopicSpec(settings.changelog_topic, n, {"cleanup.policy": "compact", "retention.ms": "-1"}, True),
+    ]
+
+
+def _admin(settings: Settings) -> AdminClient:
+    return AdminClient({"bootstrap.servers": settings.bootstrap_servers, "socket.timeout.ms": 10000})
+
+
+def _existing(admin: AdminClient, timeout: float) -> dict[str, int]:
+    try:
+        md = admin.list_topics(timeout=timeout)
+    except Exception as exc:
+        raise BrokerError(f"cannot reach the broker: {exc}") from exc
+    return {name: len(t.partitions) for name, t in md.topics.items() if t.error is None}
+
+
+def ensure_topics(settings: Settings, *, timeout: float = 15.0) -> list[str]:
+    """Create the owned topics that are missing; return the names created. Then
+    :func:`check_topics`."""
+    admin = _admin(settings)
+    existing = _existing(admin, timeout)
+    missing = [s for s in owned_topics(settings) if s.name not in existing]
+    created: list[str] = []
+    if missing:
+        futures = admin.create_topics(
+            [NewTopic(s.name, s.partitions, settings.replication_factor, config=s.config) for s in missing],
+            operation_timeout=timeout,
+        )
+        for name, fut in futures.items():
+            try:
+                fut.result()
+                created.append(name)
+            except Exception as exc:
+                if "TOPIC_ALREADY_EXISTS" not in str(exc) and "already exists" not in str(exc):
+                    raise BrokerError(f"cannot create topic {name}: {exc}") from exc
+    check_topics(settings, admin=admin, timeout=timeout)
+    return created
+
+
+def check_topics(settings: Settings, *, admin: AdminClient | None = None, timeout: float = 15.0) -> None:
+    """Raise :class:`TopicMismatchError`, saying what to do, when a topic is missing or has a
+    partition count that differs from the tables it feeds."""
+    existing = _existing(admin or _admin(settings), timeout)
+    problems: list[str] = []
+    for spec in owned_topics(settings):
+        have = existing.get(spec.name)
+        if have is None:
+            problems.append(f"topic {spec.name!r} does not exist: run `aurora-streams topics create`")
+        elif have != spec.partitions and spec.must_match:
+            problems.append(
+                f"topic {spec.name!r} has {have} partitions but the device_state table has "
+                f"{spec.partitions}: set AURORA_PARTITIONS={have} to match it, or delete and "
+                f"recreate the topic (and the worker's AURORA_DATADIR) with "
+                f"`aurora-streams topics create`"
+            )
+        elif have != spec.partitions:
+            log.warning("topic %s has %d partitions (configured %d)", spec.name, have, spec.partitions)
+    if problems:
+        raise TopicMismatchError("; ".join(problems))

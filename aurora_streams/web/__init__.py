@@ -1,0 +1,1 @@
+"""HTTP views on the Faust web server (aiohttp)."""
