@@ -1,0 +1,258 @@
+"""Every flag of the device state machine, and its ordering/revision rules."""
+
+from __future__ import annotations
+
+import pytest
+
+from aurora_streams.domain.device import DeviceState, apply
+from aurora_streams.domain.flags import Flag
+from aurora_streams.domain.model import DeviceRules, event_id
+from aurora_streams.errors import DomainRejection
+from tests.unit.domain.helpers import MIN, T0, Driver, ivl, reg
+
+
+def flags_of(result) -> set[str]:  # type: ignore[no-untyped-def]
+    return set(result.records[0].flags)
+
+
+def test_first_register_reading_has_no_delta() -> None:
+    d = Driver()
+    res = d.feed(reg(T0, 100.0))
+    rec = res.records[0]
+    assert rec.flags == (Flag.FIRST_READING,)
+    assert rec.delta_kwh is None and rec.ts_start is None and rec.register_kwh == 100.0
+    assert rec.event_id == event_id("d1", "E1", T0) and rec.revision == 0
+
+
+def test_register_delta_is_rise_since_previous() -> None:
+    d = Driver()
+    d.feed(reg(T0, 100.0))
+    rec = d.feed(reg(T0 + 5 * MIN, 100.4)).records[0]
+    assert rec.delta_kwh == pytest.approx(0.4)
+    assert rec.ts_start == T0 and rec.ts_end == T0 + 5 * MIN and rec.flags == ()
+
+
+def test_interval_delta_is_its_value_and_first_reading_flagged() -> None:
+    d = Driver()
+    rec = d.feed(ivl(T0, 0.7)).records[0]
+    assert rec.delta_kwh == 0.7 and rec.ts_start == T0 - 1800_000 and rec.register_kwh is None
+    assert Flag.FIRST_READING in rec.flags
+
+
+def test_exact_duplicate_emits_nothing_and_keeps_state() -> None:
+    d = Driver()
+    d.feed(reg(T0, 1.0), reg(T0 + 5 * MIN, 2.0))
+    before = d.state.to_bytes()
+    res = d.feed(reg(T0 + 5 * MIN, 2.0, ingested_at_ms=T0 + 99 * MIN))
+    assert res.status == "duplicate" and res.records == [] and res.anomalies == []
+    assert d.state.to_bytes() == before
+
+
+def test_newer_version_revises_and_older_is_stale() -> None:
+    d = Driver()
+    d.feed(ivl(T0, 1.0, quality="E", updated_at_ms=T0))
+    res = d.feed(ivl(T0, 1.2, quality="A", updated_at_ms=T0 + MIN))
+    assert res.status == "revised"
+    rec = res.records[0]
+    assert rec.revision == 1 and rec.value_kwh == 1.2 and Flag.REVISED in rec.flags
+    assert Flag.ESTIMATED not in rec.flags
+    stale = d.feed(ivl(T0, 0.9, quality="E", updated_at_ms=T0))
+    assert stale.status == "stale" and stale.records == []
+
+
+def test_better_quality_revises_at_same_version() -> None:
+    d = Driver()
+    d.feed(ivl(T0, 1.0, quality="S", method="14", reason_code=24))
+    assert flags_of(d.results[-1]) >= {Flag.SUBSTITUTED}
+    res = d.feed(ivl(T0, 1.1, quality="A"))
+    assert res.status == "revised" and res.records[0].quality == "A"
+    assert d.feed(ivl(T0, 1.3, quality="E")).status == "stale"
+
+
+@pytest.mark.parametrize(("quality", "flag"), [("E", Flag.ESTIMATED), ("S", Flag.SUBSTITUTED),
+                                              ("F", Flag.SUBSTITUTED), ("N", Flag.NULL)])
+def test_quality_flags_carried(quality: str, flag: Flag) -> None:
+    rec = Driver().feed(ivl(T0, 0.0, quality=quality, method="52", reason_code=None)).records[0]
+    assert flag in rec.flags and rec.quality == quality and rec.method == "52"
+
+
+def test_out_of_order_register_is_placed_and_neighbour_revised() -> None:
+    d = Driver()
+    d.feed(reg(T0, 10.0), reg(T0 + 10 * MIN, 12.0))
+    res = d.feed(reg(T0 + 5 * MIN, 11.0))
+    assert res.status == "out_of_order"
+    own, neighbour = res.records
+    assert Flag.OUT_OF_ORDER in own.flags and own.delta_kwh == pytest.approx(1.0)
+    assert neighbour.event_id == event_id("d1", "E1", T0 + 10 * MIN)
+    assert neighbour.revision == 1 and neighbour.delta_kwh == pytest.approx(1.0)
+    assert neighbour.ts_start == T0 + 5 * MIN
+
+
+def test_out_of_order_interval_fills_gap_and_clears_gap_anomaly() -> None:
+    d = Driver()
+    d.feed(ivl(T0, 1.0))
+    res = d.feed(ivl(T0 + 60 * MIN, 1.0))
+    assert Flag.GAP in res.records[0].flags
+    assert [a.type for a in res.anomalies] == [Flag.GAP]
+    res = d.feed(ivl(T0 + 30 * MIN, 1.0))
+    own, neighbour = res.records
+    assert Flag.OUT_OF_ORDER in own.flags and Flag.GAP not in neighbour.flags
+    cleared = [a for a in res.anomalies if a.cleared]
+    assert [(a.type, a.revision) for a in cleared] == [(Flag.GAP, 1)]
+
+
+def test_older_than_first_reading_becomes_first() -> None:
+    d = Driver()
+    d.feed(reg(T0 + 5 * MIN, 11.0))
+    res = d.feed(reg(T0, 10.0))
+    assert Flag.FIRST_READING in res.records[0].flags
+    assert res.records[1].delta_kwh == pytest.approx(1.0) and Flag.FIRST_READING not in res.records[1].flags
+
+
+def test_late_beyond_horizon_is_emitted_flagged_and_state_unchanged() -> None:
+    rules = DeviceRules(reorder_horizon_s=3600)
+    d = Driver(rules)
+    d.feed(ivl(T0, 1.0), ivl(T0 + 180 * MIN, 1.0))
+    before = d.state.to_bytes()
+    res = d.feed(ivl(T0 + 60 * MIN, 2.0))
+    assert res.status == "late"
+    rec = res.records[0]
+    assert {Flag.LATE_BEYOND_HORIZON, Flag.OUT_OF_ORDER} <= set(rec.flags) and rec.delta_kwh == 2.0
+    assert [a.type for a in res.anomalies] == [Flag.LATE_BEYOND_HORIZON]
+    assert d.state.to_bytes() == before
+    again = d.feed(ivl(T0 + 60 * MIN, 2.0))
+    assert again.records == res.records  # a re-delivery repeats the identical record
+
+
+def test_gap_in_register_readings_against_cadence() -> None:
+    d = Driver()
+    d.feed(reg(T0, 1.0), reg(T0 + 5 * MIN, 1.1))
+    res = d.feed(reg(T0 + 20 * MIN, 1.4))
+    assert Flag.GAP in res.records[0].flags
+    assert res.anomalies[0].score == 2.0  # two readings missing
+    assert Flag.GAP not in d.feed(reg(T0 + 25 * MIN, 1.5)).records[0].flags
+
+
+def test_gap_uses_declared_interval_for_registers() -> None:
+    d = Driver()
+    d.feed(reg(T0, 1.0, interval_s=300))
+    assert Flag.GAP in d.feed(reg(T0 + 15 * MIN, 1.1, interval_s=300)).records[0].flags
+
+
+def test_counter_reset_has_null_delta() -> None:
+    d = Driver()
+    d.feed(reg(T0, 5000.0))
+    res = d.feed(reg(T0 + 5 * MIN, 3.0))
+    rec = res.records[0]
+    assert Flag.COUNTER_RESET in rec.flags and rec.delta_kwh is None
+    assert res.anomalies[0].type == Flag.COUNTER_RESET
+    assert d.feed(reg(T0 + 10 * MIN, 3.5)).records[0].delta_kwh == pytest.approx(0.5)
+
+
+def test_rollover_when_wrap_is_plausible() -> None:
+    d = Driver(DeviceRules(max_power_kw=20.0))
+    d.feed(reg(T0, 99_999.2))
+    rec = d.feed(reg(T0 + 5 * MIN, 0.3)).records[0]
+    assert Flag.ROLLOVER in rec.flags and rec.delta_kwh == pytest.approx(1.1)
+
+
+def test_fall_that_would_need_implausible_power_is_a_reset_not_a_rollover() -> None:
+    d = Driver(DeviceRules(max_power_kw=20.0))
+    d.feed(reg(T0, 99_000.0))
+    rec = d.feed(reg(T0 + 5 * MIN, 5.0)).records[0]
+    assert Flag.COUNTER_RESET in rec.flags and Flag.ROLLOVER not in rec.flags
+
+
+def test_suspicious_jump_keeps_delta_and_scores_ratio() -> None:
+    d = Driver(DeviceRules(max_power_kw=12.0))  # 1 kWh per 5 minutes allowed
+    d.feed(reg(T0, 10.0))
+    res = d.feed(reg(T0 + 5 * MIN, 13.0))
+    assert Flag.SUSPICIOUS_JUMP in res.records[0].flags and res.records[0].delta_kwh == 3.0
+    assert res.anomalies[0].score == pytest.approx(3.0)
+
+
+def test_per_device_max_power_override() -> None:
+    rules = DeviceRules(max_power_kw=12.0, device_max_power_kw={"d1": 1000.0})
+    d = Driver(rules)
+    d.feed(reg(T0, 10.0))
+    assert Flag.SUSPICIOUS_JUMP not in d.feed(reg(T0 + 5 * MIN, 13.0)).records[0].flags
+
+
+def test_interval_jump() -> None:
+    rec = Driver(DeviceRules(max_power_kw=10.0)).feed(ivl(T0, 6.0)).records[0]  # 5 kWh max in 30 min
+    assert Flag.SUSPICIOUS_JUMP in rec.flags
+
+
+def test_negative_interval() -> None:
+    res = Driver().feed(ivl(T0, -0.2))
+    assert Flag.NEGATIVE in res.records[0].flags and res.anomalies[0].type == Flag.NEGATIVE
+
+
+def test_zero_run_on_intervals() -> None:
+    d = Driver()
+    d.feed(ivl(T0, 0.0), ivl(T0 + 30 * MIN, 0.0))
+    assert Flag.ZERO_RUN not in d.results[-1].records[0].flags
+    assert Flag.ZERO_RUN in d.feed(ivl(T0 + 60 * MIN, 0.0)).records[0].flags
+
+
+def test_frozen_nonzero_interval_values() -> None:
+    d = Driver()
+    d.feed(ivl(T0, 0.42), ivl(T0 + 30 * MIN, 0.42))
+    assert Flag.FROZEN in d.feed(ivl(T0 + 60 * MIN, 0.42)).records[0].flags
+
+
+def test_frozen_register() -> None:
+    d = Driver()
+    d.feed(reg(T0, 123.0), reg(T0 + 5 * MIN, 123.0))
+    rec = d.feed(reg(T0 + 10 * MIN, 123.0)).records[0]
+    assert Flag.FROZEN in rec.flags and rec.delta_kwh == 0.0
+
+
+def test_null_quality_does_not_extend_a_zero_run() -> None:
+    d = Driver()
+    d.feed(ivl(T0, 0.0, quality="N"), ivl(T0 + 30 * MIN, 0.0, quality="N"))
+    assert Flag.ZERO_RUN not in d.feed(ivl(T0 + 60 * MIN, 0.0, quality="N")).records[0].flags
+
+
+def test_arrival_flags_are_kept() -> None:
+    r = ivl(T0, 1.0, arrival_flags=(Flag.UNIT_CONVERTED.value, Flag.FUTURE_TIMESTAMP.value),
+            ingested_at_ms=T0 - 3600_000)
+    res = Driver().feed(r)
+    assert {Flag.UNIT_CONVERTED, Flag.FUTURE_TIMESTAMP} <= set(res.records[0].flags)
+    assert [a.type for a in res.anomalies] == [Flag.FUTURE_TIMESTAMP]
+    assert res.anomalies[0].score == pytest.approx(3600.0)
+
+
+def test_kind_conflict_is_rejected() -> None:
+    state = DeviceState()
+    apply(state, reg(T0, 1.0), DeviceRules())
+    with pytest.raises(DomainRejection) as info:
+        apply(state, ivl(T0 + MIN, 1.0), DeviceRules())
+    assert info.value.reason == "kind_conflict"
+
+
+def test_channels_are_independent() -> None:
+    d = Driver()
+    d.feed(ivl(T0, 1.0, channel="E1"))
+    rec = d.feed(ivl(T0 + 90 * MIN, 1.0, channel="B1")).records[0]
+    assert Flag.FIRST_READING in rec.flags and Flag.GAP not in rec.flags
+
+
+def test_window_is_bounded_and_anchored() -> None:
+    rules = DeviceRules(max_window=5, reorder_horizon_s=10**6)
+    d = Driver(rules)
+    for i in range(20):
+        d.feed(reg(T0 + i * 5 * MIN, float(i)))
+    ch = d.state.channels["E1"]
+    assert len(ch.entries) == 6 and ch.anchored
+    # Older than the anchor: cannot be placed.
+    assert d.feed(reg(T0 + 2 * 5 * MIN + MIN, 2.5)).status == "late"
+
+
+def test_state_round_trips_through_bytes() -> None:
+    d = Driver()
+    d.feed(reg(T0, 1.0, source="gw-1"), reg(T0 + 5 * MIN, 2.0), ivl(T0, 0.5, channel="B1"))
+    data = d.state.to_bytes()
+    assert DeviceState.from_bytes(data).to_bytes() == data
+    with pytest.raises(ValueError):
+        DeviceState.from_bytes(b'{"v": 99, "c": {}}')
