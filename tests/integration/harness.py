@@ -1,0 +1,249 @@
+"""Integration harness: the embedded broker, worker subprocesses, topic readers and the
+reference oracle.
+
+The oracle reads the raw topic back from the broker (so it sees exactly the partitions,
+offsets and timestamps the worker saw) and runs the pure :class:`Processor` over each
+partition in offset order, with no crash, no rebalance and no Faust: what a correct worker
+must end up with.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import orjson
+from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
+
+from aurora_streams.codecs import decode_output
+from aurora_streams.domain.device import DeviceState
+from aurora_streams.processing import Processor, new_state
+from aurora_streams.settings import Settings, load_settings
+from aurora_streams.simulator import SimMessage, produce
+from aurora_streams.topics import ensure_topics
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass(frozen=True)
+class Record:
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+    timestamp_ms: int
+
+
+def read_topic(bootstrap: str, topic: str, partitions: int, *, idle_s: float = 1.5,
+               until: Callable[[list[Record]], bool] | None = None, timeout_s: float = 120.0) -> list[Record]:
+    """Every record of ``topic`` from the beginning. Reads until ``until(records)`` holds and
+    then no record arrives for ``idle_s`` (or, without ``until``, just until idle).
+
+    Uses assign() and end-of-partition events, never ListOffsets: the embedded broker
+    undercounts end offsets (DESIGN.md, Brokers)."""
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"reader-{uuid.uuid4().hex}",
+                         "enable.auto.commit": False, "fetch.wait.max.ms": 50})
+    consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in range(partitions)])
+    records: list[Record] = []
+    deadline = time.monotonic() + timeout_s
+    last = time.monotonic()
+    try:
+        while time.monotonic() < deadline:
+            msgs = consumer.consume(1000, 0.2)
+            for m in msgs:
+                if m.error() is None:
+                    records.append(Record(m.partition(), m.offset(), m.key(), m.value(), m.timestamp()[1]))
+            if msgs:
+                last = time.monotonic()
+            elif time.monotonic() - last >= idle_s and (until is None or until(records)):
+                return records
+    finally:
+        consumer.close()
+    raise TimeoutError(f"{topic}: condition not met after {timeout_s} s ({len(records)} records)")
+
+
+@dataclass
+class Expected:
+    """What the reference computes from the raw topic."""
+
+    outputs: dict[str, list[bytes]]
+    states: dict[str, bytes]
+    stats: dict[str, int]
+
+
+def reference(settings: Settings, raw: Iterable[Record]) -> Expected:
+    processor = Processor(rules=settings.rules, policy=settings.policy, topics=settings.topics,
+                          encoding=settings.output_encoding, max_message_bytes=settings.max_message_bytes)
+    states: dict[str, DeviceState] = {}
+    outputs: dict[str, list[bytes]] = {t: [] for t in (settings.topic_normalized, settings.topic_anomalies, settings.topic_dlq)}
+    for rec in sorted(raw, key=lambda r: (r.partition, r.offset)):
+        for out in processor.process(rec.key, rec.value, partition=rec.partition, offset=rec.offset,
+                                     timestamp_ms=rec.timestamp_ms, states=states, load=new_state):
+            outputs[out.topic].append(out.value)
+    return Expected(outputs, {k: v.to_bytes() for k, v in states.items()}, dict(processor.stats))
+
+
+def latest_by(values: Iterable[bytes], id_field: str) -> dict[str, dict[str, Any]]:
+    """Latest revision per id; for equal revisions the first record wins (the rule the sink
+    applies, see domain.device on late readings)."""
+    latest: dict[str, dict[str, Any]] = {}
+    for v in values:
+        doc = decode_output(v)
+        old = latest.get(doc[id_field])
+        if old is None or doc["revision"] > old["revision"]:
+            latest[doc[id_field]] = doc
+    return latest
+
+
+def latest_states(changelog: Iterable[Record]) -> dict[str, bytes]:
+    out: dict[str, bytes] = {}
+    for rec in sorted(changelog, key=lambda r: (r.partition, r.offset)):
+        assert rec.key is not None
+        if rec.value is None:
+            out.pop(rec.key.decode(), None)
+        else:
+            out[rec.key.decode()] = rec.value
+    return out
+
+
+@dataclass
+class Deployment:
+    """One isolated deployment on the shared broker: its own app id and topic names."""
+
+    bootstrap: str
+    workdir: Path
+    partitions: int = 4
+    extra_env: dict[str, str] = field(default_factory=dict)
+    name: str = field(default_factory=lambda: f"t{uuid.uuid4().hex[:8]}")
+    workers: list[Worker] = field(default_factory=list)
+
+    def env(self, **more: str) -> dict[str, str]:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("AURORA_")}
+        env.update({
+            "AURORA_BROKER_URL": f"kafka://{self.bootstrap}",
+            "AURORA_APP_ID": f"aurora-{self.name}",
+            "AURORA_PARTITIONS": str(self.partitions),
+            "AURORA_TOPIC_RAW": f"{self.name}.raw",
+            "AURORA_TOPIC_NORMALIZED": f"{self.name}.normalized",
+            "AURORA_TOPIC_ANOMALIES": f"{self.name}.anomalies",
+            "AURORA_TOPIC_DLQ": f"{self.name}.dlq",
+            "AURORA_SESSION_TIMEOUT_S": "6",
+            "AURORA_HEARTBEAT_INTERVAL_S": "1",
+            "AURORA_LOG_FORMAT": "text",
+            **self.extra_env,
+            **more,
+        })
+        return env
+
+    @property
+    def settings(self) -> Settings:
+        env = self.env()
+        saved = dict(os.environ)
+        try:
+            os.environ.clear()
+            os.environ.update(env)
+            return load_settings()
+        finally:
+            os.environ.clear()
+            os.environ.update(saved)
+
+    def create_topics(self) -> None:
+        ensure_topics(self.settings)
+
+    def produce(self, messages: Iterable[SimMessage]) -> int:
+        return produce(iter(messages), bootstrap=self.bootstrap, topic=self.settings.topic_raw, progress=False)
+
+    def start_worker(self, label: str, *, datadir: Path | None = None) -> Worker:
+        port = free_port()
+        datadir = datadir or self.workdir / f"data-{label}"
+        w = Worker(label, self.env(AURORA_WEB_PORT=str(port), AURORA_DATADIR=str(datadir)),
+                   port, self.workdir / f"worker-{label}.log")
+        w.start()
+        self.workers.append(w)
+        return w
+
+    def read(self, topic: str, **kw: Any) -> list[Record]:
+        return read_topic(self.bootstrap, topic, self.partitions, **kw)
+
+    def stop_all(self) -> None:
+        for w in self.workers:
+            w.stop()
+
+
+@dataclass
+class Worker:
+    label: str
+    env: dict[str, str]
+    port: int
+    log_path: Path
+    proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        log = open(self.log_path, "ab")  # noqa: SIM115 - owned by the child for its lifetime
+        self.proc = subprocess.Popen([sys.executable, "-m", "aurora_streams", "worker"], env=self.env,
+                                     stdout=log, stderr=subprocess.STDOUT, cwd=REPO)
+        log.close()
+
+    def wait_ready(self, timeout: float = 90.0) -> None:
+        import urllib.request
+
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            assert self.proc is not None
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"worker {self.label} exited {self.proc.returncode}:\n{self.tail()}")
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/readyz", timeout=1) as resp:
+                    if resp.status == 200:
+                        return
+            except OSError:
+                pass
+            time.sleep(0.3)
+        raise TimeoutError(f"worker {self.label} not ready after {timeout} s:\n{self.tail()}")
+
+    def metrics(self) -> str:
+        import urllib.request
+
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/metrics", timeout=5) as resp:
+            return str(resp.read().decode())
+
+    def kill(self) -> None:
+        """SIGKILL: no shutdown hooks, no final commit."""
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait()
+
+    def stop(self) -> None:
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        self.proc.terminate()
+        try:
+            self.proc.wait(30)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+
+    def tail(self, n: int = 40) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-n:])
+        except OSError:
+            return ""
+
+
+def json_msg(doc: Any, key: str | None, ts: int) -> SimMessage:
+    return SimMessage(key.encode() if key else b"", orjson.dumps(doc), ts)
