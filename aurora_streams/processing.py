@@ -52,6 +52,12 @@ StateLoader = Callable[[str], DeviceState]
 class Processor:
     """Turns raw messages into normalized, anomaly and DLQ records.
 
+    Replay fencing: each device state remembers the offset of the last raw message applied
+    to it. The raw topic is partitioned by device and its partition count is fixed, so a
+    message at or below that offset is an at-least-once re-delivery and produces nothing,
+    even for readings that have since left the reorder window. (Recreating the raw topic
+    therefore requires deleting the device state with it.)
+
     ``states`` passed to :meth:`process` caches device states for one batch: a device not in
     it is loaded with ``load`` and added, and the caller writes every state in it back after
     the batch's outputs are delivered (DESIGN.md, State and replay).
@@ -102,6 +108,7 @@ class Processor:
             self._dead(out, key, value, partition, offset, timestamp_ms, exc)
             return out
         enc = self.encoding
+        fenced: set[str] = set()
         for item in items:
             if isinstance(item, InvalidReading):
                 self._dead(out, key, value, partition, offset, timestamp_ms, item)
@@ -109,6 +116,13 @@ class Processor:
             state = states.get(item.device_id)
             if state is None:
                 state = states[item.device_id] = load(item.device_id)
+            if item.device_id not in fenced:
+                if state.last_offset >= offset:
+                    # Re-delivery of a message whose effects are already in the state (and
+                    # whose outputs were delivered before the state was written).
+                    self.stats["replayed"] += len(items)
+                    return []
+                fenced.add(item.device_id)
             try:
                 result = apply(state, item, self.rules)
             except InvalidReading as exc:
@@ -122,6 +136,8 @@ class Processor:
                 out.append(OutRecord(normalized, dkey, encode_normalized(rec, enc)))
             for event in result.anomalies:
                 out.append(OutRecord(anomalies, dkey, encode_anomaly(event, enc)))
+        for device_id in fenced:
+            states[device_id].last_offset = offset
         return out
 
     def _dead(

@@ -172,12 +172,17 @@ class DeviceState:
     """Everything the platform remembers about one device, one table value per device."""
 
     channels: dict[str, ChannelState] = field(default_factory=dict)
+    last_offset: int = -1
+    """Source offset of the last raw message applied (set by the caller, see
+    ``processing``): a device lives on one partition, so a message at or below it is a
+    re-delivery. The state machine itself never reads it."""
 
     def to_bytes(self) -> bytes:
         """Versioned, deterministic encoding (the RocksDB table value and its changelog)."""
         return orjson.dumps(
             {
                 "v": STATE_VERSION,
+                "o": self.last_offset,
                 "c": {
                     name: [ch.kind, ch.anchored, [e.to_list() for e in ch.entries]]
                     for name, ch in sorted(self.channels.items())
@@ -194,7 +199,8 @@ class DeviceState:
             {
                 name: ChannelState(kind, anchored, [Entry.from_list(e) for e in entries])
                 for name, (kind, anchored, entries) in doc["c"].items()
-            }
+            },
+            doc.get("o", -1),
         )
 
     def latest_ts(self) -> int | None:

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import orjson
-from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
 
 from aurora_streams.codecs import decode_output
 from aurora_streams.domain.device import DeviceState
@@ -49,28 +49,35 @@ class Record:
     timestamp_ms: int
 
 
-def read_topic(bootstrap: str, topic: str, partitions: int, *, idle_s: float = 1.5,
+def read_topic(bootstrap: str, topic: str, partitions: int, *, idle_s: float = 1.0,
                until: Callable[[list[Record]], bool] | None = None, timeout_s: float = 120.0) -> list[Record]:
-    """Every record of ``topic`` from the beginning. Reads until ``until(records)`` holds and
-    then no record arrives for ``idle_s`` (or, without ``until``, just until idle).
+    """Every record of ``topic`` from the beginning: reads until every partition reported
+    end-of-partition, ``until(records)`` holds (if given), and nothing new came for
+    ``idle_s``.
 
     Uses assign() and end-of-partition events, never ListOffsets: the embedded broker
     undercounts end offsets (DESIGN.md, Brokers)."""
     consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"reader-{uuid.uuid4().hex}",
-                         "enable.auto.commit": False, "fetch.wait.max.ms": 50})
+                         "enable.auto.commit": False, "enable.partition.eof": True,
+                         "fetch.wait.max.ms": 50})
     consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in range(partitions)])
     records: list[Record] = []
+    at_end: set[int] = set()
     deadline = time.monotonic() + timeout_s
     last = time.monotonic()
     try:
         while time.monotonic() < deadline:
-            msgs = consumer.consume(1000, 0.2)
+            msgs = consumer.consume(1000, 0.1)
             for m in msgs:
-                if m.error() is None:
+                err = m.error()
+                if err is None:
                     records.append(Record(m.partition(), m.offset(), m.key(), m.value(), m.timestamp()[1]))
-            if msgs:
-                last = time.monotonic()
-            elif time.monotonic() - last >= idle_s and (until is None or until(records)):
+                    at_end.discard(m.partition())
+                    last = time.monotonic()
+                elif err.code() == KafkaError._PARTITION_EOF:
+                    at_end.add(m.partition())
+            if (len(at_end) == partitions and time.monotonic() - last >= idle_s
+                    and (until is None or until(records))):
                 return records
     finally:
         consumer.close()
