@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import io
+import re
 from dataclasses import asdict
 from datetime import UTC, datetime
 from functools import cache
@@ -41,6 +42,7 @@ __all__ = [
 Encoding = Literal["json", "avro"]
 
 AVRO_MAGIC: Final = b"\xc3\x01"
+_NAN_OR_INF: Final = re.compile(rb":\s*-?(NaN|Infinity)\b")
 
 RAW_READING: Final = "aurora.RawReading"
 GATEWAY_BATCH: Final = "aurora.GatewayBatch"
@@ -124,7 +126,13 @@ def decode_raw(data: bytes | None, *, max_bytes: int) -> object:
     try:
         return orjson.loads(data)
     except orjson.JSONDecodeError as exc:
-        raise InvalidReading("invalid_json", f"not valid JSON: {exc}"[:300]) from exc
+        text = str(exc)
+        if "infinity" in text:
+            # JSON has no NaN or infinity; a literal too large for a double overflows.
+            raise InvalidReading("not_finite", f"number overflows to infinity: {text}"[:300]) from exc
+        if _NAN_OR_INF.search(data[:65536]):
+            raise InvalidReading("not_finite", f"NaN or Infinity is not a JSON number: {text}"[:300]) from exc
+        raise InvalidReading("invalid_json", f"not valid JSON: {text}"[:300]) from exc
 
 
 def _json_ready(name: str, record: dict[str, Any]) -> dict[str, Any]:
