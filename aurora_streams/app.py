@@ -40,7 +40,8 @@ class _ProbingConsumer(aiokafka_driver.Consumer):  # type: ignore[misc]
         }
         if not changelogs:
             return reported
-        fixed = await probe_end_offsets_async(self.app.aurora_settings.bootstrap_servers, changelogs)
+        settings: Settings = self.app.aurora_settings  # type: ignore[attr-defined]
+        fixed = await probe_end_offsets_async(settings.bootstrap_servers, changelogs)
         result = dict(reported)
         for (topic, partition), end in fixed.items():
             result[TP(topic, partition)] = end

@@ -92,8 +92,12 @@ def topics_check() -> None:
 
 
 @main.command()
-@click.option("--create-topics/--no-create-topics", default=True, show_default=True,
-              help="Create missing owned topics before starting.")
+@click.option(
+    "--create-topics/--no-create-topics",
+    default=True,
+    show_default=True,
+    help="Create missing owned topics before starting.",
+)
 def worker(create_topics: bool) -> None:
     """Run a worker: the normalize agent, its table and the HTTP views on AURORA_WEB_PORT."""
     import faust
@@ -112,19 +116,33 @@ def worker(create_topics: bool) -> None:
         raise click.ClickException(f"refusing to start: {exc}") from exc
     Path(s.datadir).mkdir(parents=True, exist_ok=True)
     app = create_app(s)
-    log.info("worker starting: broker=%s web=http://%s:%d datadir=%s partitions=%d",
-             s.bootstrap_servers, s.web_host, s.web_port, s.datadir, s.partitions)
+    log.info(
+        "worker starting: broker=%s web=http://%s:%d datadir=%s partitions=%d",
+        s.bootstrap_servers,
+        s.web_host,
+        s.web_port,
+        s.datadir,
+        s.partitions,
+    )
     w = faust.Worker(app, loglevel=s.log_level, logging_config=logging_config(s.log_level, s.log_format))
     w.execute_from_commandline()
 
 
 @main.command()
 @click.option("--devices", type=int, default=100, show_default=True)
-@click.option("--rate", type=float, default=200.0, show_default=True, help="Messages per second (0: as fast as possible).")
+@click.option(
+    "--rate",
+    type=float,
+    default=200.0,
+    show_default=True,
+    help="Messages per second (0: as fast as possible).",
+)
 @click.option("--count", type=int, default=None, help="Stop after this many messages.")
 @click.option("--duration", type=int, default=None, help="Stop after this many simulated seconds.")
 @click.option("--seed", type=int, default=42, show_default=True)
-@click.option("--start", "start", type=str, default=None, help="Simulated start (ISO-8601; default 30 days ago).")
+@click.option(
+    "--start", "start", type=str, default=None, help="Simulated start (ISO-8601; default 30 days ago)."
+)
 @click.option("--batch-size", type=int, default=1, show_default=True, help="Readings per gateway batch.")
 @click.option("--encoding", type=click.Choice(["json", "avro", "mixed"]), default="mixed", show_default=True)
 @click.option("--reset-rate", type=float, default=0.002, show_default=True)
@@ -140,12 +158,29 @@ def worker(create_topics: bool) -> None:
 @click.option("--future-rate", type=float, default=0.0005, show_default=True)
 @click.option("--malformed-rate", type=float, default=0.0005, show_default=True)
 @click.option("--no-progress", is_flag=True, help="No progress bar.")
-def simulate(devices: int, rate: float, count: int | None, duration: int | None, seed: int,
-             start: str | None, batch_size: int, encoding: str, reset_rate: float,
-             rollover_share: float, late_rate: float, very_late_rate: float,
-             duplicate_rate: float, jump_rate: float, gap_rate: float, zero_run_rate: float,
-             negative_rate: float, estimate_rate: float, future_rate: float,
-             malformed_rate: float, no_progress: bool) -> None:
+def simulate(
+    devices: int,
+    rate: float,
+    count: int | None,
+    duration: int | None,
+    seed: int,
+    start: str | None,
+    batch_size: int,
+    encoding: str,
+    reset_rate: float,
+    rollover_share: float,
+    late_rate: float,
+    very_late_rate: float,
+    duplicate_rate: float,
+    jump_rate: float,
+    gap_rate: float,
+    zero_run_rate: float,
+    negative_rate: float,
+    estimate_rate: float,
+    future_rate: float,
+    malformed_rate: float,
+    no_progress: bool,
+) -> None:
     """Produce simulated meter readings to the raw topic."""
     from aurora_streams.domain.timeutil import parse_timestamp
     from aurora_streams.simulator import SimConfig, generate, produce
@@ -153,17 +188,38 @@ def simulate(devices: int, rate: float, count: int | None, duration: int | None,
     s = _settings()
     start_ms = parse_timestamp(start) if start else int(time.time() * 1000) - 30 * 86_400_000
     cfg = SimConfig(
-        devices=devices, seed=seed, start_ms=start_ms, batch_size=batch_size, encoding=encoding,
-        reset_rate=reset_rate, rollover_share=rollover_share, late_rate=late_rate,
-        very_late_rate=very_late_rate, duplicate_rate=duplicate_rate, jump_rate=jump_rate,
-        gap_rate=gap_rate, zero_run_rate=zero_run_rate, negative_rate=negative_rate,
-        estimate_rate=estimate_rate, future_rate=future_rate, malformed_rate=malformed_rate,
+        devices=devices,
+        seed=seed,
+        start_ms=start_ms,
+        batch_size=batch_size,
+        encoding=encoding,
+        reset_rate=reset_rate,
+        rollover_share=rollover_share,
+        late_rate=late_rate,
+        very_late_rate=very_late_rate,
+        duplicate_rate=duplicate_rate,
+        jump_rate=jump_rate,
+        gap_rate=gap_rate,
+        zero_run_rate=zero_run_rate,
+        negative_rate=negative_rate,
+        estimate_rate=estimate_rate,
+        future_rate=future_rate,
+        malformed_rate=malformed_rate,
     )
-    click.echo(f"simulating {devices} meters -> {s.topic_raw} at {s.bootstrap_servers}"
-               f" ({'unlimited' if not rate else f'{rate:g} msg/s'})", err=True)
+    click.echo(
+        f"simulating {devices} meters -> {s.topic_raw} at {s.bootstrap_servers}"
+        f" ({'unlimited' if not rate else f'{rate:g} msg/s'})",
+        err=True,
+    )
     try:
-        sent = produce(generate(cfg, limit=count, duration_s=duration), bootstrap=s.bootstrap_servers,
-                       topic=s.topic_raw, rate=rate or None, total=count, progress=not no_progress)
+        sent = produce(
+            generate(cfg, limit=count, duration_s=duration),
+            bootstrap=s.bootstrap_servers,
+            topic=s.topic_raw,
+            rate=rate or None,
+            total=count,
+            progress=not no_progress,
+        )
     except KeyboardInterrupt:
         click.echo("stopped", err=True)
         return
@@ -201,22 +257,36 @@ def dev(devices: int, rate: float) -> None:
         click.echo(f"topics ready ({s.partitions} partitions; created {len(created)})", err=True)
         exe = [sys.executable, "-m", "aurora_streams"]
         with open(logdir / "worker.log", "ab") as wlog:
-            children.append(("worker", subprocess.Popen([*exe, "worker"], stdout=wlog, stderr=subprocess.STDOUT)))
+            children.append(
+                ("worker", subprocess.Popen([*exe, "worker"], stdout=wlog, stderr=subprocess.STDOUT))
+            )
         wait_for_port(s.web_host, s.web_port, timeout=60)
         with open(logdir / "simulator.log", "ab") as slog:
-            children.append(("simulator", subprocess.Popen(
-                [*exe, "simulate", "--devices", str(devices), "--rate", str(rate), "--no-progress"],
-                stdout=slog, stderr=subprocess.STDOUT)))
+            children.append(
+                (
+                    "simulator",
+                    subprocess.Popen(
+                        [*exe, "simulate", "--devices", str(devices), "--rate", str(rate), "--no-progress"],
+                        stdout=slog,
+                        stderr=subprocess.STDOUT,
+                    ),
+                )
+            )
         base = f"http://{s.web_host}:{s.web_port}"
-        click.echo("\n".join([
-            "aurora-streams dev is running:",
-            f"  broker     {s.bootstrap_servers} (embedded Tansu, pid {children[0][1].pid})",
-            f"  worker     {base}  (pid {children[1][1].pid}; /healthz /readyz /metrics)",
-            f"  simulator  {devices} meters at {rate:g} msg/s (pid {children[2][1].pid})",
-            f"  topics     {s.topic_raw} -> {s.topic_normalized}, {s.topic_anomalies}, {s.topic_dlq}",
-            f"  logs       {logdir}/",
-            "Ctrl-C stops everything.",
-        ]), err=True)
+        click.echo(
+            "\n".join(
+                [
+                    "aurora-streams dev is running:",
+                    f"  broker     {s.bootstrap_servers} (embedded Tansu, pid {children[0][1].pid})",
+                    f"  worker     {base}  (pid {children[1][1].pid}; /healthz /readyz /metrics)",
+                    f"  simulator  {devices} meters at {rate:g} msg/s (pid {children[2][1].pid})",
+                    f"  topics     {s.topic_raw} -> {s.topic_normalized}, {s.topic_anomalies}, {s.topic_dlq}",
+                    f"  logs       {logdir}/",
+                    "Ctrl-C stops everything.",
+                ]
+            ),
+            err=True,
+        )
         while all(p.poll() is None for name, p in children if name != "simulator"):
             time.sleep(0.5)
         dead = [n for n, p in children if p.poll() is not None and n != "simulator"]

@@ -92,9 +92,7 @@ def avro_decode(data: bytes) -> tuple[str, Any]:
         raise InvalidReading("avro_truncated", "Avro single-object header is truncated")
     name = _by_fingerprint().get(data[2:10])
     if name is None:
-        raise InvalidReading(
-            "avro_unknown_schema", f"unknown Avro schema fingerprint {data[2:10].hex()}"
-        )
+        raise InvalidReading("avro_unknown_schema", f"unknown Avro schema fingerprint {data[2:10].hex()}")
     buf = io.BytesIO(data)
     buf.seek(10)
     try:

@@ -32,10 +32,14 @@ def tansu_path() -> Path:
 def broker_command(host: str, port: int) -> list[str]:
     url = f"tcp://{host}:{port}"
     return [
-        str(tansu_path()), "broker",
-        "--listener-url", url,
-        "--advertised-listener-url", url,
-        "--storage-engine", "memory://tansu/",
+        str(tansu_path()),
+        "broker",
+        "--listener-url",
+        url,
+        "--advertised-listener-url",
+        url,
+        "--storage-engine",
+        "memory://tansu/",
     ]
 
 

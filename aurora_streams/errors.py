@@ -58,9 +58,7 @@ class InvalidReading(AuroraError):
 
     def at_index(self, index: int) -> InvalidReading:
         """The same error, located at reading ``index`` of a gateway batch."""
-        return InvalidReading(
-            self.reason, f"reading[{index}]: {self.message}", field=self.field, index=index
-        )
+        return InvalidReading(self.reason, f"reading[{index}]: {self.message}", field=self.field, index=index)
 
 
 class DomainRejection(InvalidReading):

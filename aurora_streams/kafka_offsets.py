@@ -18,6 +18,7 @@ import asyncio
 import time
 import uuid
 from collections.abc import Mapping
+
 from confluent_kafka import Consumer, KafkaError, TopicPartition
 
 __all__ = ["probe_end_offsets", "probe_end_offsets_async"]
@@ -52,7 +53,7 @@ def probe_end_offsets(
             msg = consumer.poll(0.1)
             if msg is None:
                 continue
-            tp = (msg.topic(), msg.partition())
+            tp = (str(msg.topic()), int(msg.partition() or 0))
             err = msg.error()
             if err is not None:
                 if err.code() == KafkaError._PARTITION_EOF:
@@ -71,4 +72,3 @@ async def probe_end_offsets_async(
 ) -> dict[tuple[str, int], int]:
     """:func:`probe_end_offsets` in a thread, for the event loop."""
     return await asyncio.to_thread(probe_end_offsets, bootstrap, reported)
-

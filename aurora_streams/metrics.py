@@ -41,7 +41,8 @@ BATCH_DURATION: Final = Histogram(
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0),
 )
 BATCH_SIZE: Final = Histogram(
-    "aurora_batch_messages", "Raw messages per partition slice of an agent batch.",
+    "aurora_batch_messages",
+    "Raw messages per partition slice of an agent batch.",
     buckets=(1, 5, 10, 50, 100, 250, 500, 1000, 5000),
 )
 E2E_LATENCY: Final = Histogram(

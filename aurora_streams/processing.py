@@ -48,7 +48,6 @@ class OutRecord(NamedTuple):
 StateLoader = Callable[[str], DeviceState]
 
 
-
 class Processor:
     """Turns raw messages into normalized, anomaly and DLQ records.
 
@@ -96,14 +95,19 @@ class Processor:
         try:
             key_str = None if key is None else key.decode("utf-8")
         except UnicodeDecodeError:
-            self._dead(out, key, value, partition, offset, timestamp_ms,
-                       InvalidReading("invalid_key", "message key is not UTF-8"))
+            self._dead(
+                out,
+                key,
+                value,
+                partition,
+                offset,
+                timestamp_ms,
+                InvalidReading("invalid_key", "message key is not UTF-8"),
+            )
             return out
         try:
             payload = decode_raw(value, max_bytes=self.max_message_bytes)
-            items = validate_message(
-                payload, key=key_str, broker_ts_ms=timestamp_ms, policy=self.policy
-            )
+            items = validate_message(payload, key=key_str, broker_ts_ms=timestamp_ms, policy=self.policy)
         except InvalidReading as exc:
             self._dead(out, key, value, partition, offset, timestamp_ms, exc)
             return out
@@ -170,5 +174,3 @@ class Processor:
 def new_state(_device_id: str) -> DeviceState:
     """Loader for a store that has no state yet (the reference, the benchmark)."""
     return DeviceState()
-
-

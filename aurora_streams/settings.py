@@ -36,7 +36,9 @@ class Settings(BaseSettings):
     )
     app_id: str = Field("aurora-streams", description="Consumer group and changelog prefix.")
     partitions: int = Field(
-        4, ge=1, le=1024,
+        4,
+        ge=1,
+        le=1024,
         description="Partitions of every owned topic; the device table has as many.",
     )
     replication_factor: int = Field(1, ge=1, description="Replication of created topics.")
@@ -122,9 +124,7 @@ class Settings(BaseSettings):
 
     @cached_property
     def topics(self) -> TopicNames:
-        return TopicNames(
-            self.topic_raw, self.topic_normalized, self.topic_anomalies, self.topic_dlq
-        )
+        return TopicNames(self.topic_raw, self.topic_normalized, self.topic_anomalies, self.topic_dlq)
 
     @cached_property
     def rules(self) -> DeviceRules:

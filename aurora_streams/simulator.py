@@ -123,7 +123,9 @@ def _make_devices(cfg: SimConfig, rng: random.Random) -> list[_Device]:
         solar = rng.random() < cfg.solar_share
         if solar:
             channels.append(_Channel("B1", "interval", cfg.interval_s))
-        devices.append(_Device(device_id, rng.uniform(0.5, 2.0), rng.uniform(2.0, 6.0) if solar else 0.0, channels))
+        devices.append(
+            _Device(device_id, rng.uniform(0.5, 2.0), rng.uniform(2.0, 6.0) if solar else 0.0, channels)
+        )
     return devices
 
 
@@ -143,7 +145,9 @@ def _avro_reading(r: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def generate(cfg: SimConfig, *, limit: int | None = None, duration_s: int | None = None) -> Iterator[SimMessage]:
+def generate(
+    cfg: SimConfig, *, limit: int | None = None, duration_s: int | None = None
+) -> Iterator[SimMessage]:
     """Raw messages in arrival order. Stops after ``limit`` messages or ``duration_s`` of
     simulated time (whichever first); with neither, runs forever."""
     rng = random.Random(cfg.seed)
@@ -172,7 +176,9 @@ def generate(cfg: SimConfig, *, limit: int | None = None, duration_s: int | None
                 return
 
 
-def _tick(cfg: SimConfig, rng: random.Random, dev: _Device, ch: _Channel, ts: int, arrival: int) -> Iterator[SimMessage]:
+def _tick(
+    cfg: SimConfig, rng: random.Random, dev: _Device, ch: _Channel, ts: int, arrival: int
+) -> Iterator[SimMessage]:
     step_h = ch.step_s / 3600.0
     if ch.name == "B1":
         energy = max(0.0, _solar_kw(dev, ts) - 0.3 * _consumption_kw(dev, ts, rng)) * step_h
@@ -251,7 +257,9 @@ def _release(cfg: SimConfig, rng: random.Random, dev: _Device, now: int) -> Iter
         yield from _send(cfg, rng, dev, reading, now)
 
 
-def _send(cfg: SimConfig, rng: random.Random, dev: _Device, reading: dict[str, Any], arrival: int) -> Iterator[SimMessage]:
+def _send(
+    cfg: SimConfig, rng: random.Random, dev: _Device, reading: dict[str, Any], arrival: int
+) -> Iterator[SimMessage]:
     key = dev.device_id.encode()
     if cfg.batch_size > 1:
         dev.pending.append(reading)
@@ -312,7 +320,13 @@ def produce(
         for msg in messages:
             while True:
                 try:
-                    producer.produce(topic, key=msg.key, value=msg.value, timestamp=msg.timestamp_ms, on_delivery=on_delivery)
+                    producer.produce(
+                        topic,
+                        key=msg.key,
+                        value=msg.value,
+                        timestamp=msg.timestamp_ms,
+                        on_delivery=on_delivery,
+                    )
                     break
                 except BufferError:
                     producer.poll(0.05)

@@ -56,9 +56,7 @@ def attach_normalize(
     return normalize
 
 
-async def handle_batch(
-    app: faust.App, table: Any, processor: Processor, events: Sequence[Any]
-) -> None:
+async def handle_batch(app: faust.App, table: Any, processor: Processor, events: Sequence[Any]) -> None:
     """Process one ``take_events`` batch, partition by partition (see module docstring)."""
     by_partition: dict[int, list[Any]] = {}
     for event in events:

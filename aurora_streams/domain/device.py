@@ -123,16 +123,31 @@ class Entry:
     @classmethod
     def from_reading(cls, r: Reading, arrival: tuple[str, ...]) -> Entry:
         return cls(
-            r.ts_ms, r.value, r.unit, r.original_value, r.original_unit, r.interval_s,
-            r.quality, r.method, r.reason_code, r.updated_at_ms, r.source, r.ingested_at_ms,
+            r.ts_ms,
+            r.value,
+            r.unit,
+            r.original_value,
+            r.original_unit,
+            r.interval_s,
+            r.quality,
+            r.method,
+            r.reason_code,
+            r.updated_at_ms,
+            r.source,
+            r.ingested_at_ms,
             arrival,
         )
 
     def content(self) -> tuple[Any, ...]:
         """What identifies this version of the reading (for duplicate detection)."""
         return (
-            self.value, self.unit, self.interval_s, self.quality, self.method,
-            self.reason_code, self.updated_at,
+            self.value,
+            self.unit,
+            self.interval_s,
+            self.quality,
+            self.method,
+            self.reason_code,
+            self.updated_at,
         )
 
     def to_list(self) -> list[Any]:
@@ -147,9 +162,25 @@ class Entry:
 
 
 _ENTRY_FIELDS: Final = (
-    "ts", "value", "unit", "original_value", "original_unit", "interval_s", "quality",
-    "method", "reason_code", "updated_at", "source", "ingested_at", "arrival", "revision",
-    "ts_start", "delta", "flags", "run", "step",
+    "ts",
+    "value",
+    "unit",
+    "original_value",
+    "original_unit",
+    "interval_s",
+    "quality",
+    "method",
+    "reason_code",
+    "updated_at",
+    "source",
+    "ingested_at",
+    "arrival",
+    "revision",
+    "ts_start",
+    "delta",
+    "flags",
+    "run",
+    "step",
 )
 
 
@@ -315,112 +346,131 @@ def _rederive(
     for j in range(start, len(entries)):
         e = entries[j]
         pred = entries[j - 1] if j > 0 else None
-        ts_start, delta, flags, run, step, notes = _derive(ch.kind, pred, e, max_kw, rules)
-        changed = (ts_start, delta, flags) != (e.ts_start, e.delta, e.flags)
-        if j > start and not changed and (run, step) == (e.run, e.step):
+        d = _derive(ch.kind, pred, e, max_kw, rules)
+        flags = _ordered(d.flags)
+        changed = (d.ts_start, d.delta, flags) != (e.ts_start, e.delta, e.flags)
+        if j > start and not changed and (d.run, d.step) == (e.run, e.step):
             break
         old_flags = e.flags
-        e.ts_start, e.delta, e.run, e.step = ts_start, delta, run, step
-        e.flags = flags
+        e.ts_start, e.delta, e.run, e.step, e.flags = d.ts_start, d.delta, d.run, d.step, flags
         if j == start or changed:
             e.revision += 1
-            _emit(device_id, channel, ch.kind, e, old_flags, notes, records, anomalies)
+            _emit(device_id, channel, ch.kind, e, old_flags, d.notes, records, anomalies)
 
 
-def _derive(
-    kind: Kind, pred: Entry | None, e: Entry, max_kw: float, rules: DeviceRules
-) -> tuple[int | None, float | None, tuple[str, ...], int, int | None, dict[str, tuple[float, str]]]:
-    """(ts_start, delta, flags, run, step, anomaly notes) of ``e`` after ``pred``."""
-    flags: set[str] = set(e.arrival)
-    notes: dict[str, tuple[float, str]] = {}
+@dataclass(slots=True)
+class _Derived:
+    """What :func:`_derive` computes for one entry."""
+
+    ts_start: int | None = None
+    delta: float | None = None
+    run: int = 0
+    step: int | None = None
+    flags: set[str] = field(default_factory=set)
+    notes: dict[str, tuple[float, str]] = field(default_factory=dict)
+    """Anomaly flag -> (score, human-readable detail)."""
+
+    def raise_flag(self, flag: Flag, score: float, detail: str) -> None:
+        self.flags.add(flag)
+        self.notes[flag] = (score, detail)
+
+
+def _derive(kind: Kind, pred: Entry | None, e: Entry, max_kw: float, rules: DeviceRules) -> _Derived:
+    """The record of ``e`` given its predecessor in time order (None: first of the channel)."""
+    out = _Derived(flags=set(e.arrival))
     qflag = QUALITY_FLAGS.get(e.quality)
     if qflag is not None:
-        flags.add(qflag)
-    if Flag.FUTURE_TIMESTAMP in flags:
+        out.flags.add(qflag)
+    if Flag.FUTURE_TIMESTAMP in out.flags:
         ahead = (e.ts - e.ingested_at) / 1000.0
-        notes[Flag.FUTURE_TIMESTAMP] = (ahead, f"reading time is {ahead:.0f} s after it reached the broker")
+        out.notes[Flag.FUTURE_TIMESTAMP] = (
+            ahead,
+            f"reading time is {ahead:.0f} s after it reached the broker",
+        )
     if e.value < 0:
-        flags.add(Flag.NEGATIVE)
-        notes[Flag.NEGATIVE] = (-e.value, f"negative value {e.value:g} {e.unit}")
-    counts = e.quality != "N"
-    step: int | None = None
-    delta: float | None
+        out.raise_flag(Flag.NEGATIVE, -e.value, f"negative value {e.value:g} {e.unit}")
+    if pred is None:
+        out.flags.add(Flag.FIRST_READING)
     if kind == "interval":
-        assert e.interval_s is not None
-        length_ms = e.interval_s * 1000
-        ts_start: int | None = e.ts - length_ms
-        delta = e.value
-        max_delta = max_kw * e.interval_s / 3600.0
-        if delta > max_delta + _EPS:
-            flags.add(Flag.SUSPICIOUS_JUMP)
-            notes[Flag.SUSPICIOUS_JUMP] = (
-                delta / max_delta,
-                f"{delta:g} kWh in {e.interval_s} s is above {max_delta:g} kWh at {max_kw:g} kW",
-            )
-        if pred is None:
-            flags.add(Flag.FIRST_READING)
-            run = 1 if counts else 0
-        else:
-            assert ts_start is not None
-            if ts_start > pred.ts:
-                missing = (ts_start - pred.ts) / length_ms
-                flags.add(Flag.GAP)
-                notes[Flag.GAP] = (
-                    missing,
-                    f"{missing:g} missing intervals ({(ts_start - pred.ts) / 60000:g} min) before this reading",
-                )
-            contiguous = ts_start <= pred.ts
-            run = pred.run + 1 if counts and contiguous and pred.run and e.value == pred.value else (1 if counts else 0)
+        _derive_interval(pred, e, max_kw, out)
+    elif pred is not None:
+        _derive_register(pred, e, max_kw, rules, out)
+    # Runs of equal values; null (N) readings are missing data and break a run.
+    counts = e.quality != "N"
+    contiguous = pred is not None and (kind == "register" or (out.ts_start or 0) <= pred.ts)
+    if counts and contiguous and pred is not None and pred.run and e.value == pred.value:
+        out.run = pred.run + 1
     else:
-        if pred is None:
-            flags.add(Flag.FIRST_READING)
-            ts_start, delta, run = None, None, (1 if counts else 0)
-        else:
-            ts_start = pred.ts
-            step = e.ts - pred.ts
-            d = e.value - pred.value
-            max_delta = max_kw * step / _HOUR_MS
-            if d >= 0:
-                delta = d
-                if d > max_delta + _EPS:
-                    flags.add(Flag.SUSPICIOUS_JUMP)
-                    notes[Flag.SUSPICIOUS_JUMP] = (
-                        d / max_delta if max_delta > 0 else float("inf"),
-                        f"register rose {d:g} kWh in {step / 1000:g} s, above {max_delta:g} kWh at {max_kw:g} kW",
+        out.run = 1 if counts else 0
+    if out.run >= rules.run_length:
+        run_flag = Flag.ZERO_RUN if e.value == 0 else Flag.FROZEN
+        out.raise_flag(run_flag, float(out.run), f"{out.run} consecutive readings of {e.value:g} {e.unit}")
+    return out
+
+
+def _derive_interval(pred: Entry | None, e: Entry, max_kw: float, out: _Derived) -> None:
+    assert e.interval_s is not None
+    length_ms = e.interval_s * 1000
+    out.ts_start = e.ts - length_ms
+    out.delta = e.value
+    max_delta = max_kw * e.interval_s / 3600.0
+    if e.value > max_delta + _EPS:
+        out.raise_flag(
+            Flag.SUSPICIOUS_JUMP,
+            e.value / max_delta,
+            f"{e.value:g} kWh in {e.interval_s} s is above {max_delta:g} kWh at {max_kw:g} kW",
+        )
+    if pred is not None and out.ts_start > pred.ts:
+        missing_ms = out.ts_start - pred.ts
+        out.raise_flag(
+            Flag.GAP,
+            missing_ms / length_ms,
+            f"{missing_ms / length_ms:g} missing intervals ({missing_ms / 60000:g} min) before this reading",
+        )
+
+
+def _derive_register(pred: Entry, e: Entry, max_kw: float, rules: DeviceRules, out: _Derived) -> None:
+    out.ts_start = pred.ts
+    step = out.step = e.ts - pred.ts
+    rise = e.value - pred.value
+    max_delta = max_kw * step / _HOUR_MS
+    if rise >= 0:
+        out.delta = rise
+        if rise > max_delta + _EPS:
+            out.raise_flag(
+                Flag.SUSPICIOUS_JUMP,
+                rise / max_delta if max_delta > 0 else float("inf"),
+                f"register rose {rise:g} kWh in {step / 1000:g} s, above {max_delta:g} kWh at {max_kw:g} kW",
+            )
+    else:
+        # A fall is a wrap only at a known modulus and if the wrapped delta is physically
+        # possible in the elapsed time; otherwise a reset, and nothing is booked.
+        for modulus in rules.register_moduli_kwh:
+            if pred.value < modulus and e.value < modulus:
+                wrapped = e.value + modulus - pred.value
+                if wrapped <= max_delta + _EPS:
+                    out.delta = wrapped
+                    out.raise_flag(
+                        Flag.ROLLOVER,
+                        1.0,
+                        f"register wrapped at {modulus:g} kWh: {pred.value:g} -> {e.value:g}, "
+                        f"delta {wrapped:g} kWh",
                     )
-            else:
-                delta = None
-                for modulus in rules.register_moduli_kwh:
-                    if pred.value < modulus and e.value < modulus:
-                        wrapped = e.value + modulus - pred.value
-                        if wrapped <= max_delta + _EPS:
-                            delta = wrapped
-                            flags.add(Flag.ROLLOVER)
-                            notes[Flag.ROLLOVER] = (
-                                1.0,
-                                f"register wrapped at {modulus:g} kWh: {pred.value:g} -> {e.value:g}, delta {wrapped:g} kWh",
-                            )
-                        break
-                if delta is None:
-                    flags.add(Flag.COUNTER_RESET)
-                    notes[Flag.COUNTER_RESET] = (
-                        pred.value - e.value,
-                        f"register fell from {pred.value:g} to {e.value:g} kWh; delta not booked",
-                    )
-            expected = e.interval_s * 1000 if e.interval_s else pred.step
-            if expected and step > rules.gap_factor * expected:
-                missing = round(step / expected) - 1
-                flags.add(Flag.GAP)
-                notes[Flag.GAP] = (
-                    float(missing),
-                    f"{step / 1000:g} s since the previous reading, expected {expected / 1000:g} s",
-                )
-            run = pred.run + 1 if counts and pred.run and e.value == pred.value else (1 if counts else 0)
-    if run >= rules.run_length:
-        kind_flag = Flag.ZERO_RUN if e.value == 0 else Flag.FROZEN
-        flags.add(kind_flag)
-        notes[kind_flag] = (float(run), f"{run} consecutive readings of {e.value:g} {e.unit}")
-    return ts_start, delta, _ordered(flags), run, step, notes
+                break
+        if out.delta is None:
+            out.raise_flag(
+                Flag.COUNTER_RESET,
+                pred.value - e.value,
+                f"register fell from {pred.value:g} to {e.value:g} kWh; delta not booked",
+            )
+    expected = e.interval_s * 1000 if e.interval_s else pred.step
+    if expected and step > rules.gap_factor * expected:
+        missing = round(step / expected) - 1
+        out.raise_flag(
+            Flag.GAP,
+            float(missing),
+            f"{step / 1000:g} s since the previous reading, expected {expected / 1000:g} s",
+        )
 
 
 def _ordered(flags: Iterable[str]) -> tuple[str, ...]:
@@ -471,16 +521,34 @@ def _emit(
             score, detail = notes.get(flag, (1.0, flag))
             anomalies.append(
                 AnomalyEvent(
-                    anomaly_id(eid, flag), eid, device_id, channel, e.ts, flag, score, detail,
-                    e.revision, False, e.ingested_at,
+                    anomaly_id(eid, flag),
+                    eid,
+                    device_id,
+                    channel,
+                    e.ts,
+                    flag,
+                    score,
+                    detail,
+                    e.revision,
+                    False,
+                    e.ingested_at,
                 )
             )
     for flag in old_flags:
         if flag in ANOMALY_FLAGS and flag not in e.flags:
             anomalies.append(
                 AnomalyEvent(
-                    anomaly_id(eid, flag), eid, device_id, channel, e.ts, flag, 0.0,
-                    f"{flag} withdrawn by revision {e.revision}", e.revision, True, e.ingested_at,
+                    anomaly_id(eid, flag),
+                    eid,
+                    device_id,
+                    channel,
+                    e.ts,
+                    flag,
+                    0.0,
+                    f"{flag} withdrawn by revision {e.revision}",
+                    e.revision,
+                    True,
+                    e.ingested_at,
                 )
             )
 

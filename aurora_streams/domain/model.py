@@ -26,17 +26,13 @@ Kind = Literal["register", "interval"]
 def event_id(device_id: str, channel: str, ts_end_ms: int) -> str:
     """Deterministic id of a reading: the same device, channel and interval end give the same
     id on every delivery and every revision, so downstream upserts land on one row."""
-    digest = hashlib.blake2b(
-        f"{device_id}\x1f{channel}\x1f{ts_end_ms}".encode(), digest_size=16
-    ).hexdigest()
+    digest = hashlib.blake2b(f"{device_id}\x1f{channel}\x1f{ts_end_ms}".encode(), digest_size=16).hexdigest()
     return digest
 
 
 def anomaly_id(reading_event_id: str, anomaly_type: str) -> str:
     """Deterministic id of one anomaly type on one reading."""
-    return hashlib.blake2b(
-        f"{reading_event_id}\x1f{anomaly_type}".encode(), digest_size=16
-    ).hexdigest()
+    return hashlib.blake2b(f"{reading_event_id}\x1f{anomaly_type}".encode(), digest_size=16).hexdigest()
 
 
 @dataclass(frozen=True, slots=True)

@@ -47,9 +47,7 @@ def validate_message(
     message as a whole is unusable (not an object, no device, key/device mismatch, ...).
     """
     if not isinstance(payload, Mapping):
-        raise InvalidReading(
-            "invalid_type", f"message must be a JSON object, got {type(payload).__name__}"
-        )
+        raise InvalidReading("invalid_type", f"message must be a JSON object, got {type(payload).__name__}")
     if "readings" in payload:
         device_id = _device(payload.get("device_id"), "device_id")
         _check_key(key, device_id)
@@ -79,9 +77,7 @@ def validate_message(
                         f"reading names device {str(own)[:64]!r} inside a batch of {device_id!r}",
                         field="device_id",
                     )
-                out.append(
-                    _reading(item, device_id, broker_ts_ms, policy, default_source=source)
-                )
+                out.append(_reading(item, device_id, broker_ts_ms, policy, default_source=source))
             except InvalidReading as exc:
                 out.append(exc.at_index(i))
         return out
@@ -148,7 +144,8 @@ def _reading(
     channel = item.get("channel", "E1")
     if not isinstance(channel, str) or not _CHANNEL_RE.match(channel):
         raise InvalidReading(
-            "invalid_value", f"field 'channel' must be 1-8 letters or digits, got {channel!r}"[:160],
+            "invalid_value",
+            f"field 'channel' must be 1-8 letters or digits, got {channel!r}"[:160],
             field="channel",
         )
     kind = item.get("kind")
@@ -156,7 +153,8 @@ def _reading(
         raise InvalidReading("missing_field", "field 'kind' is required", field="kind")
     if kind not in _KINDS:
         raise InvalidReading(
-            "invalid_value", f"field 'kind' must be 'register' or 'interval', got {kind!r}"[:160],
+            "invalid_value",
+            f"field 'kind' must be 'register' or 'interval', got {kind!r}"[:160],
             field="kind",
         )
     if "ts" not in item:
@@ -171,7 +169,8 @@ def _reading(
         raise InvalidReading("missing_field", "field 'unit' is required", field="unit")
     if not isinstance(unit_raw, str):
         raise InvalidReading(
-            "invalid_type", f"field 'unit' must be a string, got {type(unit_raw).__name__}",
+            "invalid_type",
+            f"field 'unit' must be a string, got {type(unit_raw).__name__}",
             field="unit",
         )
     unit = normalize_unit(unit_raw)
@@ -182,9 +181,7 @@ def _reading(
     interval_s: int | None = None
     if interval_raw is not None:
         if isinstance(interval_raw, bool) or not isinstance(interval_raw, int):
-            raise InvalidReading(
-                "invalid_type", "field 'interval_s' must be an integer", field="interval_s"
-            )
+            raise InvalidReading("invalid_type", "field 'interval_s' must be an integer", field="interval_s")
         if not 1 <= interval_raw <= 86_400 or 86_400 % interval_raw:
             raise InvalidReading(
                 "invalid_value",
@@ -194,14 +191,16 @@ def _reading(
         interval_s = interval_raw
     elif kind == "interval":
         raise InvalidReading(
-            "missing_field", "field 'interval_s' is required for interval readings",
+            "missing_field",
+            "field 'interval_s' is required for interval readings",
             field="interval_s",
         )
 
     quality = item.get("quality", "A")
     if not isinstance(quality, str) or quality.upper() not in QUALITY_RANK:
         raise InvalidReading(
-            "invalid_value", f"field 'quality' must be one of A E F S N V, got {quality!r}"[:160],
+            "invalid_value",
+            f"field 'quality' must be one of A E F S N V, got {quality!r}"[:160],
             field="quality",
         )
     quality = quality.upper()
@@ -216,7 +215,8 @@ def _reading(
             reason = int(reason)
         if isinstance(reason, bool) or not isinstance(reason, int) or not 0 <= reason <= 999:
             raise InvalidReading(
-                "invalid_value", "field 'reason_code' must be an integer 0..999",
+                "invalid_value",
+                "field 'reason_code' must be an integer 0..999",
                 field="reason_code",
             )
     updated_at = item.get("updated_at")

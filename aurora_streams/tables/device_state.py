@@ -43,8 +43,8 @@ def define_device_state(app: faust.App, settings: Settings) -> Any:
         changelog_topic=changelog,
         help="Per-device window of recent readings (see domain.device).",
     )
-    table.key_serializer = "raw"
-    table.value_serializer = "raw"
+    table.key_serializer = "raw"  # type: ignore[attr-defined]
+    table.value_serializer = "raw"  # type: ignore[attr-defined]
     return table
 
 

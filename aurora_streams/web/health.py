@@ -18,10 +18,13 @@ def attach_health(app: faust.App) -> None:
 
     @app.page("/readyz")
     async def readyz(web: Any, request: Any) -> Any:
-        recovered = app.tables.recovery.completed.is_set()
+        recovered = app.tables.recovery.completed.is_set()  # type: ignore[attr-defined]
         ready = recovered and not app.rebalancing
-        body = {"status": "ready" if ready else "not_ready", "recovered": recovered,
-                "rebalancing": bool(app.rebalancing)}
+        body = {
+            "status": "ready" if ready else "not_ready",
+            "recovered": recovered,
+            "rebalancing": bool(app.rebalancing),
+        }
         return web.json(body, status=200 if ready else 503)
 
     @app.page("/metrics")

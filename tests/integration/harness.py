@@ -49,17 +49,30 @@ class Record:
     timestamp_ms: int
 
 
-def read_topic(bootstrap: str, topic: str, partitions: int, *, idle_s: float = 1.0,
-               until: Callable[[list[Record]], bool] | None = None, timeout_s: float = 120.0) -> list[Record]:
+def read_topic(
+    bootstrap: str,
+    topic: str,
+    partitions: int,
+    *,
+    idle_s: float = 1.0,
+    until: Callable[[list[Record]], bool] | None = None,
+    timeout_s: float = 120.0,
+) -> list[Record]:
     """Every record of ``topic`` from the beginning: reads until every partition reported
     end-of-partition, ``until(records)`` holds (if given), and nothing new came for
     ``idle_s``.
 
     Uses assign() and end-of-partition events, never ListOffsets: the embedded broker
     undercounts end offsets (DESIGN.md, Brokers)."""
-    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"reader-{uuid.uuid4().hex}",
-                         "enable.auto.commit": False, "enable.partition.eof": True,
-                         "fetch.wait.max.ms": 50})
+    consumer = Consumer(
+        {
+            "bootstrap.servers": bootstrap,
+            "group.id": f"reader-{uuid.uuid4().hex}",
+            "enable.auto.commit": False,
+            "enable.partition.eof": True,
+            "fetch.wait.max.ms": 50,
+        }
+    )
     consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in range(partitions)])
     records: list[Record] = []
     at_end: set[int] = set()
@@ -76,8 +89,11 @@ def read_topic(bootstrap: str, topic: str, partitions: int, *, idle_s: float = 1
                     last = time.monotonic()
                 elif err.code() == KafkaError._PARTITION_EOF:
                     at_end.add(m.partition())
-            if (len(at_end) == partitions and time.monotonic() - last >= idle_s
-                    and (until is None or until(records))):
+            if (
+                len(at_end) == partitions
+                and time.monotonic() - last >= idle_s
+                and (until is None or until(records))
+            ):
                 return records
     finally:
         consumer.close()
@@ -94,13 +110,27 @@ class Expected:
 
 
 def reference(settings: Settings, raw: Iterable[Record]) -> Expected:
-    processor = Processor(rules=settings.rules, policy=settings.policy, topics=settings.topics,
-                          encoding=settings.output_encoding, max_message_bytes=settings.max_message_bytes)
+    processor = Processor(
+        rules=settings.rules,
+        policy=settings.policy,
+        topics=settings.topics,
+        encoding=settings.output_encoding,
+        max_message_bytes=settings.max_message_bytes,
+    )
     states: dict[str, DeviceState] = {}
-    outputs: dict[str, list[bytes]] = {t: [] for t in (settings.topic_normalized, settings.topic_anomalies, settings.topic_dlq)}
+    outputs: dict[str, list[bytes]] = {
+        t: [] for t in (settings.topic_normalized, settings.topic_anomalies, settings.topic_dlq)
+    }
     for rec in sorted(raw, key=lambda r: (r.partition, r.offset)):
-        for out in processor.process(rec.key, rec.value, partition=rec.partition, offset=rec.offset,
-                                     timestamp_ms=rec.timestamp_ms, states=states, load=new_state):
+        for out in processor.process(
+            rec.key,
+            rec.value,
+            partition=rec.partition,
+            offset=rec.offset,
+            timestamp_ms=rec.timestamp_ms,
+            states=states,
+            load=new_state,
+        ):
             outputs[out.topic].append(out.value)
     return Expected(outputs, {k: v.to_bytes() for k, v in states.items()}, dict(processor.stats))
 
@@ -141,20 +171,22 @@ class Deployment:
 
     def env(self, **more: str) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if not k.startswith("AURORA_")}
-        env.update({
-            "AURORA_BROKER_URL": f"kafka://{self.bootstrap}",
-            "AURORA_APP_ID": f"aurora-{self.name}",
-            "AURORA_PARTITIONS": str(self.partitions),
-            "AURORA_TOPIC_RAW": f"{self.name}.raw",
-            "AURORA_TOPIC_NORMALIZED": f"{self.name}.normalized",
-            "AURORA_TOPIC_ANOMALIES": f"{self.name}.anomalies",
-            "AURORA_TOPIC_DLQ": f"{self.name}.dlq",
-            "AURORA_SESSION_TIMEOUT_S": "6",
-            "AURORA_HEARTBEAT_INTERVAL_S": "1",
-            "AURORA_LOG_FORMAT": "text",
-            **self.extra_env,
-            **more,
-        })
+        env.update(
+            {
+                "AURORA_BROKER_URL": f"kafka://{self.bootstrap}",
+                "AURORA_APP_ID": f"aurora-{self.name}",
+                "AURORA_PARTITIONS": str(self.partitions),
+                "AURORA_TOPIC_RAW": f"{self.name}.raw",
+                "AURORA_TOPIC_NORMALIZED": f"{self.name}.normalized",
+                "AURORA_TOPIC_ANOMALIES": f"{self.name}.anomalies",
+                "AURORA_TOPIC_DLQ": f"{self.name}.dlq",
+                "AURORA_SESSION_TIMEOUT_S": "6",
+                "AURORA_HEARTBEAT_INTERVAL_S": "1",
+                "AURORA_LOG_FORMAT": "text",
+                **self.extra_env,
+                **more,
+            }
+        )
         return env
 
     @property
@@ -173,13 +205,19 @@ class Deployment:
         ensure_topics(self.settings)
 
     def produce(self, messages: Iterable[SimMessage]) -> int:
-        return produce(iter(messages), bootstrap=self.bootstrap, topic=self.settings.topic_raw, progress=False)
+        return produce(
+            iter(messages), bootstrap=self.bootstrap, topic=self.settings.topic_raw, progress=False
+        )
 
     def start_worker(self, label: str, *, datadir: Path | None = None) -> Worker:
         port = free_port()
         datadir = datadir or self.workdir / f"data-{label}"
-        w = Worker(label, self.env(AURORA_WEB_PORT=str(port), AURORA_DATADIR=str(datadir)),
-                   port, self.workdir / f"worker-{label}.log")
+        w = Worker(
+            label,
+            self.env(AURORA_WEB_PORT=str(port), AURORA_DATADIR=str(datadir)),
+            port,
+            self.workdir / f"worker-{label}.log",
+        )
         w.start()
         self.workers.append(w)
         return w
@@ -202,8 +240,13 @@ class Worker:
 
     def start(self) -> None:
         log = open(self.log_path, "ab")  # noqa: SIM115 - owned by the child for its lifetime
-        self.proc = subprocess.Popen([sys.executable, "-m", "aurora_streams", "worker"], env=self.env,
-                                     stdout=log, stderr=subprocess.STDOUT, cwd=REPO)
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "aurora_streams", "worker"],
+            env=self.env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            cwd=REPO,
+        )
         log.close()
 
     def wait_ready(self, timeout: float = 90.0) -> None:

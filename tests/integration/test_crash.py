@@ -27,8 +27,9 @@ def assert_matches(dep: Deployment, expected: Expected) -> None:
     s = dep.settings
     exp_norm = latest_by(expected.outputs[s.topic_normalized], "event_id")
     exp_anom = latest_by(expected.outputs[s.topic_anomalies], "anomaly_id")
-    norm = dep.read(s.topic_normalized, idle_s=3.0,
-                    until=lambda r: len(r) >= len(expected.outputs[s.topic_normalized]))
+    norm = dep.read(
+        s.topic_normalized, idle_s=3.0, until=lambda r: len(r) >= len(expected.outputs[s.topic_normalized])
+    )
     got_norm = latest_by([r.value for r in norm if r.value], "event_id")
     assert got_norm.keys() == exp_norm.keys(), "normalized records missing or unexpected"
     assert got_norm == exp_norm

@@ -12,9 +12,21 @@ from tests.integration.harness import Deployment, latest_states, reference
 
 #: Every anomaly kind injected well above production rates.
 FLEET = SimConfig(
-    devices=120, seed=7, reset_rate=0.01, rollover_share=0.25, late_rate=0.02, very_late_rate=0.01,
-    duplicate_rate=0.01, jump_rate=0.005, gap_rate=0.01, zero_run_rate=0.01, negative_rate=0.005,
-    estimate_rate=0.01, future_rate=0.005, malformed_rate=0.003, encoding="mixed",
+    devices=120,
+    seed=7,
+    reset_rate=0.01,
+    rollover_share=0.25,
+    late_rate=0.02,
+    very_late_rate=0.01,
+    duplicate_rate=0.01,
+    jump_rate=0.005,
+    gap_rate=0.01,
+    zero_run_rate=0.01,
+    negative_rate=0.005,
+    estimate_rate=0.01,
+    future_rate=0.005,
+    malformed_rate=0.003,
+    encoding="mixed",
 )
 
 
@@ -28,13 +40,16 @@ def test_fleet_through_one_worker_matches_reference(deployment: Deployment) -> N
 
     seen_flags = Counter(f for v in expected.outputs[s.topic_normalized] for f in decode_output(v)["flags"])
     assert set(ANOMALY_FLAGS) <= set(seen_flags), seen_flags
-    assert {Flag.OUT_OF_ORDER, Flag.REVISED, Flag.ESTIMATED, Flag.UNIT_CONVERTED, Flag.FIRST_READING} <= set(seen_flags)
+    assert {Flag.OUT_OF_ORDER, Flag.REVISED, Flag.ESTIMATED, Flag.UNIT_CONVERTED, Flag.FIRST_READING} <= set(
+        seen_flags
+    )
     assert expected.stats["duplicate"] > 0 and expected.stats["dlq"] > 0
 
     worker = deployment.start_worker("solo")
     worker.wait_ready()
     for topic, values in expected.outputs.items():
-        got = deployment.read(topic, until=lambda r, n=len(values): len(r) >= n, idle_s=2.0)
+        n_expected = len(values)
+        got = deployment.read(topic, until=lambda r: len(r) >= n_expected, idle_s=2.0)  # noqa: B023
         # One worker, no crash: exactly the reference's records, each exactly once, and in
         # the reference's order within each device.
         assert Counter(r.value for r in got) == Counter(values), topic
@@ -47,7 +62,9 @@ def test_fleet_through_one_worker_matches_reference(deployment: Deployment) -> N
         for v in values:
             exp_by_device.setdefault(_key_of(v), []).append(v)
         assert by_device == exp_by_device, topic
-    changelog = deployment.read(s.changelog_topic, until=lambda r: len(latest_states(r)) >= len(expected.states))
+    changelog = deployment.read(
+        s.changelog_topic, until=lambda r: len(latest_states(r)) >= len(expected.states)
+    )
     assert latest_states(changelog) == expected.states
     metrics = worker.metrics()
     assert "aurora_readings_processed_total" in metrics and "aurora_batch_duration_seconds_bucket" in metrics

@@ -17,18 +17,43 @@ from aurora_streams.errors import InvalidReading
 SCHEMAS = Path(__file__).resolve().parents[2] / "schemas"
 
 NORMALIZED = NormalizedReading(
-    event_id="e" * 32, device_id="m1", channel="E1", kind="register", ts_start=1_735_653_300_000,
-    ts_end=1_735_653_600_000, value_kwh=12.5, register_kwh=12.5, delta_kwh=0.25, unit="kWh",
-    quality="A", method=None, reason_code=None, flags=("gap",), revision=2, updated_at=None,
-    source="gw", ingested_at=1_735_653_601_000, original_value=12500.0, original_unit="Wh",
+    event_id="e" * 32,
+    device_id="m1",
+    channel="E1",
+    kind="register",
+    ts_start=1_735_653_300_000,
+    ts_end=1_735_653_600_000,
+    value_kwh=12.5,
+    register_kwh=12.5,
+    delta_kwh=0.25,
+    unit="kWh",
+    quality="A",
+    method=None,
+    reason_code=None,
+    flags=("gap",),
+    revision=2,
+    updated_at=None,
+    source="gw",
+    ingested_at=1_735_653_601_000,
+    original_value=12500.0,
+    original_unit="Wh",
     interval_s=None,
 )
-ANOMALY = AnomalyEvent("a" * 32, "e" * 32, "m1", "E1", 1_735_653_600_000, "gap", 2.0, "2 missing", 1, False,
-                       1_735_653_601_000)
-LETTER = {"source_topic": "meter.readings.raw", "source_partition": 3, "source_offset": 17,
-          "source_timestamp": 1_735_653_600_000, "original_key": b"m1", "original_value": b"\xff{",
-          "reading_index": None, "error_class": "InvalidReading", "error_reason": "invalid_json",
-          "error_message": "not valid JSON"}
+ANOMALY = AnomalyEvent(
+    "a" * 32, "e" * 32, "m1", "E1", 1_735_653_600_000, "gap", 2.0, "2 missing", 1, False, 1_735_653_601_000
+)
+LETTER = {
+    "source_topic": "meter.readings.raw",
+    "source_partition": 3,
+    "source_offset": 17,
+    "source_timestamp": 1_735_653_600_000,
+    "original_key": b"m1",
+    "original_value": b"\xff{",
+    "reading_index": None,
+    "error_class": "InvalidReading",
+    "error_reason": "invalid_json",
+    "error_message": "not valid JSON",
+}
 
 
 def test_schema_files_are_valid_avro() -> None:
@@ -48,9 +73,16 @@ def test_normalized_round_trip(encoding: str) -> None:
     if encoding == "json":
         doc = orjson.loads(data)
         assert doc["ts_end"] == "2024-12-31T14:00:00.000Z"
-        fastavro.validate({**doc, "ts_start": NORMALIZED.ts_start, "ts_end": NORMALIZED.ts_end,
-                           "ingested_at": NORMALIZED.ingested_at},
-                          codecs.schema(codecs.NORMALIZED_READING), raise_errors=True)
+        fastavro.validate(
+            {
+                **doc,
+                "ts_start": NORMALIZED.ts_start,
+                "ts_end": NORMALIZED.ts_end,
+                "ingested_at": NORMALIZED.ingested_at,
+            },
+            codecs.schema(codecs.NORMALIZED_READING),
+            raise_errors=True,
+        )
 
 
 @pytest.mark.parametrize("encoding", ["json", "avro"])
@@ -61,16 +93,40 @@ def test_anomaly_and_dead_letter_round_trip(encoding: str) -> None:
     assert letter == LETTER
 
 
-@pytest.mark.parametrize("doc", [
-    {"device_id": "m1", "ts": 1_735_653_600_000, "kind": "register", "value": 1.0, "unit": "kWh"},
-    {"device_id": "m1", "readings": [{"ts": "2025-01-01T00:00:00+10:00", "kind": "interval",
-                                      "value": 1.0, "unit": "kWh", "interval_s": 300}]},
-])
+@pytest.mark.parametrize(
+    "doc",
+    [
+        {"device_id": "m1", "ts": 1_735_653_600_000, "kind": "register", "value": 1.0, "unit": "kWh"},
+        {
+            "device_id": "m1",
+            "readings": [
+                {
+                    "ts": "2025-01-01T00:00:00+10:00",
+                    "kind": "interval",
+                    "value": 1.0,
+                    "unit": "kWh",
+                    "interval_s": 300,
+                }
+            ],
+        },
+    ],
+)
 def test_raw_accepts_json_and_avro(doc: dict[str, object]) -> None:
     assert codecs.decode_raw(orjson.dumps(doc), max_bytes=10_000) == doc
     if "readings" in doc:
-        readings = [{**r, "device_id": None, "channel": "E1", "quality": "A", "method": None,
-                     "reason_code": None, "updated_at": None, "source": None} for r in doc["readings"]]  # type: ignore[attr-defined]
+        readings = [
+            {
+                **r,
+                "device_id": None,
+                "channel": "E1",
+                "quality": "A",
+                "method": None,
+                "reason_code": None,
+                "updated_at": None,
+                "source": None,
+            }
+            for r in doc["readings"]
+        ]  # type: ignore[attr-defined]
         avro = codecs.avro_encode(codecs.GATEWAY_BATCH, {**doc, "source": None, "readings": readings})
     else:
         avro = codecs.avro_encode(codecs.RAW_READING, {**doc, "channel": "E1"})
@@ -78,13 +134,16 @@ def test_raw_accepts_json_and_avro(doc: dict[str, object]) -> None:
     assert isinstance(decoded, dict) and decoded["device_id"] == "m1"
 
 
-@pytest.mark.parametrize(("data", "reason"), [
-    (None, "empty_message"),
-    (b"{not json", "invalid_json"),
-    (b"x" * 20_000, "payload_too_large"),
-    (codecs.AVRO_MAGIC + b"\x00\x01", "avro_truncated"),
-    (codecs.AVRO_MAGIC + b"\x00" * 8 + b"\x02", "avro_unknown_schema"),
-])
+@pytest.mark.parametrize(
+    ("data", "reason"),
+    [
+        (None, "empty_message"),
+        (b"{not json", "invalid_json"),
+        (b"x" * 20_000, "payload_too_large"),
+        (codecs.AVRO_MAGIC + b"\x00\x01", "avro_truncated"),
+        (codecs.AVRO_MAGIC + b"\x00" * 8 + b"\x02", "avro_unknown_schema"),
+    ],
+)
 def test_raw_decode_errors(data: bytes | None, reason: str) -> None:
     with pytest.raises(InvalidReading) as info:
         codecs.decode_raw(data, max_bytes=10_000)
@@ -92,8 +151,9 @@ def test_raw_decode_errors(data: bytes | None, reason: str) -> None:
 
 
 def test_truncated_avro_body_and_wrong_schema() -> None:
-    good = codecs.avro_encode(codecs.RAW_READING, {"device_id": "m1", "ts": 1, "kind": "register",
-                                                   "value": 1.0, "unit": "kWh"})
+    good = codecs.avro_encode(
+        codecs.RAW_READING, {"device_id": "m1", "ts": 1, "kind": "register", "value": 1.0, "unit": "kWh"}
+    )
     with pytest.raises(InvalidReading) as info:
         codecs.decode_raw(good[:-3], max_bytes=10_000)
     assert info.value.reason == "avro_malformed"

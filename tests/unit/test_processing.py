@@ -18,7 +18,9 @@ def make() -> Processor:
 
 
 def msg(i: int, value: float) -> bytes:
-    return orjson.dumps({"device_id": "m1", "ts": TS + i * 300_000, "kind": "register", "value": value, "unit": "kWh"})
+    return orjson.dumps(
+        {"device_id": "m1", "ts": TS + i * 300_000, "kind": "register", "value": value, "unit": "kWh"}
+    )
 
 
 def test_outputs_keyed_by_device_and_routed() -> None:
@@ -33,14 +35,35 @@ def test_outputs_keyed_by_device_and_routed() -> None:
 def test_redelivered_offsets_are_fenced() -> None:
     p, states = make(), {}
     for i in range(3):
-        p.process(b"m1", msg(i, float(i)), partition=0, offset=10 + i, timestamp_ms=TS, states=states, load=new_state)
+        p.process(
+            b"m1",
+            msg(i, float(i)),
+            partition=0,
+            offset=10 + i,
+            timestamp_ms=TS,
+            states=states,
+            load=new_state,
+        )
     before = states["m1"].to_bytes()
     for i in range(3):
-        assert p.process(b"m1", msg(i, float(i)), partition=0, offset=10 + i, timestamp_ms=TS,
-                         states=states, load=new_state) == []
+        assert (
+            p.process(
+                b"m1",
+                msg(i, float(i)),
+                partition=0,
+                offset=10 + i,
+                timestamp_ms=TS,
+                states=states,
+                load=new_state,
+            )
+            == []
+        )
     assert states["m1"].to_bytes() == before and p.stats["replayed"] == 3
     # The same reading under a new offset is a genuine duplicate from the source.
-    assert p.process(b"m1", msg(2, 2.0), partition=0, offset=20, timestamp_ms=TS, states=states, load=new_state) == []
+    assert (
+        p.process(b"m1", msg(2, 2.0), partition=0, offset=20, timestamp_ms=TS, states=states, load=new_state)
+        == []
+    )
     assert p.stats["duplicate"] == 1
 
 

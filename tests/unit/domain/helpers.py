@@ -14,18 +14,32 @@ MIN = 60_000
 
 def reg(ts: int, value: float, **kw: Any) -> Reading:
     base = Reading(
-        device_id=kw.pop("device_id", "d1"), channel=kw.pop("channel", "E1"), kind="register",
-        ts_ms=ts, value=value, unit="kWh", original_value=value, original_unit="kWh",
-        interval_s=kw.pop("interval_s", None), ingested_at_ms=kw.pop("ingested_at_ms", ts),
+        device_id=kw.pop("device_id", "d1"),
+        channel=kw.pop("channel", "E1"),
+        kind="register",
+        ts_ms=ts,
+        value=value,
+        unit="kWh",
+        original_value=value,
+        original_unit="kWh",
+        interval_s=kw.pop("interval_s", None),
+        ingested_at_ms=kw.pop("ingested_at_ms", ts),
     )
     return replace(base, **kw)
 
 
 def ivl(ts: int, value: float, interval_s: int = 1800, **kw: Any) -> Reading:
     base = Reading(
-        device_id=kw.pop("device_id", "d1"), channel=kw.pop("channel", "E1"), kind="interval",
-        ts_ms=ts, value=value, unit="kWh", original_value=value, original_unit="kWh",
-        interval_s=interval_s, ingested_at_ms=kw.pop("ingested_at_ms", ts),
+        device_id=kw.pop("device_id", "d1"),
+        channel=kw.pop("channel", "E1"),
+        kind="interval",
+        ts_ms=ts,
+        value=value,
+        unit="kWh",
+        original_value=value,
+        original_unit="kWh",
+        interval_s=interval_s,
+        ingested_at_ms=kw.pop("ingested_at_ms", ts),
     )
     return replace(base, **kw)
 

@@ -69,8 +69,10 @@ def test_better_quality_revises_at_same_version() -> None:
     assert d.feed(ivl(T0, 1.3, quality="E")).status == "stale"
 
 
-@pytest.mark.parametrize(("quality", "flag"), [("E", Flag.ESTIMATED), ("S", Flag.SUBSTITUTED),
-                                              ("F", Flag.SUBSTITUTED), ("N", Flag.NULL)])
+@pytest.mark.parametrize(
+    ("quality", "flag"),
+    [("E", Flag.ESTIMATED), ("S", Flag.SUBSTITUTED), ("F", Flag.SUBSTITUTED), ("N", Flag.NULL)],
+)
 def test_quality_flags_carried(quality: str, flag: Flag) -> None:
     rec = Driver().feed(ivl(T0, 0.0, quality=quality, method="52", reason_code=None)).records[0]
     assert flag in rec.flags and rec.quality == quality and rec.method == "52"
@@ -215,8 +217,12 @@ def test_null_quality_does_not_extend_a_zero_run() -> None:
 
 
 def test_arrival_flags_are_kept() -> None:
-    r = ivl(T0, 1.0, arrival_flags=(Flag.UNIT_CONVERTED.value, Flag.FUTURE_TIMESTAMP.value),
-            ingested_at_ms=T0 - 3600_000)
+    r = ivl(
+        T0,
+        1.0,
+        arrival_flags=(Flag.UNIT_CONVERTED.value, Flag.FUTURE_TIMESTAMP.value),
+        ingested_at_ms=T0 - 3600_000,
+    )
     res = Driver().feed(r)
     assert {Flag.UNIT_CONVERTED, Flag.FUTURE_TIMESTAMP} <= set(res.records[0].flags)
     assert [a.type for a in res.anomalies] == [Flag.FUTURE_TIMESTAMP]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -17,7 +19,7 @@ WIDE = DeviceRules(max_power_kw=50.0, reorder_horizon_s=10**7, max_window=10_000
 steps = st.lists(
     st.one_of(
         st.floats(min_value=0.0, max_value=5.0, allow_nan=False),  # normal rise
-        st.just(0.0),                                              # no consumption
+        st.just(0.0),  # no consumption
         st.floats(min_value=-200.0, max_value=-0.001, allow_nan=False),  # fall (reset)
     ),
     min_size=1,
@@ -39,10 +41,10 @@ def test_accepted_deltas_add_up_to_rise_less_what_resets_discard(start: float, d
     d.feed(*readings)
     booked = sum(r.delta_kwh for r in d.latest.values() if r.delta_kwh is not None)
     values = [r.value for r in readings]
-    discarded = sum(prev - cur for prev, cur in zip(values, values[1:], strict=False) if cur < prev)
+    discarded = sum(prev - cur for prev, cur in itertools.pairwise(values) if cur < prev)
     assert booked == pytest.approx(values[-1] - values[0] + discarded, abs=1e-6)
     resets = sum(1 for r in d.latest.values() if Flag.COUNTER_RESET in r.flags)
-    assert resets == sum(1 for prev, cur in zip(values, values[1:], strict=False) if cur < prev)
+    assert resets == sum(1 for prev, cur in itertools.pairwise(values) if cur < prev)
 
 
 @given(st.integers(min_value=1, max_value=40), st.floats(min_value=0.05, max_value=2.0))
@@ -52,7 +54,7 @@ def test_rollover_books_the_wrapped_delta(n: int, rate: float) -> None:
     d = Driver(DeviceRules(max_power_kw=100.0, reorder_horizon_s=10**7, max_window=10_000))
     d.feed(*[reg(T0 + i * 5 * MIN, v) for i, v in enumerate(values)])
     booked = sum(r.delta_kwh for r in d.latest.values() if r.delta_kwh is not None)
-    expected = sum((cur - prev) % modulus for prev, cur in zip(values, values[1:], strict=False))
+    expected = sum((cur - prev) % modulus for prev, cur in itertools.pairwise(values))
     assert booked == pytest.approx(expected, abs=1e-6)
     assert not any(Flag.COUNTER_RESET in r.flags for r in d.latest.values())
 
@@ -61,7 +63,8 @@ def mixed_readings() -> st.SearchStrategy[list[Reading]]:
     reg_values = st.lists(st.floats(min_value=0, max_value=3, allow_nan=False), min_size=1, max_size=25)
     ivl_values = st.lists(
         st.one_of(st.just(0.0), st.floats(min_value=-0.5, max_value=3, allow_nan=False)),
-        min_size=1, max_size=25,
+        min_size=1,
+        max_size=25,
     )
 
     @st.composite
@@ -76,8 +79,15 @@ def mixed_readings() -> st.SearchStrategy[list[Reading]]:
             if draw(st.integers(0, 4)):
                 out.append(ivl(T0 + i * 30 * MIN, round(v, 4), channel="B1"))
                 if draw(st.integers(0, 6)) == 0:  # a later, better version
-                    out.append(ivl(T0 + i * 30 * MIN, round(v + 0.1, 4), channel="B1",
-                                   quality="A", updated_at_ms=T0 + 10**8))
+                    out.append(
+                        ivl(
+                            T0 + i * 30 * MIN,
+                            round(v + 0.1, 4),
+                            channel="B1",
+                            quality="A",
+                            updated_at_ms=T0 + 10**8,
+                        )
+                    )
         return out
 
     return build()
@@ -86,8 +96,7 @@ def mixed_readings() -> st.SearchStrategy[list[Reading]]:
 def canonical(d: Driver) -> list[tuple[object, ...]]:
     arrival = {Flag.OUT_OF_ORDER.value, Flag.REVISED.value}
     return [
-        (r.event_id, r.ts_start, r.delta_kwh, r.value_kwh,
-         tuple(f for f in r.flags if f not in arrival))
+        (r.event_id, r.ts_start, r.delta_kwh, r.value_kwh, tuple(f for f in r.flags if f not in arrival))
         for r in d.by_ts()
     ]
 
@@ -107,7 +116,9 @@ def test_final_records_do_not_depend_on_arrival_order(readings: list[Reading], r
 @settings(max_examples=150)
 @given(mixed_readings(), st.randoms(use_true_random=False), st.data())
 def test_redelivering_any_subsequence_in_any_order_changes_nothing(
-    readings: list[Reading], rnd, data: st.DataObject  # type: ignore[no-untyped-def]
+    readings: list[Reading],
+    rnd,
+    data: st.DataObject,  # type: ignore[no-untyped-def]
 ) -> None:
     state = DeviceState()
     first = list(readings)

@@ -25,8 +25,15 @@ def one(payload: Any, key: str | None = "m1") -> Reading:
 
 
 def good(**kw: Any) -> dict[str, Any]:
-    return {"device_id": "m1", "ts": "2025-01-01T00:00:00+10:00", "kind": "interval",
-            "value": 500, "unit": "Wh", "interval_s": 1800, **kw}
+    return {
+        "device_id": "m1",
+        "ts": "2025-01-01T00:00:00+10:00",
+        "kind": "interval",
+        "value": 500,
+        "unit": "Wh",
+        "interval_s": 1800,
+        **kw,
+    }
 
 
 def test_valid_reading_is_normalized_to_kwh_and_utc() -> None:
@@ -37,43 +44,52 @@ def test_valid_reading_is_normalized_to_kwh_and_utc() -> None:
     assert r.ingested_at_ms == NOW
 
 
-@pytest.mark.parametrize(("unit", "value", "expected", "norm"), [
-    ("kWh", 2.0, 2.0, "kWh"), ("KWH", 2.0, 2.0, "kWh"), ("MWh", 0.002, 2.0, "kWh"),
-    ("varh", 1000, 1.0, "kvarh"), ("kVAh", 3.0, 3.0, "kVAh"),
-])
+@pytest.mark.parametrize(
+    ("unit", "value", "expected", "norm"),
+    [
+        ("kWh", 2.0, 2.0, "kWh"),
+        ("KWH", 2.0, 2.0, "kWh"),
+        ("MWh", 0.002, 2.0, "kWh"),
+        ("varh", 1000, 1.0, "kvarh"),
+        ("kVAh", 3.0, 3.0, "kVAh"),
+    ],
+)
 def test_units(unit: str, value: float, expected: float, norm: str) -> None:
     r = one(good(unit=unit, value=value))
     assert r.value == pytest.approx(expected) and r.unit == norm
     assert normalize_unit(unit) is not None
 
 
-@pytest.mark.parametrize(("patch", "reason", "field"), [
-    ({"device_id": None}, "missing_field", "device_id"),
-    ({"device_id": 5}, "invalid_type", "device_id"),
-    ({"device_id": "bad id!"}, "invalid_value", "device_id"),
-    ({"kind": None}, "missing_field", "kind"),
-    ({"kind": "gauge"}, "invalid_value", "kind"),
-    ({"ts": None}, "invalid_type", "ts"),
-    ({"ts": "2025-01-01T00:00:00"}, "naive_timestamp", "ts"),
-    ({"ts": "yesterday"}, "invalid_timestamp", "ts"),
-    ({"ts": 1.5e12}, "invalid_type", "ts"),
-    ({"ts": True}, "invalid_type", "ts"),
-    ({"ts": "1970-01-01T00:00:00Z"}, "absurd_timestamp", "ts"),
-    ({"ts": "9999-12-31T00:00:00Z"}, "absurd_timestamp", "ts"),
-    ({"value": "12"}, "invalid_type", "value"),
-    ({"value": float("nan")}, "not_finite", "value"),
-    ({"value": float("inf")}, "not_finite", "value"),
-    ({"value": True}, "invalid_type", "value"),
-    ({"unit": "furlongs"}, "unknown_unit", "unit"),
-    ({"unit": None}, "missing_field", "unit"),
-    ({"interval_s": None}, "missing_field", "interval_s"),
-    ({"interval_s": 7}, "invalid_value", "interval_s"),
-    ({"interval_s": "1800"}, "invalid_type", "interval_s"),
-    ({"quality": "Z"}, "invalid_value", "quality"),
-    ({"reason_code": 5000}, "invalid_value", "reason_code"),
-    ({"channel": "E 1"}, "invalid_value", "channel"),
-    ({"source": 3}, "invalid_type", "source"),
-])
+@pytest.mark.parametrize(
+    ("patch", "reason", "field"),
+    [
+        ({"device_id": None}, "missing_field", "device_id"),
+        ({"device_id": 5}, "invalid_type", "device_id"),
+        ({"device_id": "bad id!"}, "invalid_value", "device_id"),
+        ({"kind": None}, "missing_field", "kind"),
+        ({"kind": "gauge"}, "invalid_value", "kind"),
+        ({"ts": None}, "invalid_type", "ts"),
+        ({"ts": "2025-01-01T00:00:00"}, "naive_timestamp", "ts"),
+        ({"ts": "yesterday"}, "invalid_timestamp", "ts"),
+        ({"ts": 1.5e12}, "invalid_type", "ts"),
+        ({"ts": True}, "invalid_type", "ts"),
+        ({"ts": "1970-01-01T00:00:00Z"}, "absurd_timestamp", "ts"),
+        ({"ts": "9999-12-31T00:00:00Z"}, "absurd_timestamp", "ts"),
+        ({"value": "12"}, "invalid_type", "value"),
+        ({"value": float("nan")}, "not_finite", "value"),
+        ({"value": float("inf")}, "not_finite", "value"),
+        ({"value": True}, "invalid_type", "value"),
+        ({"unit": "furlongs"}, "unknown_unit", "unit"),
+        ({"unit": None}, "missing_field", "unit"),
+        ({"interval_s": None}, "missing_field", "interval_s"),
+        ({"interval_s": 7}, "invalid_value", "interval_s"),
+        ({"interval_s": "1800"}, "invalid_type", "interval_s"),
+        ({"quality": "Z"}, "invalid_value", "quality"),
+        ({"reason_code": 5000}, "invalid_value", "reason_code"),
+        ({"channel": "E 1"}, "invalid_value", "channel"),
+        ({"source": 3}, "invalid_type", "source"),
+    ],
+)
 def test_rejections_name_reason_and_field(patch: dict[str, Any], reason: str, field: str) -> None:
     payload = good(**patch)
     if patch.get(field, "x") is None and field in ("kind", "unit", "interval_s", "device_id"):
@@ -113,24 +129,33 @@ def test_not_an_object() -> None:
 
 
 def test_batch_keeps_good_readings_and_reports_bad_ones_by_index() -> None:
-    batch = {"device_id": "m1", "source": "gw-7", "readings": [
-        {k: v for k, v in good().items() if k != "device_id"},
-        good(device_id="m2"),
-        good(value=float("nan")),
-    ]}
+    batch = {
+        "device_id": "m1",
+        "source": "gw-7",
+        "readings": [
+            {k: v for k, v in good().items() if k != "device_id"},
+            good(device_id="m2"),
+            good(value=float("nan")),
+        ],
+    }
     items = validate_message(batch, key="m1", broker_ts_ms=NOW, policy=POLICY)
     assert isinstance(items[0], Reading) and items[0].source == "gw-7"
-    assert isinstance(items[1], InvalidReading) and items[1].reason == "device_mismatch" and items[1].index == 1
+    assert (
+        isinstance(items[1], InvalidReading) and items[1].reason == "device_mismatch" and items[1].index == 1
+    )
     assert isinstance(items[2], InvalidReading) and items[2].reason == "not_finite"
     assert items[2].message.startswith("reading[2]:")
 
 
-@pytest.mark.parametrize(("batch", "reason"), [
-    ({"device_id": "m1", "readings": []}, "empty_batch"),
-    ({"device_id": "m1", "readings": "x"}, "invalid_type"),
-    ({"device_id": "m1", "readings": [{}] * 4}, "batch_too_large"),
-    ({"readings": [{}]}, "missing_field"),
-])
+@pytest.mark.parametrize(
+    ("batch", "reason"),
+    [
+        ({"device_id": "m1", "readings": []}, "empty_batch"),
+        ({"device_id": "m1", "readings": "x"}, "invalid_type"),
+        ({"device_id": "m1", "readings": [{}] * 4}, "batch_too_large"),
+        ({"readings": [{}]}, "missing_field"),
+    ],
+)
 def test_bad_batches(batch: dict[str, Any], reason: str) -> None:
     with pytest.raises(InvalidReading) as info:
         validate_message(batch, key="m1", broker_ts_ms=NOW, policy=POLICY)
