@@ -87,7 +87,16 @@ def parse_timestamp(raw: object, *, naive_zone: str | None = None) -> int:
     return ms
 
 
+@lru_cache(maxsize=4096)
+def _day_prefix(day: int) -> str:
+    return (_EPOCH + timedelta(days=day)).strftime("%Y-%m-%dT")
+
+
 def format_ms(ms: int) -> str:
-    """ISO-8601 UTC with millisecond precision and a ``Z`` suffix."""
-    dt = _EPOCH + timedelta(milliseconds=ms)
-    return dt.strftime("%Y-%m-%dT%H:%M:%S.") + f"{dt.microsecond // 1000:03d}Z"
+    """ISO-8601 UTC with millisecond precision and a ``Z`` suffix (hot path: arithmetic on
+    the time of day, the date part cached per day)."""
+    day, rest = divmod(ms, 86_400_000)
+    seconds, millis = divmod(rest, 1000)
+    hours, seconds = divmod(seconds, 3600)
+    minutes, seconds = divmod(seconds, 60)
+    return f"{_day_prefix(day)}{hours:02d}:{minutes:02d}:{seconds:02d}.{millis:03d}Z"

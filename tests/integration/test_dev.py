@@ -30,10 +30,21 @@ def _alive(pid: int) -> bool:
 def test_dev_runs_everything_and_stops_cleanly(tmp_path: Path) -> None:
     broker_port, web_port = free_port(), free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("AURORA_")}
-    env.update({"AURORA_BROKER_URL": f"kafka://127.0.0.1:{broker_port}", "AURORA_WEB_PORT": str(web_port),
-                "AURORA_DATADIR": str(tmp_path / "data"), "AURORA_SESSION_TIMEOUT_S": "6"})
-    proc = subprocess.Popen([sys.executable, "-m", "aurora_streams", "dev", "--devices", "20", "--rate", "200"],
-                            env=env, cwd=REPO, stderr=subprocess.PIPE, text=True)
+    env.update(
+        {
+            "AURORA_BROKER_URL": f"kafka://127.0.0.1:{broker_port}",
+            "AURORA_WEB_PORT": str(web_port),
+            "AURORA_DATADIR": str(tmp_path / "data"),
+            "AURORA_SESSION_TIMEOUT_S": "6",
+        }
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "aurora_streams", "dev", "--devices", "20", "--rate", "200"],
+        env=env,
+        cwd=REPO,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     assert proc.stderr is not None
     banner: list[str] = []
     deadline = time.monotonic() + 90
@@ -57,7 +68,9 @@ def test_dev_runs_everything_and_stops_cleanly(tmp_path: Path) -> None:
                     body = resp.read().decode()
             except OSError:
                 continue
-            processed = sum(float(v) for v in re.findall(r'^aurora_readings_processed_total\{[^}]*\} (\S+)', body, re.M))
+            processed = sum(
+                float(v) for v in re.findall(r"^aurora_readings_processed_total\{[^}]*\} (\S+)", body, re.M)
+            )
         assert processed > 0
         with urllib.request.urlopen(f"http://127.0.0.1:{web_port}/healthz", timeout=2) as resp:
             assert resp.status == 200

@@ -17,8 +17,14 @@ from tests.integration.harness import REPO, Deployment, read_topic
 
 def test_worker_refuses_mismatched_partition_count(deployment: Deployment) -> None:
     env = deployment.env(AURORA_PARTITIONS="2", AURORA_DATADIR=str(deployment.workdir / "d"))
-    proc = subprocess.run([sys.executable, "-m", "aurora_streams", "worker"], env=env, cwd=REPO,
-                          capture_output=True, text=True, timeout=60)
+    proc = subprocess.run(
+        [sys.executable, "-m", "aurora_streams", "worker"],
+        env=env,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert proc.returncode != 0
     assert "refusing to start" in proc.stderr and "has 4 partitions" in proc.stderr
     assert "AURORA_PARTITIONS=4" in proc.stderr
@@ -32,8 +38,14 @@ def test_check_names_missing_topics(broker: str, tmp_path: object) -> None:
 
 def test_topics_create_command(broker: str, tmp_path: object) -> None:
     dep = Deployment(broker, tmp_path)  # type: ignore[arg-type]
-    out = subprocess.run([sys.executable, "-m", "aurora_streams", "topics", "create"], env=dep.env(),
-                         cwd=REPO, capture_output=True, text=True, timeout=60)
+    out = subprocess.run(
+        [sys.executable, "-m", "aurora_streams", "topics", "create"],
+        env=dep.env(),
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert out.returncode == 0, out.stderr
     assert f"created {dep.settings.topic_raw}" in out.stdout
     check_topics(dep.settings)

@@ -13,7 +13,9 @@ def test_defaults_are_safe(monkeypatch: pytest.MonkeyPatch) -> None:
     s = load_settings()
     assert s.bootstrap_servers == "127.0.0.1:9092" and s.partitions == 4
     assert s.processing_guarantee == "at_least_once" and s.web_bind == "127.0.0.1"
-    assert s.topics.raw == "meter.readings.raw" and s.changelog_topic == "aurora-streams-device_state-changelog"
+    assert (
+        s.topics.raw == "meter.readings.raw" and s.changelog_topic == "aurora-streams-device_state-changelog"
+    )
 
 
 def test_environment_overrides(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -29,8 +31,15 @@ def test_environment_overrides(monkeypatch: pytest.MonkeyPatch) -> None:
     assert s.policy.device_zones == {"m1": "Australia/Brisbane"}
 
 
-@pytest.mark.parametrize(("var", "value"), [("AURORA_PARTITIONS", "0"), ("AURORA_BROKER_URL", "kafka://nohost"),
-                                            ("AURORA_OUTPUT_ENCODING", "xml"), ("AURORA_MAX_POWER_KW", "-1")])
+@pytest.mark.parametrize(
+    ("var", "value"),
+    [
+        ("AURORA_PARTITIONS", "0"),
+        ("AURORA_BROKER_URL", "kafka://nohost"),
+        ("AURORA_OUTPUT_ENCODING", "xml"),
+        ("AURORA_MAX_POWER_KW", "-1"),
+    ],
+)
 def test_bad_values_name_the_variable(monkeypatch: pytest.MonkeyPatch, var: str, value: str) -> None:
     monkeypatch.setenv(var, value)
     with pytest.raises(ConfigError) as info:

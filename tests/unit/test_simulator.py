@@ -25,19 +25,46 @@ def test_gateway_batches() -> None:
 
 
 def test_injected_faults_show_up_as_flags() -> None:
-    cfg = SimConfig(devices=60, seed=5, reset_rate=0.02, rollover_share=0.3, late_rate=0.03, duplicate_rate=0.02,
-                    jump_rate=0.01, gap_rate=0.02, zero_run_rate=0.02, negative_rate=0.01, estimate_rate=0.02,
-                    future_rate=0.01, malformed_rate=0.01, encoding="mixed")
+    cfg = SimConfig(
+        devices=60,
+        seed=5,
+        reset_rate=0.02,
+        rollover_share=0.3,
+        late_rate=0.03,
+        duplicate_rate=0.02,
+        jump_rate=0.01,
+        gap_rate=0.02,
+        zero_run_rate=0.02,
+        negative_rate=0.01,
+        estimate_rate=0.02,
+        future_rate=0.01,
+        malformed_rate=0.01,
+        encoding="mixed",
+    )
     s = Settings()
     p = Processor(rules=s.rules, policy=s.policy, topics=TopicNames())
     states: dict = {}
     flags: Counter[str] = Counter()
     for offset, m in enumerate(generate(cfg, limit=6000)):
-        for out in p.process(m.key, m.value, partition=0, offset=offset, timestamp_ms=m.timestamp_ms,
-                             states=states, load=new_state):
+        for out in p.process(
+            m.key,
+            m.value,
+            partition=0,
+            offset=offset,
+            timestamp_ms=m.timestamp_ms,
+            states=states,
+            load=new_state,
+        ):
             if out.topic == "meter.anomalies":
                 flags[out.value.split(b'"type":"')[1].split(b'"')[0].decode()] += 1
-    assert {"counter_reset", "rollover", "gap", "suspicious_jump", "zero_run", "negative",
-            "future_timestamp"} <= set(flags), flags
+    assert {
+        "counter_reset",
+        "rollover",
+        "gap",
+        "suspicious_jump",
+        "zero_run",
+        "negative",
+        "future_timestamp",
+    } <= set(flags), flags
     assert p.stats["duplicate"] > 0 and p.stats["out_of_order"] > 0 and p.stats["revised"] > 0
     assert p.stats["dlq"] > 0

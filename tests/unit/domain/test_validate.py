@@ -160,3 +160,11 @@ def test_bad_batches(batch: dict[str, Any], reason: str) -> None:
     with pytest.raises(InvalidReading) as info:
         validate_message(batch, key="m1", broker_ts_ms=NOW, policy=POLICY)
     assert info.value.reason == reason
+
+
+def test_format_ms_matches_datetime() -> None:
+    from datetime import UTC, datetime
+
+    for ms in (946_684_800_000, 1_735_653_600_123, 4_102_444_799_999, 951_782_400_000):  # incl. 2000-02-29
+        expected = datetime.fromtimestamp(ms / 1000, UTC).strftime("%Y-%m-%dT%H:%M:%S.") + f"{ms % 1000:03d}Z"
+        assert format_ms(ms) == expected
