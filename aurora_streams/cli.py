@@ -249,7 +249,11 @@ def dev(devices: int, rate: float) -> None:
             stop_process(proc, timeout=15)
         children.clear()
 
-    signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
+    def on_sigterm(*_: Any) -> None:
+        # Treat SIGTERM like Ctrl-C so the finally block stops every child.
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, on_sigterm)
     try:
         with open(logdir / "broker.log", "ab") as blog:
             children.append(("broker", start_broker(host, int(port), log=blog)))
