@@ -72,3 +72,17 @@ def test_fleet_through_one_worker_matches_reference(deployment: Deployment) -> N
 
 def _key_of(value: bytes) -> bytes:
     return str(decode_output(value)["device_id"]).encode()
+
+
+def test_avro_output_encoding_matches_reference(deployment: Deployment) -> None:
+    deployment.extra_env["AURORA_OUTPUT_ENCODING"] = "avro"
+    sent = deployment.produce(generate(FLEET, limit=1_500))
+    s = deployment.settings
+    assert s.output_encoding == "avro"
+    expected = reference(s, deployment.read(s.topic_raw, until=lambda r: len(r) >= sent))
+    deployment.start_worker("avro").wait_ready()
+    for topic, values in expected.outputs.items():
+        n_expected = len(values)
+        got = deployment.read(topic, until=lambda r: len(r) >= n_expected)  # noqa: B023
+        assert Counter(r.value for r in got) == Counter(values), topic
+        assert all(r.value is not None and r.value.startswith(b"\xc3\x01") for r in got)
