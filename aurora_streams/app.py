@@ -20,7 +20,7 @@ from faust.types import TP
 
 from aurora_streams.agents.normalize import attach_normalize
 from aurora_streams.kafka_offsets import probe_end_offsets_async
-from aurora_streams.processing import Processor
+from aurora_streams.processing import build_processor
 from aurora_streams.settings import Settings
 from aurora_streams.tables.device_state import define_device_state
 from aurora_streams.web.health import attach_health
@@ -98,13 +98,6 @@ def create_app(settings: Settings) -> AuroraApp:
         partitions=settings.partitions,
     )
     device_state = define_device_state(app, settings)
-    processor = Processor(
-        rules=settings.rules,
-        policy=settings.policy,
-        topics=settings.topics,
-        encoding=settings.output_encoding,
-        max_message_bytes=settings.max_message_bytes,
-    )
-    attach_normalize(app, raw, device_state, processor, settings)
+    attach_normalize(app, raw, device_state, build_processor(settings), settings)
     attach_health(app)
     return app

@@ -303,6 +303,60 @@ def dev(devices: int, rate: float) -> None:
         stop_all()
 
 
+@main.command()
+@click.argument("topic", type=click.Choice(["raw", "normalized", "anomalies", "dlq"]))
+@click.option("--from-beginning", is_flag=True, help="Start at the oldest record, not the newest.")
+@click.option("--count", type=int, default=None, help="Stop after this many records.")
+@click.option("--timeout", type=float, default=None, help="Stop after this many idle seconds.")
+def tail(topic: str, from_beginning: bool, count: int | None, timeout: float | None) -> None:
+    """Print records of an owned topic as JSON lines (decoded from either encoding)."""
+    import uuid
+
+    from confluent_kafka import OFFSET_BEGINNING, OFFSET_END, Consumer, TopicPartition
+
+    from aurora_streams.codecs import decode_output, decode_raw
+
+    s = _settings()
+    name = getattr(s.topics, topic)
+    consumer = Consumer(
+        {
+            "bootstrap.servers": s.bootstrap_servers,
+            "group.id": f"tail-{uuid.uuid4().hex}",
+            "enable.auto.commit": False,
+        }
+    )
+    start = OFFSET_BEGINNING if from_beginning else OFFSET_END
+    md = consumer.list_topics(name, timeout=10).topics.get(name)
+    if md is None or md.error is not None:
+        raise click.ClickException(f"topic {name} not found; run `aurora-streams topics create`")
+    consumer.assign([TopicPartition(name, p, start) for p in md.partitions])
+    seen, idle_since = 0, time.monotonic()
+    try:
+        while count is None or seen < count:
+            msg = consumer.poll(0.5)
+            if msg is None or msg.error() is not None:
+                if timeout is not None and time.monotonic() - idle_since > timeout:
+                    break
+                continue
+            idle_since = time.monotonic()
+            value = msg.value()
+            try:
+                if value is None:
+                    doc: Any = None
+                elif topic == "raw":
+                    doc = decode_raw(value, max_bytes=1 << 30)
+                else:
+                    doc = decode_output(value)
+            except Exception as exc:  # show undecodable records rather than stopping
+                doc = {"undecodable": repr(value[:200]) if value else None, "error": str(exc)}
+            click.echo(orjson.dumps(doc, default=str).decode())
+            seen += 1
+    except KeyboardInterrupt:
+        pass
+    finally:
+        consumer.close()
+
+
 @main.command(context_settings={"ignore_unknown_options": True})
 @click.argument("args", nargs=-1, type=click.UNPROCESSED)
 def bench(args: tuple[str, ...]) -> None:

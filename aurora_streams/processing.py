@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Callable, MutableMapping
 from dataclasses import dataclass
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
 from aurora_streams.codecs import (
     Encoding,
@@ -28,7 +28,10 @@ from aurora_streams.domain.model import DeviceRules
 from aurora_streams.domain.validate import ValidationPolicy, validate_message
 from aurora_streams.errors import InvalidReading
 
-__all__ = ["OutRecord", "Processor", "TopicNames", "new_state"]
+if TYPE_CHECKING:  # settings imports TopicNames from here
+    from aurora_streams.settings import Settings
+
+__all__ = ["OutRecord", "Processor", "TopicNames", "build_processor", "new_state"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -169,6 +172,18 @@ class Processor:
             "error_message": exc.message,
         }
         out.append(OutRecord(self.topics.dlq, key, encode_dead_letter(letter, self.encoding)))
+
+
+def build_processor(settings: Settings) -> Processor:
+    """The processor a worker with ``settings`` runs (also the tests' reference and the
+    benchmark's)."""
+    return Processor(
+        rules=settings.rules,
+        policy=settings.policy,
+        topics=settings.topics,
+        encoding=settings.output_encoding,
+        max_message_bytes=settings.max_message_bytes,
+    )
 
 
 def new_state(_device_id: str) -> DeviceState:

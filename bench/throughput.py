@@ -42,7 +42,7 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Producer, To
 
 from aurora_streams import __version__
 from aurora_streams.devbroker import start_broker, stop_process
-from aurora_streams.processing import Processor, new_state
+from aurora_streams.processing import build_processor, new_state
 from aurora_streams.settings import load_settings
 from aurora_streams.simulator import SimConfig, SimMessage, generate, produce
 from aurora_streams.topics import ensure_topics
@@ -78,7 +78,7 @@ def fleet(devices: int, messages: int) -> list[SimMessage]:
 
 def bench_core(msgs: list[SimMessage]) -> dict[str, Any]:
     s = load_settings()
-    p = Processor(rules=s.rules, policy=s.policy, topics=s.topics)
+    p = build_processor(s)
     states: dict[str, Any] = {}
     outputs = normalized = 0
     started = time.perf_counter()

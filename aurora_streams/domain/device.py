@@ -514,69 +514,41 @@ def _emit(
     records: list[NormalizedReading],
     anomalies: list[AnomalyEvent],
 ) -> None:
+    """Append ``e``'s record and its anomaly events: one per anomaly flag it carries, and a
+    ``cleared`` one per anomaly flag its previous revision carried and this one does not."""
     eid = event_id(device_id, channel, e.ts)
     records.append(_record(device_id, channel, kind, e, eid))
+
+    def event(flag: str, score: float, detail: str, cleared: bool) -> AnomalyEvent:
+        return AnomalyEvent(
+            anomaly_id(eid, flag), eid, device_id, channel, e.ts, flag, score, detail,
+            e.revision, cleared, e.ingested_at,
+        )  # fmt: skip
+
     for flag in e.flags:
         if flag in ANOMALY_FLAGS:
             score, detail = notes.get(flag, (1.0, flag))
-            anomalies.append(
-                AnomalyEvent(
-                    anomaly_id(eid, flag),
-                    eid,
-                    device_id,
-                    channel,
-                    e.ts,
-                    flag,
-                    score,
-                    detail,
-                    e.revision,
-                    False,
-                    e.ingested_at,
-                )
-            )
+            anomalies.append(event(flag, score, detail, False))
     for flag in old_flags:
         if flag in ANOMALY_FLAGS and flag not in e.flags:
-            anomalies.append(
-                AnomalyEvent(
-                    anomaly_id(eid, flag),
-                    eid,
-                    device_id,
-                    channel,
-                    e.ts,
-                    flag,
-                    0.0,
-                    f"{flag} withdrawn by revision {e.revision}",
-                    e.revision,
-                    True,
-                    e.ingested_at,
-                )
-            )
+            anomalies.append(event(flag, 0.0, f"{flag} withdrawn by revision {e.revision}", True))
 
 
 def _late(r: Reading, latest: int, rules: DeviceRules) -> ApplyResult:
-    """A reading too old to place: emitted once as it is, flagged; the state is unchanged."""
+    """A reading too old to place: emitted once as it is, derived without a predecessor
+    (registers get no delta), flagged; the state is unchanged."""
     e = Entry.from_reading(r, (*r.arrival_flags, Flag.OUT_OF_ORDER.value, Flag.LATE_BEYOND_HORIZON.value))
-    e.revision = 0
-    flags: set[str] = set(e.arrival)
-    notes: dict[str, tuple[float, str]] = {}
+    d = _derive(r.kind, None, e, rules.max_power_for(r.device_id), rules)
+    d.flags.discard(Flag.FIRST_READING)
     behind = (latest - r.ts_ms) / 1000.0
-    notes[Flag.LATE_BEYOND_HORIZON] = (
+    d.notes[Flag.LATE_BEYOND_HORIZON] = (
         behind,
         f"{behind:g} s older than the channel's latest reading; horizon {rules.reorder_horizon_s} s",
     )
-    qflag = QUALITY_FLAGS.get(r.quality)
-    if qflag is not None:
-        flags.add(qflag)
-    if r.value < 0:
-        flags.add(Flag.NEGATIVE)
-        notes[Flag.NEGATIVE] = (-r.value, f"negative value {r.value:g} {r.unit}")
-    if r.kind == "interval":
-        assert r.interval_s is not None
-        e.ts_start = r.ts_ms - r.interval_s * 1000
-        e.delta = r.value
-    e.flags = _ordered(flags)
+    e.revision = 0
+    e.ts_start, e.delta, e.flags = d.ts_start, d.delta, _ordered(d.flags)
     result = ApplyResult("late", [], [])
-    _emit(r.device_id, r.channel, r.kind, e, (), notes, result.records, result.anomalies)
+    _emit(r.device_id, r.channel, r.kind, e, (), d.notes, result.records, result.anomalies)
     return result
 
 

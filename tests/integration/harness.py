@@ -26,7 +26,7 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartiti
 
 from aurora_streams.codecs import decode_output
 from aurora_streams.domain.device import DeviceState
-from aurora_streams.processing import Processor, new_state
+from aurora_streams.processing import build_processor, new_state
 from aurora_streams.settings import Settings, load_settings
 from aurora_streams.simulator import SimMessage, produce
 from aurora_streams.topics import ensure_topics
@@ -110,13 +110,7 @@ class Expected:
 
 
 def reference(settings: Settings, raw: Iterable[Record]) -> Expected:
-    processor = Processor(
-        rules=settings.rules,
-        policy=settings.policy,
-        topics=settings.topics,
-        encoding=settings.output_encoding,
-        max_message_bytes=settings.max_message_bytes,
-    )
+    processor = build_processor(settings)
     states: dict[str, DeviceState] = {}
     outputs: dict[str, list[bytes]] = {
         t: [] for t in (settings.topic_normalized, settings.topic_anomalies, settings.topic_dlq)

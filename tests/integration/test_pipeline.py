@@ -74,6 +74,26 @@ def _key_of(value: bytes) -> bytes:
     return str(decode_output(value)["device_id"]).encode()
 
 
+def test_tail_prints_decoded_records(deployment: Deployment) -> None:
+    import subprocess
+    import sys
+
+    from tests.integration.harness import REPO
+
+    deployment.produce(generate(FLEET, limit=50))
+    out = subprocess.run(
+        [sys.executable, "-m", "aurora_streams", "tail", "raw", "--from-beginning", "--count", "5"],
+        env=deployment.env(),
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.splitlines()
+    assert len(lines) == 5 and all('"device_id"' in line for line in lines)
+
+
 def test_avro_output_encoding_matches_reference(deployment: Deployment) -> None:
     deployment.extra_env["AURORA_OUTPUT_ENCODING"] = "avro"
     sent = deployment.produce(generate(FLEET, limit=1_500))

@@ -8,7 +8,7 @@ from aurora_streams.cli import main
 def test_help_lists_every_command() -> None:
     result = CliRunner().invoke(main, ["--help"])
     assert result.exit_code == 0
-    for command in ("broker", "topics", "worker", "simulate", "dev", "bench", "settings"):
+    for command in ("broker", "topics", "worker", "simulate", "dev", "tail", "bench", "settings"):
         assert command in result.output
 
 

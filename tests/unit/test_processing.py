@@ -6,7 +6,7 @@ import orjson
 
 from aurora_streams.codecs import decode_output
 from aurora_streams.domain.device import DeviceState
-from aurora_streams.processing import Processor, TopicNames, new_state
+from aurora_streams.processing import Processor, build_processor, new_state
 from aurora_streams.settings import Settings
 
 TS = 1_735_653_600_000
@@ -14,7 +14,7 @@ TS = 1_735_653_600_000
 
 def make() -> Processor:
     s = Settings()
-    return Processor(rules=s.rules, policy=s.policy, topics=TopicNames())
+    return build_processor(s)
 
 
 def msg(i: int, value: float) -> bytes:

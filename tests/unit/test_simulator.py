@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from collections import Counter
 
-from aurora_streams.processing import Processor, TopicNames, new_state
+from aurora_streams.processing import build_processor, new_state
 from aurora_streams.settings import Settings
 from aurora_streams.simulator import SimConfig, generate
 
@@ -42,7 +42,7 @@ def test_injected_faults_show_up_as_flags() -> None:
         encoding="mixed",
     )
     s = Settings()
-    p = Processor(rules=s.rules, policy=s.policy, topics=TopicNames())
+    p = build_processor(s)
     states: dict = {}
     flags: Counter[str] = Counter()
     for offset, m in enumerate(generate(cfg, limit=6000)):
