@@ -11,6 +11,7 @@ on the device's partition in every output topic, in that order.
 
 from __future__ import annotations
 
+import logging
 from collections import Counter
 from collections.abc import Callable, MutableMapping
 from dataclasses import dataclass
@@ -40,6 +41,9 @@ class TopicNames:
     normalized: str = "meter.readings.normalized"
     anomalies: str = "meter.anomalies"
     dlq: str = "meter.readings.dlq"
+
+
+log = logging.getLogger(__name__)
 
 
 class OutRecord(NamedTuple):
@@ -114,6 +118,9 @@ class Processor:
         except InvalidReading as exc:
             self._dead(out, key, value, partition, offset, timestamp_ms, exc)
             return out
+        except Exception as exc:  # a bug, not bad input: never let one message stop the worker
+            self._internal_error(out, key, value, partition, offset, timestamp_ms, exc)
+            return out
         enc = self.encoding
         fenced: set[str] = set()
         for item in items:
@@ -135,6 +142,9 @@ class Processor:
             except InvalidReading as exc:
                 self._dead(out, key, value, partition, offset, timestamp_ms, exc)
                 continue
+            except Exception as exc:
+                self._internal_error(out, key, value, partition, offset, timestamp_ms, exc)
+                continue
             self.stats[result.status] += 1
             dkey = item.device_id.encode()
             normalized = self.topics.normalized
@@ -147,6 +157,20 @@ class Processor:
             states[device_id].last_offset = offset
         return out
 
+    def _internal_error(
+        self,
+        out: list[OutRecord],
+        key: bytes | None,
+        value: bytes | None,
+        partition: int,
+        offset: int,
+        timestamp_ms: int,
+        exc: Exception,
+    ) -> None:
+        log.exception("internal error on %s[%d]@%d; sent to the DLQ", self.topics.raw, partition, offset)
+        error = InvalidReading("internal_error", f"{type(exc).__name__}: {exc}"[:500])
+        self._dead(out, key, value, partition, offset, timestamp_ms, error, error_class=type(exc).__name__)
+
     def _dead(
         self,
         out: list[OutRecord],
@@ -156,6 +180,8 @@ class Processor:
         offset: int,
         timestamp_ms: int,
         exc: InvalidReading,
+        *,
+        error_class: str | None = None,
     ) -> None:
         self.stats["dlq"] += 1
         self.stats[f"dlq:{exc.reason}"] += 1
@@ -167,7 +193,7 @@ class Processor:
             "original_key": key,
             "original_value": value,
             "reading_index": exc.index,
-            "error_class": type(exc).__name__,
+            "error_class": error_class or type(exc).__name__,
             "error_reason": exc.reason,
             "error_message": exc.message,
         }

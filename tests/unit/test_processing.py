@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import orjson
+import pytest
 
 from aurora_streams.codecs import decode_output
 from aurora_streams.domain.device import DeviceState
@@ -85,3 +86,26 @@ def test_state_loader_used_once_per_device() -> None:
     for i in range(3):
         p.process(b"m1", msg(i, float(i)), partition=0, offset=i, timestamp_ms=TS, states=states, load=load)
     assert calls == ["m1"]
+
+
+def test_a_bug_on_one_message_goes_to_the_dlq_and_processing_goes_on(monkeypatch: pytest.MonkeyPatch) -> None:
+    import aurora_streams.processing as processing
+
+    p, states = make(), {}
+    real_apply = processing.apply
+
+    def flaky(state: DeviceState, reading: object, rules: object) -> object:
+        if reading.ts_ms == TS + 300_000:  # type: ignore[attr-defined]
+            raise ZeroDivisionError("boom")
+        return real_apply(state, reading, rules)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(processing, "apply", flaky)
+    outs = [
+        p.process(
+            b"m1", msg(i, float(i)), partition=0, offset=i, timestamp_ms=TS, states=states, load=new_state
+        )
+        for i in range(3)
+    ]
+    [letter] = [decode_output(o.value) for o in outs[1]]
+    assert letter["error_class"] == "ZeroDivisionError" and letter["error_reason"] == "internal_error"
+    assert outs[2] and outs[2][0].topic == "meter.readings.normalized"
