@@ -46,6 +46,16 @@ class TopicNames:
 log = logging.getLogger(__name__)
 
 
+class _Source(NamedTuple):
+    """Where a raw message came from: what a DLQ record must carry back."""
+
+    key: bytes | None
+    value: bytes | None
+    partition: int
+    offset: int
+    timestamp_ms: int
+
+
 class OutRecord(NamedTuple):
     topic: str
     key: bytes | None
@@ -99,33 +109,26 @@ class Processor:
     ) -> list[OutRecord]:
         """Process one raw message. Never raises for bad input: it becomes DLQ records."""
         out: list[OutRecord] = []
+        src = _Source(key, value, partition, offset, timestamp_ms)
         try:
             key_str = None if key is None else key.decode("utf-8")
         except UnicodeDecodeError:
-            self._dead(
-                out,
-                key,
-                value,
-                partition,
-                offset,
-                timestamp_ms,
-                InvalidReading("invalid_key", "message key is not UTF-8"),
-            )
+            self._dead(out, src, InvalidReading("invalid_key", "message key is not UTF-8"))
             return out
         try:
             payload = decode_raw(value, max_bytes=self.max_message_bytes)
             items = validate_message(payload, key=key_str, broker_ts_ms=timestamp_ms, policy=self.policy)
         except InvalidReading as exc:
-            self._dead(out, key, value, partition, offset, timestamp_ms, exc)
+            self._dead(out, src, exc)
             return out
         except Exception as exc:  # a bug, not bad input: never let one message stop the worker
-            self._internal_error(out, key, value, partition, offset, timestamp_ms, exc)
+            self._internal_error(out, src, exc)
             return out
         enc = self.encoding
         fenced: set[str] = set()
         for item in items:
             if isinstance(item, InvalidReading):
-                self._dead(out, key, value, partition, offset, timestamp_ms, item)
+                self._dead(out, src, item)
                 continue
             state = states.get(item.device_id)
             if state is None:
@@ -140,10 +143,10 @@ class Processor:
             try:
                 result = apply(state, item, self.rules)
             except InvalidReading as exc:
-                self._dead(out, key, value, partition, offset, timestamp_ms, exc)
+                self._dead(out, src, exc)
                 continue
             except Exception as exc:
-                self._internal_error(out, key, value, partition, offset, timestamp_ms, exc)
+                self._internal_error(out, src, exc)
                 continue
             self.stats[result.status] += 1
             dkey = item.device_id.encode()
@@ -157,47 +160,31 @@ class Processor:
             states[device_id].last_offset = offset
         return out
 
-    def _internal_error(
-        self,
-        out: list[OutRecord],
-        key: bytes | None,
-        value: bytes | None,
-        partition: int,
-        offset: int,
-        timestamp_ms: int,
-        exc: Exception,
-    ) -> None:
-        log.exception("internal error on %s[%d]@%d; sent to the DLQ", self.topics.raw, partition, offset)
+    def _internal_error(self, out: list[OutRecord], src: _Source, exc: Exception) -> None:
+        log.exception(
+            "internal error on %s[%d]@%d; sent to the DLQ", self.topics.raw, src.partition, src.offset
+        )
         error = InvalidReading("internal_error", f"{type(exc).__name__}: {exc}"[:500])
-        self._dead(out, key, value, partition, offset, timestamp_ms, error, error_class=type(exc).__name__)
+        self._dead(out, src, error, error_class=type(exc).__name__)
 
     def _dead(
-        self,
-        out: list[OutRecord],
-        key: bytes | None,
-        value: bytes | None,
-        partition: int,
-        offset: int,
-        timestamp_ms: int,
-        exc: InvalidReading,
-        *,
-        error_class: str | None = None,
+        self, out: list[OutRecord], src: _Source, exc: InvalidReading, *, error_class: str | None = None
     ) -> None:
         self.stats["dlq"] += 1
         self.stats[f"dlq:{exc.reason}"] += 1
         letter = {
             "source_topic": self.topics.raw,
-            "source_partition": partition,
-            "source_offset": offset,
-            "source_timestamp": timestamp_ms,
-            "original_key": key,
-            "original_value": value,
+            "source_partition": src.partition,
+            "source_offset": src.offset,
+            "source_timestamp": src.timestamp_ms,
+            "original_key": src.key,
+            "original_value": src.value,
             "reading_index": exc.index,
             "error_class": error_class or type(exc).__name__,
             "error_reason": exc.reason,
             "error_message": exc.message,
         }
-        out.append(OutRecord(self.topics.dlq, key, encode_dead_letter(letter, self.encoding)))
+        out.append(OutRecord(self.topics.dlq, src.key, encode_dead_letter(letter, self.encoding)))
 
 
 def build_processor(settings: Settings) -> Processor:
