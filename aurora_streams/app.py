@@ -6,8 +6,12 @@
                              ▼
                  device_state (RocksDB + changelog)
 
+    meter.readings.normalized, meter.anomalies, meter.readings.raw ──► sink ──► TimescaleDB
+                                                 (when AURORA_DATABASE_URL is set)
+
 ``normalize`` validates and normalizes in one pass (no repartition: the raw topic is keyed
-by device). HTTP: ``/healthz``, ``/readyz``, ``/metrics`` on ``AURORA_WEB_PORT``.
+by device). ``sink`` stores outputs and raw payloads, acking only what is stored.
+HTTP: ``/healthz``, ``/readyz``, ``/metrics`` on ``AURORA_WEB_PORT``.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ from faust.transport.drivers import aiokafka as aiokafka_driver
 from faust.types import TP
 
 from aurora_streams.agents.normalize import attach_normalize
+from aurora_streams.agents.sink import attach_sink
 from aurora_streams.kafka_offsets import probe_end_offsets_async
 from aurora_streams.processing import build_processor
 from aurora_streams.settings import Settings
@@ -99,5 +104,7 @@ def create_app(settings: Settings) -> AuroraApp:
     )
     device_state = define_device_state(app, settings)
     attach_normalize(app, raw, device_state, build_processor(settings), settings)
+    if settings.database_url:
+        attach_sink(app, settings)
     attach_health(app)
     return app

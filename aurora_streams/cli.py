@@ -91,6 +91,74 @@ def topics_check() -> None:
     click.echo("topics ok")
 
 
+@main.group()
+def db() -> None:
+    """Database (TimescaleDB / PostgreSQL) for the sink: AURORA_DATABASE_URL."""
+
+
+def _run_migrations(url: str) -> list[str]:
+    import asyncio
+
+    import asyncpg
+
+    from aurora_streams.sinks.migrate import migrate
+
+    async def run() -> list[str]:
+        conn = await asyncpg.connect(url, timeout=15)
+        try:
+            return await migrate(conn)
+        finally:
+            await conn.close()
+
+    return asyncio.run(run())
+
+
+@db.command("migrate")
+def db_migrate() -> None:
+    """Apply pending schema migrations (idempotent; TimescaleDB parts only where available)."""
+    s = _settings()
+    if not s.database_url:
+        raise click.ClickException("AURORA_DATABASE_URL is not set")
+    setup_logging(s.log_level, "text")
+    try:
+        applied = _run_migrations(s.database_url)
+    except Exception as exc:
+        raise click.ClickException(f"migration failed: {type(exc).__name__}: {exc}") from exc
+    click.echo("\n".join(f"applied {name}" for name in applied) or "schema up to date")
+
+
+@db.command("serve")
+@click.option("--port", type=int, default=5432, show_default=True)
+@click.option(
+    "--dir",
+    "basedir",
+    type=click.Path(path_type=Path),
+    default=Path("aurora-data/postgres"),
+    show_default=True,
+)
+def db_serve(port: int, basedir: Path) -> None:
+    """Run a local PostgreSQL (Debian's packages) on 127.0.0.1 for development, migrated.
+
+    Prints the AURORA_DATABASE_URL to use; Ctrl-C stops it. Never for production.
+    """
+    from aurora_streams.devpostgres import LocalPostgres
+
+    pg = LocalPostgres(basedir.resolve(), port)
+    try:
+        pg.start()
+        _run_migrations(pg.url)
+    except AuroraError as exc:
+        raise click.ClickException(str(exc)) from exc
+    click.echo(f"PostgreSQL on 127.0.0.1:{port}; export AURORA_DATABASE_URL={pg.url}", err=True)
+    try:
+        while pg.running():
+            time.sleep(1)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        pg.stop()
+
+
 @main.command()
 @click.option(
     "--create-topics/--no-create-topics",
@@ -229,15 +297,25 @@ def simulate(
 @main.command()
 @click.option("--devices", type=int, default=200, show_default=True)
 @click.option("--rate", type=float, default=200.0, show_default=True)
-def dev(devices: int, rate: float) -> None:
+@click.option(
+    "--with-postgres",
+    is_flag=True,
+    help="Also run a local PostgreSQL (Debian's packages) and the sink into it.",
+)
+@click.option("--postgres-port", type=int, default=5432, show_default=True)
+def dev(devices: int, rate: float, with_postgres: bool, postgres_port: int) -> None:
     """Everything in one process tree: embedded broker, topics, a worker, the simulator.
 
+    With AURORA_DATABASE_URL set (or --with-postgres) the worker also runs the sink.
     Ctrl-C stops all of it (each child by its pid).
     """
     from aurora_streams.devbroker import start_broker, stop_process, wait_for_port
+    from aurora_streams.devpostgres import LocalPostgres
     from aurora_streams.topics import ensure_topics
 
     s = _settings()
+    pg: LocalPostgres | None = None
+    worker_env = dict(os.environ)
     host, port = s.bootstrap_servers.split(",")[0].rsplit(":", 1)
     logdir = Path(s.datadir) / "logs"
     logdir.mkdir(parents=True, exist_ok=True)
@@ -248,6 +326,9 @@ def dev(devices: int, rate: float) -> None:
             click.echo(f"stopping {name} (pid {proc.pid})", err=True)
             stop_process(proc, timeout=15)
         children.clear()
+        if pg is not None:
+            click.echo("stopping postgres", err=True)
+            pg.stop()
 
     def on_sigterm(*_: Any) -> None:
         # Treat SIGTERM like Ctrl-C so the finally block stops every child.
@@ -259,11 +340,18 @@ def dev(devices: int, rate: float) -> None:
             children.append(("broker", start_broker(host, int(port), log=blog)))
         created = ensure_topics(s)
         click.echo(f"topics ready ({s.partitions} partitions; created {len(created)})", err=True)
+        database_url = s.database_url
+        if with_postgres:
+            pg = LocalPostgres((Path(s.datadir) / "postgres").resolve(), postgres_port)
+            pg.start()
+            database_url = worker_env["AURORA_DATABASE_URL"] = pg.url
+        if database_url:
+            applied = _run_migrations(database_url)
+            click.echo(f"database ready ({len(applied)} migrations applied)", err=True)
         exe = [sys.executable, "-m", "aurora_streams"]
         with open(logdir / "worker.log", "ab") as wlog:
-            children.append(
-                ("worker", subprocess.Popen([*exe, "worker"], stdout=wlog, stderr=subprocess.STDOUT))
-            )
+            worker = subprocess.Popen([*exe, "worker"], stdout=wlog, stderr=subprocess.STDOUT, env=worker_env)
+            children.append(("worker", worker))
         wait_for_port(s.web_host, s.web_port, timeout=60)
         with open(logdir / "simulator.log", "ab") as slog:
             children.append(
@@ -277,6 +365,7 @@ def dev(devices: int, rate: float) -> None:
                 )
             )
         base = f"http://{s.web_host}:{s.web_port}"
+        sink = _redact(database_url) if database_url else "off (AURORA_DATABASE_URL unset)"
         click.echo(
             "\n".join(
                 [
@@ -285,6 +374,7 @@ def dev(devices: int, rate: float) -> None:
                     f"  worker     {base}  (pid {children[1][1].pid}; /healthz /readyz /metrics)",
                     f"  simulator  {devices} meters at {rate:g} msg/s (pid {children[2][1].pid})",
                     f"  topics     {s.topic_raw} -> {s.topic_normalized}, {s.topic_anomalies}, {s.topic_dlq}",
+                    f"  sink       {sink}",
                     f"  logs       {logdir}/",
                     "Ctrl-C stops everything.",
                 ]
@@ -355,6 +445,17 @@ def tail(topic: str, from_beginning: bool, count: int | None, timeout: float | N
         pass
     finally:
         consumer.close()
+
+
+def _redact(url: str) -> str:
+    """The URL without its password, for printing."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    parts = urlsplit(url)
+    if parts.password:
+        netloc = f"{parts.username}:***@{parts.hostname}" + (f":{parts.port}" if parts.port else "")
+        parts = parts._replace(netloc=netloc)
+    return urlunsplit(parts)
 
 
 @main.command(context_settings={"ignore_unknown_options": True})

@@ -18,6 +18,11 @@ __all__ = [
     "LAST_BATCH_TIMESTAMP",
     "READINGS",
     "RECORDS_PRODUCED",
+    "SINK_FLUSH_DURATION",
+    "SINK_LAG",
+    "SINK_REJECTED",
+    "SINK_RETRIES",
+    "SINK_ROWS",
     "STATE_WRITES",
 ]
 
@@ -55,3 +60,19 @@ LAST_BATCH_TIMESTAMP: Final = Gauge(
 )
 BUILD_INFO: Final = Info("aurora_build", "Version of aurora-streams.")
 BUILD_INFO.info({"version": __version__})
+
+SINK_ROWS: Final = Counter(
+    "aurora_sink_rows_written_total", "Rows upserted by the sink, by table.", ["table"]
+)
+SINK_FLUSH_DURATION: Final = Histogram(
+    "aurora_sink_flush_duration_seconds",
+    "Wall time to store one sink batch (COPY + upsert, one transaction).",
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0),
+)
+SINK_RETRIES: Final = Counter("aurora_sink_retries_total", "Sink batches retried after a transient failure.")
+SINK_REJECTED: Final = Counter(
+    "aurora_sink_rejected_total", "Rows the database refused (sent to the DLQ with its message)."
+)
+SINK_LAG: Final = Gauge(
+    "aurora_sink_lag_seconds", "Now minus the broker timestamp of the newest record the sink has stored."
+)

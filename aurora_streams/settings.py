@@ -88,6 +88,12 @@ class Settings(BaseSettings):
     )
     max_batch_readings: int = Field(10_000, ge=1, description="Readings per gateway batch.")
 
+    # --- sink ----------------------------------------------------------------------------
+    sink_batch_max: int = Field(5000, ge=1, description="Records per sink transaction.")
+    sink_batch_within_s: float = Field(0.5, gt=0, description="Max wait to fill a sink batch.")
+    sink_pool_size: int = Field(2, ge=1, description="Database connections of the sink.")
+    sink_max_backoff_s: float = Field(10.0, gt=0, description="Cap of the retry backoff.")
+
     # --- worker tuning -----------------------------------------------------------------
     batch_max: int = Field(500, ge=1, description="Raw messages handled per agent batch.")
     batch_within_s: float = Field(0.05, gt=0, description="Max wait to fill a batch.")

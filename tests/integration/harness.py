@@ -289,5 +289,11 @@ class Worker:
             return ""
 
 
+def run_async(coro: Any) -> Any:
+    import asyncio
+
+    return asyncio.run(coro)
+
+
 def json_msg(doc: Any, key: str | None, ts: int) -> SimMessage:
     return SimMessage(key.encode() if key else b"", orjson.dumps(doc), ts)

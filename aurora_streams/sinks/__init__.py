@@ -1,0 +1,1 @@
+"""Sinks: durable stores downstream of the output topics."""
