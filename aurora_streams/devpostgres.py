@@ -8,6 +8,7 @@ production one.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import pwd
 import shutil
@@ -51,6 +52,13 @@ class LocalPostgres:
         # Not under pytest's tmp dirs: those are private to root, and the server may run as
         # the postgres user.
         return cls(Path(tempfile.mkdtemp(prefix="aurora-pg-")), port, durable)
+
+    def __post_init__(self) -> None:
+        if os.geteuid() == 0 and not _reachable_by_postgres(self.basedir):
+            # Root-private parents (pytest's tmp dirs, /root): keep the cluster where the
+            # postgres user can reach it, at a stable place derived from the requested one.
+            digest = hashlib.sha1(str(self.basedir.resolve()).encode()).hexdigest()[:10]
+            self.basedir = Path(tempfile.gettempdir()) / f"aurora-pg-{digest}"
 
     @property
     def datadir(self) -> Path:
@@ -135,6 +143,23 @@ class LocalPostgres:
             except OSError:
                 time.sleep(0.1)
         raise PostgresUnavailable(f"PostgreSQL not reachable on port {self.port}")
+
+
+def _reachable_by_postgres(path: Path) -> bool:
+    """Whether every existing ancestor of ``path`` can be traversed by the postgres user."""
+    try:
+        user = pwd.getpwnam("postgres")
+    except KeyError:
+        return True
+    for parent in [path.resolve(), *path.resolve().parents]:
+        if not parent.exists():
+            continue
+        st = parent.stat()
+        if st.st_uid == user.pw_uid:
+            continue
+        if not st.st_mode & 0o001 and not (st.st_gid == user.pw_gid and st.st_mode & 0o010):
+            return False
+    return True
 
 
 def _has_c_utf8() -> bool:

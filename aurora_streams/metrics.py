@@ -18,6 +18,7 @@ __all__ = [
     "LAST_BATCH_TIMESTAMP",
     "READINGS",
     "RECORDS_PRODUCED",
+    "SINK_FALLBACKS",
     "SINK_FLUSH_DURATION",
     "SINK_LAG",
     "SINK_REJECTED",
@@ -72,6 +73,9 @@ SINK_FLUSH_DURATION: Final = Histogram(
 SINK_RETRIES: Final = Counter("aurora_sink_retries_total", "Sink batches retried after a transient failure.")
 SINK_REJECTED: Final = Counter(
     "aurora_sink_rejected_total", "Rows the database refused (sent to the DLQ with its message)."
+)
+SINK_FALLBACKS: Final = Counter(
+    "aurora_sink_fallbacks_total", "Sink batches written row by row because the database refused a row."
 )
 SINK_LAG: Final = Gauge(
     "aurora_sink_lag_seconds", "Now minus the broker timestamp of the newest record the sink has stored."

@@ -50,13 +50,15 @@ ANOMALY_COLUMNS: Final = (
 )  # fmt: skip
 RAW_COLUMNS: Final = ("topic", "partition", "offset", "key", "value", "broker_ts")
 
+# CREATE TABLE AS copies columns but no constraints: staging rows are checked only when the
+# upsert moves them into the real tables (where a refusal names the real constraint).
 _STAGING: Final = """
-CREATE TEMP TABLE IF NOT EXISTS _stage_readings (seq integer, LIKE readings EXCLUDING ALL)
-    ON COMMIT DELETE ROWS;
-CREATE TEMP TABLE IF NOT EXISTS _stage_anomalies (seq integer, LIKE anomalies EXCLUDING ALL)
-    ON COMMIT DELETE ROWS;
-CREATE TEMP TABLE IF NOT EXISTS _stage_raw (LIKE raw_audit EXCLUDING ALL)
-    ON COMMIT DELETE ROWS;
+CREATE TEMP TABLE IF NOT EXISTS _stage_readings ON COMMIT DELETE ROWS AS
+    SELECT 0::integer AS seq, * FROM readings WITH NO DATA;
+CREATE TEMP TABLE IF NOT EXISTS _stage_anomalies ON COMMIT DELETE ROWS AS
+    SELECT 0::integer AS seq, * FROM anomalies WITH NO DATA;
+CREATE TEMP TABLE IF NOT EXISTS _stage_raw ON COMMIT DELETE ROWS AS
+    SELECT * FROM raw_audit WITH NO DATA;
 """
 
 
@@ -220,6 +222,8 @@ class TimescaleWriter:
         self.pool_size = pool_size
         self.max_backoff_s = max_backoff_s
         self._pool: asyncpg.Pool | None = None
+        self.fallbacks = 0
+        """Batches that needed the row-by-row path (a refused row); should stay rare."""
 
     async def _get_pool(self) -> asyncpg.Pool:
         if self._pool is None:
@@ -286,6 +290,8 @@ class TimescaleWriter:
                 if not _is_data_error(exc):
                     raise
                 log.warning("batch refused (%s); finding the refused rows one by one", exc)
+                self.fallbacks += 1
+                metrics.SINK_FALLBACKS.inc()
             async with conn.transaction():
                 return await self._row_by_row(conn, batch)
 

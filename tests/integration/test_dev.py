@@ -5,14 +5,20 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
 import urllib.request
 from pathlib import Path
 
+import pytest
+
+from aurora_streams.devpostgres import LocalPostgres
 from tests.integration.harness import REPO, free_port
+from tests.integration.test_sink_e2e import wait_rows
 
 
 def _alive(pid: int) -> bool:
@@ -27,8 +33,9 @@ def _alive(pid: int) -> bool:
         return False
 
 
-def test_dev_runs_everything_and_stops_cleanly(tmp_path: Path) -> None:
-    broker_port, web_port = free_port(), free_port()
+@pytest.mark.parametrize("with_postgres", [False, True], ids=["broker-only", "with-postgres"])
+def test_dev_runs_everything_and_stops_cleanly(tmp_path: Path, with_postgres: bool) -> None:
+    broker_port, web_port, pg_port = free_port(), free_port(), free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("AURORA_")}
     env.update(
         {
@@ -38,8 +45,9 @@ def test_dev_runs_everything_and_stops_cleanly(tmp_path: Path) -> None:
             "AURORA_SESSION_TIMEOUT_S": "6",
         }
     )
+    extra = ["--with-postgres", "--postgres-port", str(pg_port)] if with_postgres else []
     proc = subprocess.Popen(
-        [sys.executable, "-m", "aurora_streams", "dev", "--devices", "20", "--rate", "200"],
+        [sys.executable, "-m", "aurora_streams", "dev", "--devices", "20", "--rate", "200", *extra],
         env=env,
         cwd=REPO,
         stderr=subprocess.PIPE,
@@ -74,7 +82,17 @@ def test_dev_runs_everything_and_stops_cleanly(tmp_path: Path) -> None:
         assert processed > 0
         with urllib.request.urlopen(f"http://127.0.0.1:{web_port}/healthz", timeout=2) as resp:
             assert resp.status == 200
+        if with_postgres:
+            url = re.search(r"sink\s+(postgresql://\S+)", text)
+            assert url, text
+            wait_rows(url[1], "SELECT count(*) FROM readings", 1, timeout=60)
     finally:
         proc.send_signal(signal.SIGINT)
         proc.wait(60)
     assert not any(_alive(pid) for pid in pids)
+    if with_postgres:
+        with pytest.raises(OSError):
+            socket.create_connection(("127.0.0.1", pg_port), timeout=1).close()
+        shutil.rmtree(
+            LocalPostgres((tmp_path / "data" / "postgres").resolve(), pg_port).basedir, ignore_errors=True
+        )

@@ -59,7 +59,7 @@ async def snapshot(url: str) -> tuple[list[Any], list[Any], int]:
         await conn.close()
 
 
-async def store_all(url: str, items: list[SinkBatch]) -> list[Any]:
+async def store_all(url: str, items: list[SinkBatch], *, expect_fallback: bool = False) -> list[Any]:
     writer = TimescaleWriter(url)
     rejected = []
     try:
@@ -67,6 +67,10 @@ async def store_all(url: str, items: list[SinkBatch]) -> list[Any]:
             rejected += await writer.store(b)
     finally:
         await writer.close()
+    # Good batches take the bulk path (COPY + one upsert), never the row-by-row fallback.
+    assert writer.fallbacks == (
+        1 if rejected and any(r.error_class != "JSONDecodeError" for r in rejected) else 0
+    )
     return rejected
 
 
@@ -147,7 +151,8 @@ def test_equal_revision_newer_version_wins_and_ties_keep_the_first(database: str
 
 def test_refused_rows_come_back_with_the_database_message(database: str) -> None:
     bad = normalized("bad", 0, 1.0, channel="E 1")  # breaks the channel CHECK constraint
-    rejected = run_async(store_all(database, [one_batch(normalized("e", 0, 1.0), bad, b"{not json")]))
+    batch = one_batch(normalized("e", 0, 1.0), bad, b"{not json")
+    rejected = run_async(store_all(database, [batch], expect_fallback=True))
     assert sorted(r.message.offset for r in rejected) == [1, 2]
     by_offset = {r.message.offset: r for r in rejected}
     assert (
