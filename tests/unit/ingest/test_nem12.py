@@ -1,0 +1,175 @@
+"""The NEM12 reader on small synthetic files: timing, quality resolution, versions, units."""
+
+from __future__ import annotations
+
+import io
+import tracemalloc
+import zipfile
+
+import pytest
+
+from aurora_streams.domain.timeutil import parse_timestamp
+from aurora_streams.ingest.nem12 import Nem12Error, Nem12Reader
+
+
+def nem(*records: str, crlf: bool = False) -> str:
+    sep = "\r\n" if crlf else "\n"
+    return sep.join(["100,NEM12,202401010000,MDP,RETAILER", *records, "900"]) + sep
+
+
+def day(
+    date: str, values: list[float], quality: str = "A", reason: str = "", update: str = "20240102030405"
+) -> str:
+    return ",".join(["300", date, *(f"{v:g}" for v in values), quality, reason, "", update, ""])
+
+
+def read(text: str, mode: str = "strict") -> tuple[list, Nem12Reader]:  # type: ignore[type-arg]
+    r = Nem12Reader.from_bytes(text.encode(), "test.csv", mode)  # type: ignore[arg-type]
+    return list(r), r
+
+
+HEADER_30 = "200,NMI0000001,E1B1,1,E1,N1,SER1,kWh,30,"
+
+
+def test_intervals_are_period_ending_in_fixed_utc_plus_10() -> None:
+    [d], _ = read(nem(HEADER_30, day("20240101", [1.0] * 48)))
+    assert d.interval_end_ms(0) == parse_timestamp("2024-01-01T00:30:00+10:00")
+    assert d.interval_end_ms(47) == parse_timestamp("2024-01-02T00:00:00+10:00")
+    batch = d.to_gateway_batch(source="file.csv")
+    assert batch["device_id"] == "NMI0000001" and batch["source"] == "file.csv"
+    first = batch["readings"][0]  # type: ignore[index]
+    assert first == {
+        "channel": "E1",
+        "ts": d.interval_end_ms(0),
+        "kind": "interval",
+        "value": 1.0,
+        "unit": "kWh",
+        "interval_s": 1800,
+        "quality": "A",
+        "updated_at": parse_timestamp("2024-01-02T03:04:05+10:00"),
+    }
+
+
+def test_winter_and_summer_days_have_the_same_length() -> None:
+    # NEM time has no daylight saving: every day has 48 half hours.
+    days, _ = read(nem(HEADER_30, day("20240407", [1.0] * 48), day("20241006", [1.0] * 48)))
+    for d in days:
+        assert d.interval_end_ms(47) - d.day_start_ms == 24 * 3600 * 1000
+
+
+@pytest.mark.parametrize("minutes", [1, 5, 10, 15, 30])
+def test_every_interval_length(minutes: int) -> None:
+    n = 1440 // minutes
+    [d], _ = read(nem(f"200,NMI0000001,E1,1,E1,N1,SER1,Wh,{minutes},", day("20240101", [500.0] * n)))
+    assert len(d.values) == n and d.energy_kwh() == pytest.approx(0.5 * n)
+    assert d.to_gateway_batch()["readings"][0]["interval_s"] == minutes * 60  # type: ignore[index]
+
+
+def test_v_day_resolved_by_400_records() -> None:
+    text = nem(HEADER_30, day("20240101", [1.0] * 48, quality="V"),
+               "400,1,10,A,,", "400,11,20,S14,32,", "400,21,48,E52,,")  # fmt: skip
+    [d], r = read(text)
+    assert d.qualities[0] == "A" and d.qualities[10] == "S" and d.methods[10] == "14" and d.reasons[10] == 32
+    assert d.qualities[47] == "E" and d.methods[47] == "52" and not r.problems
+    readings = d.to_gateway_batch()["readings"]
+    assert readings[15]["quality"] == "S" and readings[15]["reason_code"] == 32  # type: ignore[index]
+
+
+@pytest.mark.parametrize(("records", "rule"), [
+    (["400,1,10,A,,", "400,11,40,A,,"], "400_coverage"),
+    (["400,1,10,A,,", "400,12,48,A,,"], "400_coverage"),
+    (["400,1,50,A,,"], "400_range"),
+    (["400,1,48,V,,"], "400_v"),
+    ([], "v_without_400"),
+])  # fmt: skip
+def test_400_rules(records: list[str], rule: str) -> None:
+    text = nem(HEADER_30, day("20240101", [1.0] * 48, quality="V"), *records)
+    with pytest.raises(Nem12Error) as info:
+        read(text)
+    assert info.value.problem.rule == rule
+    _, r = read(text, "lenient")
+    assert rule in {p.rule for p in r.problems}
+
+
+@pytest.mark.parametrize(("quality", "reason", "rule"), [
+    ("S14", "", "reason_required"), ("F", "24", "method_required"), ("A52", "", "method_forbidden"),
+    ("X", "", "quality_invalid"), ("A", "abc", "reason_invalid"),
+])  # fmt: skip
+def test_quality_and_reason_rules(quality: str, reason: str, rule: str) -> None:
+    with pytest.raises(Nem12Error) as info:
+        read(nem(HEADER_30, day("20240101", [1.0] * 48, quality=quality, reason=reason)))
+    assert info.value.problem.rule == rule and info.value.problem.line == 3
+
+
+def test_obsolete_reason_codes_are_accepted() -> None:
+    [d], r = read(nem(HEADER_30, day("20240101", [1.0] * 48, quality="F52", reason="94")))
+    assert d.reasons[0] == 94 and not r.problems
+
+
+def test_update_datetime_is_the_version_stamp_and_a_resend_is_flagged() -> None:
+    text = nem(HEADER_30, day("20240101", [1.0] * 48, quality="E52", update="20240102000000"),
+               day("20240101", [1.2] * 48, update="20240105000000"))  # fmt: skip
+    days, r = read(text, "lenient")
+    assert days[1].update_ms > days[0].update_ms  # type: ignore[operator]
+    assert [p.rule for p in r.problems] == ["date_order", "duplicate_day"] or "duplicate_day" in {
+        p.rule for p in r.problems
+    }
+
+
+def test_units_reactive_kept_apart_and_non_energy_not_converted() -> None:
+    text = nem("200,NMI0000001,E1Q1V1,1,Q1,N1,SER1,kVArh,30,", day("20240101", [2.0] * 48),
+               "200,NMI0000001,E1Q1V1,1,V1,N1,SER1,V,30,", day("20240101", [240.0] * 48))  # fmt: skip
+    q, v = read(text)[0]
+    assert q.unit == "kvarh" and q.energy_kwh() == 96.0
+    assert v.unit is None and v.energy_kwh() == 0.0
+
+
+def test_sum_check_compares_register_reads_with_intervals() -> None:
+    ok = nem(HEADER_30, day("20240101", [1.0] * 48), "500,N,,20240102000000,1000",
+             day("20240102", [1.0] * 48), "500,N,,20240103000000,1048")  # fmt: skip
+    assert not read(ok)[1].problems
+    off = ok.replace(",1048", ",1060")
+    _, r = read(off)  # a warning, never a rejection, even in strict mode
+    assert [(p.rule, p.severity) for p in r.problems] == [("sum_check", "warning")]
+    assert len(r.index_reads) == 2 and r.index_reads[1].index == 1060.0
+
+
+def test_crlf_lf_and_zip_give_the_same_days() -> None:
+    text = nem(HEADER_30, day("20240101", [0.5] * 48))
+    lf = read(text)[0]
+    crlf = read(nem(HEADER_30, day("20240101", [0.5] * 48), crlf=True))[0]
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as z:
+        z.writestr("inner.csv", text)
+    zipped = list(Nem12Reader.from_bytes(buf.getvalue(), "x.zip"))
+    assert [d.values for d in lf] == [d.values for d in crlf] == [d.values for d in zipped]
+
+
+def test_values_with_exponent_or_negative_are_breaches() -> None:
+    bad = day("20240101", [1.0] * 48).replace(",1,1,", ",1e3,-2,", 1)
+    with pytest.raises(Nem12Error, match="value_format"):
+        read(nem(HEADER_30, bad))
+
+
+def test_memory_stays_flat_for_large_files(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    path = tmp_path / "big.csv"
+    with open(path, "w") as f:
+        f.write("100,NEM12,202401010000,MDP,RETAILER\n")
+        for nmi in range(40):
+            f.write(f"200,NMI{nmi:07d},E1,1,E1,N1,S,kWh,5,\n")
+            for d in range(30):
+                f.write(
+                    ",".join(
+                        ["300", f"202401{d + 1:02d}", *["0.123"] * 288, "A", "", "", "20240201000000", ""]
+                    )
+                    + "\n"
+                )
+        f.write("900\n")
+    tracemalloc.start()
+    days = 0
+    for _ in Nem12Reader.from_path(path):
+        days += 1
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert days == 1200 and path.stat().st_size > 2_000_000
+    assert peak < path.stat().st_size / 4  # never holds the file
