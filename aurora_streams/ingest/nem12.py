@@ -55,8 +55,30 @@ _TRANS_CODES: Final = frozenset("ACGDENOSR")
 _UOMS: Final = frozenset(
     u.lower()
     for u in (
-        ["MWh", "kWh", "Wh", "MVArh", "kVArh", "VArh", "MVAr", "kVAr", "VAr", "MW", "kW", "W", "MVAh", "kVAh", "VAh", "MVA", "kVA", "VA", "kV", "V", "kA", "A", "pf"]
-    )
+        "MWh",
+        "kWh",
+        "Wh",
+        "MVArh",
+        "kVArh",
+        "VArh",
+        "MVAr",
+        "kVAr",
+        "VAr",
+        "MW",
+        "kW",
+        "W",
+        "MVAh",
+        "kVAh",
+        "VAh",
+        "MVA",
+        "kVA",
+        "VA",
+        "kV",
+        "V",
+        "kA",
+        "A",
+        "pf",
+    )  # fmt: skip
 )
 #: A with these reasons must be followed by 400 records (power-outage and time-reset alarms).
 _REASONS_NEEDING_400: Final = frozenset({79, 89})
@@ -438,7 +460,7 @@ class Nem12Reader:
             ).rule)  # fmt: skip
         if missing:
             flags.append(self._problem(lineno, "value_missing", f"{missing} interval values are empty").rule)
-        qm, reason_text, _desc, update, msats = (x.strip() for x in ([*f[2 + n:2 + n + 5], ""])[:5])
+        qm, reason_text, _desc, update, msats = (x.strip() for x in ([*f[2 + n : 2 + n + 5], ""])[:5])
         quality, method = self._quality(qm, lineno)
         reason = self._reason(reason_text, quality, lineno, where="300")
         update_ms = None
@@ -545,7 +567,8 @@ class Nem12Reader:
                 expected = end + 1
             if expected != n + 1 and "400_coverage" not in day.flags:
                 day.flags.append(self._problem(
-                    day.line, "400_coverage", f"400 records for {day.date} end at interval {expected - 1} of {n}",
+                    day.line, "400_coverage",
+                    f"400 records for {day.date} end at interval {expected - 1} of {n}",
                 ).rule)  # fmt: skip
         elif day.qualities and day.qualities[0] == "V":
             day.flags.append(self._problem(day.line, "v_without_400", "quality V without 400 records").rule)

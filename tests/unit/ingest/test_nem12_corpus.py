@@ -57,9 +57,8 @@ def nemreader_view(path: Path) -> dict[tuple[str, str], tuple[int, float, object
     out = {}
     for nmi, channels in data.readings.items():
         for ch, rs in channels.items():
-            out[(nmi, ch)] = (
-                len(rs), sum(r.read_value or 0.0 for r in rs), rs[0].t_start if rs else None, rs[-1].t_end if rs else None,
-            )  # fmt: skip
+            total = sum(r.read_value or 0.0 for r in rs)
+            out[(nmi, ch)] = (len(rs), total, rs[0].t_start if rs else None, rs[-1].t_end if rs else None)
     return out
 
 
