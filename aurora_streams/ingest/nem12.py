@@ -78,7 +78,7 @@ _UOMS: Final = frozenset(
         "kA",
         "A",
         "pf",
-    )  # fmt: skip
+    )
 )
 #: A with these reasons must be followed by 400 records (power-outage and time-reset alarms).
 _REASONS_NEEDING_400: Final = frozenset({79, 89})
