@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import signal
@@ -391,6 +392,116 @@ def dev(devices: int, rate: float, with_postgres: bool, postgres_port: int) -> N
         raise click.ClickException(str(exc)) from exc
     finally:
         stop_all()
+
+
+@main.group()
+def ingest() -> None:
+    """Feed files to the raw topic."""
+
+
+@ingest.command("nem12")
+@click.argument(
+    "files", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path)
+)
+@click.option(
+    "--lenient", is_flag=True, help="Ingest what can be read and report every breach (default: strict)."
+)
+@click.option("--dry-run", is_flag=True, help="Parse and summarize only; publish nothing.")
+@click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
+@click.option("--no-progress", is_flag=True)
+def ingest_nem12(
+    files: tuple[Path, ...], lenient: bool, dry_run: bool, as_json: bool, no_progress: bool
+) -> None:
+    """Read NEM12 files (CSV or zip) and publish one gateway batch per NMI channel day.
+
+    Strict mode rejects a file at its first breach of the specification (file, line, rule)
+    and publishes nothing of it; --lenient publishes what it can and lists every problem.
+    """
+    from confluent_kafka import Producer
+    from tqdm import tqdm
+
+    from aurora_streams.ingest.nem12 import Nem12Error
+    from aurora_streams.ingest.publish import ingest_reader, open_reader, text_size
+    from aurora_streams.ingest.summary import IngestSummary
+
+    s = _settings()
+    mode = "lenient" if lenient else "strict"
+    summary = IngestSummary()
+    producer = None if dry_run else Producer(
+        {"bootstrap.servers": s.bootstrap_servers, "partitioner": "murmur2_random", "linger.ms": 20,
+         "compression.type": "lz4", "acks": "all"}
+    )  # fmt: skip
+    errors: list[str] = []
+
+    def on_delivery(err: Any, _msg: Any) -> None:
+        if err is not None:
+            errors.append(str(err))
+
+    def send(key: bytes, value: bytes) -> None:
+        assert producer is not None
+        while True:
+            try:
+                producer.produce(s.topic_raw, key=key, value=value, on_delivery=on_delivery)
+                producer.poll(0)
+                return
+            except BufferError:
+                producer.poll(0.05)
+
+    total = sum(text_size(p) for p in files)
+    rejected: list[str] = []
+    with tqdm(total=total, unit="B", unit_scale=True, disable=no_progress or as_json, mininterval=0.3) as bar:
+        for path in files:
+            try:
+                ingest_reader(
+                    functools.partial(open_reader, path),
+                    path.name,
+                    mode=mode,  # type: ignore[arg-type]
+                    sink=None if producer is None else send,
+                    summary=summary,
+                    progress=bar.update,
+                )
+            except Nem12Error as exc:
+                rejected.append(str(exc))
+                summary.problems.append(exc.problem)
+    if producer is not None:
+        remaining = producer.flush(60)
+        if remaining or errors:
+            raise click.ClickException(
+                f"{remaining} batches not delivered; {len(errors)} errors, first: "
+                f"{errors[0] if errors else 'timeout'}"
+            )
+    _print_summary(summary, as_json, published=producer is not None)
+    if rejected:
+        raise click.ClickException(
+            f"{len(rejected)} file(s) rejected (nothing of them published): " + "; ".join(rejected)
+        )
+
+
+def _print_summary(summary: Any, as_json: bool, *, published: bool) -> None:
+    doc = summary.to_dict()
+    if as_json:
+        click.echo(orjson.dumps(doc, option=orjson.OPT_INDENT_2).decode())
+        return
+    verb = "published" if published else "parsed (dry run)"
+    click.echo(
+        f"files {doc['files']}  NMIs {len(doc['nmis'])}  channels {len(doc['channels'])}  "
+        f"readings {doc['readings']}  batches {verb}: {doc['messages']}  "
+        f"readings {verb}: {doc['published_readings']}"
+    )
+    click.echo(
+        f"{'NMI':<12} {'channel':<7} {'unit':<6} {'min':>3} {'readings':>9} {'total':>14}  first -> last"
+    )
+    for c in doc["channels"]:
+        click.echo(
+            f"{c['nmi']:<12} {c['channel']:<7} {c['unit']:<6} {c['interval_min']:>3} {c['readings']:>9} "
+            f"{c['total']:>14.3f}  {c['first']} -> {c['last']}"
+        )
+    problems = doc["problems"]
+    click.echo(f"problems: {len(problems)}")
+    for p in problems[:50]:
+        click.echo(f"  {p['severity']}: {p['file']}:{p['line']}: {p['rule']}: {p['message']}")
+    if len(problems) > 50:
+        click.echo(f"  ... and {len(problems) - 50} more (use --json for all)")
 
 
 @main.command()

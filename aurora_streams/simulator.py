@@ -292,6 +292,7 @@ def produce(
     rate: float | None = None,
     total: int | None = None,
     progress: bool = True,
+    compression: str = "none",
 ) -> int:
     """Send ``messages`` to ``topic`` keyed by device (murmur2, as the Java client does), at
     most ``rate`` messages per second when given. Returns the number sent."""
@@ -305,6 +306,7 @@ def produce(
             "linger.ms": 5,
             "enable.idempotence": False,
             "acks": "all",
+            "compression.type": compression,
         }
     )
     errors: list[str] = []

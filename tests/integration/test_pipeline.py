@@ -106,3 +106,19 @@ def test_avro_output_encoding_matches_reference(deployment: Deployment) -> None:
         got = deployment.read(topic, until=lambda r: len(r) >= n_expected)  # noqa: B023
         assert Counter(r.value for r in got) == Counter(values), topic
         assert all(r.value is not None and r.value.startswith(b"\xc3\x01") for r in got)
+
+
+def test_every_compression_codec_is_read(deployment: Deployment) -> None:
+    from aurora_streams.simulator import produce
+
+    messages = list(generate(FLEET, limit=800))
+    s = deployment.settings
+    for i, codec in enumerate(("gzip", "snappy", "lz4", "zstd")):
+        produce(iter(messages[i * 200 : (i + 1) * 200]), bootstrap=deployment.bootstrap, topic=s.topic_raw,
+                progress=False, compression=codec)  # fmt: skip
+    raw = deployment.read(s.topic_raw, until=lambda r: len(r) >= 800)
+    expected = reference(s, raw)
+    deployment.start_worker("codecs").wait_ready()
+    n_expected = len(expected.outputs[s.topic_normalized])
+    got = deployment.read(s.topic_normalized, until=lambda r: len(r) >= n_expected)
+    assert Counter(r.value for r in got) == Counter(expected.outputs[s.topic_normalized])
