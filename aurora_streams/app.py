@@ -11,7 +11,8 @@
 
 ``normalize`` validates and normalizes in one pass (no repartition: the raw topic is keyed
 by device). ``sink`` stores outputs and raw payloads, acking only what is stored.
-HTTP: ``/healthz``, ``/readyz``, ``/metrics`` on ``AURORA_WEB_PORT``.
+HTTP on ``AURORA_WEB_PORT``: ``/healthz``, ``/readyz``, ``/metrics``, and ingest
+(``/v1/ingest/nem12``, ``/v1/ingest/jobs/{id}``, ``/v1/ingest/readings``) feeding the raw topic.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from aurora_streams.processing import build_processor
 from aurora_streams.settings import Settings
 from aurora_streams.tables.device_state import define_device_state
 from aurora_streams.web.health import attach_health
+from aurora_streams.web.ingest import attach_ingest
 
 __all__ = ["AuroraApp", "create_app"]
 
@@ -106,5 +108,6 @@ def create_app(settings: Settings) -> AuroraApp:
     attach_normalize(app, raw, device_state, build_processor(settings), settings)
     if settings.database_url:
         attach_sink(app, settings)
+    attach_ingest(app, settings)
     attach_health(app)
     return app

@@ -317,6 +317,15 @@ def dev(devices: int, rate: float, with_postgres: bool, postgres_port: int) -> N
     s = _settings()
     pg: LocalPostgres | None = None
     worker_env = dict(os.environ)
+    dev_token = None
+    if not s.api_tokens:
+        import secrets
+
+        # A token for this dev session only, so the ingest endpoints can be tried at once.
+        dev_token = secrets.token_urlsafe(24)
+        worker_env["AURORA_API_TOKENS"] = orjson.dumps(
+            {"dev": {"token": dev_token, "roles": ["admin"]}}
+        ).decode()
     host, port = s.bootstrap_servers.split(",")[0].rsplit(":", 1)
     logdir = Path(s.datadir) / "logs"
     logdir.mkdir(parents=True, exist_ok=True)
@@ -376,6 +385,9 @@ def dev(devices: int, rate: float, with_postgres: bool, postgres_port: int) -> N
                     f"  simulator  {devices} meters at {rate:g} msg/s (pid {children[2][1].pid})",
                     f"  topics     {s.topic_raw} -> {s.topic_normalized}, {s.topic_anomalies}, {s.topic_dlq}",
                     f"  sink       {sink}",
+                    f"  API token  {dev_token} (admin; this session only)"
+                    if dev_token
+                    else "  API token  from AURORA_API_TOKENS",
                     f"  logs       {logdir}/",
                     "Ctrl-C stops everything.",
                 ]

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Literal
 from urllib.parse import urlparse
 
-from pydantic import Field, field_validator
+from pydantic import BaseModel, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from aurora_streams.domain.model import DeviceRules
@@ -21,7 +21,17 @@ from aurora_streams.domain.validate import ValidationPolicy
 from aurora_streams.errors import ConfigError
 from aurora_streams.processing import TopicNames
 
-__all__ = ["Settings", "load_settings"]
+__all__ = ["ApiToken", "Role", "Settings", "load_settings"]
+
+
+Role = Literal["read", "ingest", "admin"]
+
+
+class ApiToken(BaseModel):
+    """A bearer token and the roles it grants (``admin`` implies every role)."""
+
+    token: SecretStr = Field(min_length=16)
+    roles: list[Role]
 
 
 class Settings(BaseSettings):
@@ -87,6 +97,15 @@ class Settings(BaseSettings):
         description="IANA zone per device for naive timestamps (JSON object); others are rejected.",
     )
     max_batch_readings: int = Field(10_000, ge=1, description="Readings per gateway batch.")
+
+    # --- HTTP API -------------------------------------------------------------------------
+    api_tokens: dict[str, ApiToken] = Field(
+        default_factory=dict,
+        description='Named bearer tokens, JSON: {"ops": {"token": "...", "roles": ["read", "ingest"]}}. '
+        "None configured: every authenticated endpoint answers 401.",
+    )
+    max_upload_bytes: int = Field(64 * 1024 * 1024, ge=1024, description="Largest NEM12 upload accepted.")
+    max_json_bytes: int = Field(1024 * 1024, ge=1024, description="Largest JSON readings request accepted.")
 
     # --- sink ----------------------------------------------------------------------------
     sink_batch_max: int = Field(5000, ge=1, description="Records per sink transaction.")

@@ -1,0 +1,330 @@
+"""HTTP ingest: NEM12 uploads (as jobs) and JSON readings, onto ``meter.readings.raw``.
+
+* ``POST /v1/ingest/nem12[?mode=strict|lenient]`` (role ``ingest``): the file as the raw body
+  (text/csv, text/plain, application/octet-stream, application/zip) or as the ``file`` part
+  of multipart/form-data. Answers 202 with a job id; the file is spooled to the data dir and
+  ingested in a thread (strict mode validates the whole file before publishing anything).
+* ``GET /v1/ingest/jobs/{id}`` (role ``ingest`` or ``read``): status, progress and, when
+  done, the summary with every problem (file, line, rule).
+* ``POST /v1/ingest/readings`` (role ``ingest``): one reading or a gateway batch as JSON,
+  validated with the worker's own rules. All or nothing: any bad reading answers 422 naming
+  the field (and index); otherwise the message is produced, its delivery awaited, and 202.
+
+Every error is JSON with a reason code and a request id; nothing is half-ingested without
+a report.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+import threading
+import time
+import uuid
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Final
+
+import faust
+import orjson
+from aiohttp import web
+
+from aurora_streams.domain.validate import validate_message
+from aurora_streams.errors import InvalidReading
+from aurora_streams.ingest.nem12 import Nem12Error
+from aurora_streams.ingest.publish import ingest_reader, open_reader
+from aurora_streams.ingest.summary import IngestSummary
+from aurora_streams.settings import Role, Settings
+from aurora_streams.web.auth import Authenticator
+from aurora_streams.web.errors import error_response, request_id
+
+__all__ = ["attach_ingest"]
+
+log = logging.getLogger(__name__)
+
+_FILE_TYPES: Final = frozenset(
+    {"text/csv", "text/plain", "application/octet-stream", "application/zip", "application/x-zip-compressed"}
+)
+_CHUNK: Final = 256 * 1024
+_MAX_JOBS: Final = 1000
+
+
+@dataclass
+class Job:
+    id: str
+    mode: str
+    filename: str
+    bytes_total: int
+    status: str = "queued"
+    bytes_read: int = 0
+    summary: dict[str, Any] | None = None
+    error: str | None = None
+    created_at: float = field(default_factory=time.time)
+    finished_at: float | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "status": self.status,
+            "mode": self.mode,
+            "filename": self.filename,
+            "progress": {"bytes_read": self.bytes_read, "bytes_total": self.bytes_total},
+            "summary": self.summary,
+            "error": self.error,
+            "created_at": self.created_at,
+            "finished_at": self.finished_at,
+        }
+
+
+class _TooLarge(Exception):
+    pass
+
+
+async def _read_limited(stream: Any, limit: int, out: Any) -> int:
+    size = 0
+    while True:
+        chunk = (
+            await stream.read_chunk(_CHUNK) if hasattr(stream, "read_chunk") else await stream.read(_CHUNK)
+        )
+        if not chunk:
+            return size
+        size += len(chunk)
+        if size > limit:
+            raise _TooLarge
+        out.write(chunk)
+
+
+class IngestService:
+    def __init__(self, app: faust.App, settings: Settings) -> None:
+        self.app = app
+        self.settings = settings
+        self.auth = Authenticator(settings.api_tokens)
+        self.jobs: OrderedDict[str, Job] = OrderedDict()
+        self.uploads = Path(settings.datadir) / "uploads"
+        self._producer: Any = None
+        self._producer_lock = threading.Lock()
+
+    # -- helpers --------------------------------------------------------------------------
+
+    def _deny(self, request: web.Request, *roles: Role) -> web.Response | None:
+        header = request.headers.get("Authorization")
+        results = [self.auth.authorize(header, role) for role in roles]
+        if any(r.ok for r in results):
+            return None
+        worst = results[0]
+        return error_response(request, worst.status, worst.reason, worst.message)
+
+    def _kafka_producer(self) -> Any:
+        # A confluent-kafka producer for the ingest threads: thread-safe, murmur2 like Java.
+        with self._producer_lock:
+            if self._producer is None:
+                from confluent_kafka import Producer
+
+                self._producer = Producer(
+                    {
+                        "bootstrap.servers": self.settings.bootstrap_servers,
+                        "partitioner": "murmur2_random",
+                        "linger.ms": 20,
+                        "acks": "all",
+                    }
+                )
+            return self._producer
+
+    # -- NEM12 uploads --------------------------------------------------------------------
+
+    async def upload_nem12(self, request: web.Request) -> web.Response:
+        denied = self._deny(request, "ingest")
+        if denied:
+            return denied
+        mode = request.query.get("mode", "strict")
+        if mode not in ("strict", "lenient"):
+            return error_response(
+                request, 400, "invalid_mode", "mode must be 'strict' or 'lenient'", field="mode"
+            )
+        limit = self.settings.max_upload_bytes
+        if request.content_length is not None and request.content_length > limit:
+            return error_response(request, 413, "too_large", f"upload exceeds {limit} bytes")
+        ctype = request.content_type
+        job_id = uuid.uuid4().hex
+        self.uploads.mkdir(parents=True, exist_ok=True)
+        path = self.uploads / f"{job_id}.nem12"
+        filename = "upload.csv"
+        try:
+            with open(path, "wb") as out:
+                if ctype == "multipart/form-data":
+                    reader = await request.multipart()
+                    part = await reader.next()
+                    while part is not None and getattr(part, "name", None) != "file":
+                        part = await reader.next()
+                    if part is None:
+                        return error_response(
+                            request, 400, "missing_file", "multipart body has no 'file' part", field="file"
+                        )
+                    filename = getattr(part, "filename", None) or filename
+                    size = await _read_limited(part, limit, out)
+                elif ctype in _FILE_TYPES:
+                    filename = request.headers.get("X-Filename", filename)
+                    size = await _read_limited(request.content, limit, out)
+                else:
+                    return error_response(
+                        request,
+                        415,
+                        "unsupported_media_type",
+                        f"content type {ctype!r}; send text/csv, application/zip or multipart/form-data",
+                    )
+        except _TooLarge:
+            path.unlink(missing_ok=True)
+            return error_response(request, 413, "too_large", f"upload exceeds {limit} bytes")
+        except Exception:
+            path.unlink(missing_ok=True)
+            raise
+        if size == 0:
+            path.unlink(missing_ok=True)
+            return error_response(request, 400, "empty_body", "the upload is empty")
+        job = Job(job_id, mode, Path(filename).name[:200], size)
+        self.jobs[job_id] = job
+        while len(self.jobs) > _MAX_JOBS:
+            self.jobs.popitem(last=False)
+        asyncio.get_running_loop().run_in_executor(None, self._run_job, job, path)
+        rid = request_id(request)
+        body = {"job_id": job_id, "status": job.status, "status_url": f"/v1/ingest/jobs/{job_id}"}
+        return web.json_response(body, status=202, headers={"X-Request-Id": rid})
+
+    def _run_job(self, job: Job, path: Path) -> None:
+        job.status = "running"
+        summary = IngestSummary()
+        producer = self._kafka_producer()
+        errors: list[str] = []
+
+        def on_delivery(err: Any, _msg: Any) -> None:
+            if err is not None:
+                errors.append(str(err))
+
+        def send(key: bytes, value: bytes) -> None:
+            while True:
+                try:
+                    producer.produce(self.settings.topic_raw, key=key, value=value, on_delivery=on_delivery)
+                    producer.poll(0)
+                    return
+                except BufferError:
+                    producer.poll(0.05)
+
+        def progress(n: int) -> None:
+            job.bytes_read += n
+
+        try:
+            ingest_reader(
+                functools.partial(open_reader, path),
+                job.filename,
+                mode=job.mode,  # type: ignore[arg-type]
+                sink=send,
+                summary=summary,
+                progress=progress,
+            )
+            remaining = producer.flush(60)
+            if remaining or errors:
+                job.status, job.error = "failed", f"{remaining} batches undelivered; {errors[:1]}"
+            else:
+                job.status = "done"
+        except Nem12Error as exc:
+            job.status, job.error = "rejected", str(exc).replace(path.name, job.filename)
+            summary.problems.append(exc.problem)
+        except Exception as exc:  # never lose the report of a failed job
+            log.exception("ingest job %s failed", job.id)
+            job.status, job.error = "failed", f"{type(exc).__name__}: {exc}"
+        finally:
+            path.unlink(missing_ok=True)
+            job.summary = summary.to_dict()
+            job.finished_at = time.time()
+
+    async def get_job(self, request: web.Request, job_id: str) -> web.Response:
+        denied = self._deny(request, "ingest", "read")
+        if denied:
+            return denied
+        job = self.jobs.get(job_id)
+        if job is None:
+            return error_response(request, 404, "unknown_job", f"no job {job_id[:64]!r}")
+        return web.json_response(job.to_dict())
+
+    # -- JSON readings --------------------------------------------------------------------
+
+    async def post_readings(self, request: web.Request) -> web.Response:
+        denied = self._deny(request, "ingest")
+        if denied:
+            return denied
+        if request.content_type != "application/json":
+            return error_response(
+                request,
+                415,
+                "unsupported_media_type",
+                f"content type {request.content_type!r}; send application/json",
+            )
+        limit = self.settings.max_json_bytes
+        if request.content_length is not None and request.content_length > limit:
+            return error_response(request, 413, "too_large", f"body exceeds {limit} bytes")
+        buf = bytearray()
+        try:
+            while chunk := await request.content.read(_CHUNK):
+                buf += chunk
+                if len(buf) > limit:
+                    raise _TooLarge
+        except _TooLarge:
+            return error_response(request, 413, "too_large", f"body exceeds {limit} bytes")
+        try:
+            payload = orjson.loads(buf)
+        except orjson.JSONDecodeError as exc:
+            return error_response(request, 400, "invalid_json", f"not valid JSON: {exc}"[:300])
+        now = int(time.time() * 1000)
+        try:
+            items = validate_message(payload, key=None, broker_ts_ms=now, policy=self.settings.policy)
+        except InvalidReading as exc:
+            return error_response(request, 422, exc.reason, exc.message, field=exc.field, index=exc.index)
+        bad = [i for i in items if isinstance(i, InvalidReading)]
+        if bad:
+            first = bad[0]
+            return error_response(
+                request,
+                422,
+                first.reason,
+                first.message,
+                field=first.field,
+                index=first.index,
+                errors=len(bad),
+            )
+        assert isinstance(payload, dict)
+        device = str(payload["device_id"]).encode()
+        fut = await self.app.producer.send(self.settings.topic_raw, device, bytes(buf), None, None, None)
+        try:
+            await asyncio.wait_for(fut, 30)
+        except Exception as exc:
+            return error_response(
+                request, 503, "not_delivered", f"the broker did not take the message: {exc}"
+            )
+        return web.json_response(
+            {"accepted": len(items), "device_id": payload["device_id"]},
+            status=202,
+            headers={"X-Request-Id": request_id(request)},
+        )
+
+
+def attach_ingest(app: faust.App, settings: Settings) -> IngestService:
+    service = IngestService(app, settings)
+
+    @app.page("/v1/ingest/nem12")
+    class Nem12Upload(faust.web.View):  # type: ignore[misc]
+        async def post(self, request: web.Request) -> web.Response:
+            return await service.upload_nem12(request)
+
+    @app.page("/v1/ingest/jobs/{job_id}")
+    class IngestJob(faust.web.View):  # type: ignore[misc]
+        async def get(self, request: web.Request, job_id: str) -> web.Response:
+            return await service.get_job(request, job_id)
+
+    @app.page("/v1/ingest/readings")
+    class Readings(faust.web.View):  # type: ignore[misc]
+        async def post(self, request: web.Request) -> web.Response:
+            return await service.post_readings(request)
+
+    return service
