@@ -1,4 +1,8 @@
-"""A streaming NEM12 reader (AEMO Meter Data File Format, NEM12 v1.x).
+"""A streaming NEM12 and NEM13 reader (AEMO Meter Data File Format v1.x).
+
+NEM13 (accumulation meters) files are read too: each 250 record becomes an
+:class:`AccumulationRead` (previous and current register reads and the quantity between
+them), published as register readings.
 
 Reads line by line (CSV, CRLF or LF, or a zip holding one file); memory stays flat whatever
 the file size: only the current 200 block and one pending day are held.
@@ -31,6 +35,7 @@ from aurora_streams.domain.units import normalize_unit
 from aurora_streams.errors import AuroraError
 
 __all__ = [
+    "AccumulationRead",
     "DayBlock",
     "IndexRead",
     "Nem12Error",
@@ -183,6 +188,57 @@ class IndexRead:
     line: int
 
 
+@dataclass(slots=True)
+class AccumulationRead:
+    """A NEM13 250 record: the register of one NMI suffix read twice, and the quantity."""
+
+    nmi: str
+    suffix: str
+    uom: str
+    unit: str | None
+    factor: float
+    register_id: str
+    meter_serial: str
+    direction: str
+    previous: float | None
+    previous_ms: int | None
+    previous_quality: tuple[str, str | None, int | None]
+    current: float | None
+    current_ms: int | None
+    current_quality: tuple[str, str | None, int | None]
+    quantity: float | None
+    update_ms: int | None
+    line: int
+    flags: list[str] = field(default_factory=list)
+
+    def energy_kwh(self) -> float:
+        return (self.quantity or 0.0) * self.factor if self.unit is not None else 0.0
+
+    def to_gateway_batch(self, source: str | None = None) -> dict[str, object]:
+        """Both register reads as register readings (the worker derives the delta); a read
+        without a value or time is left out."""
+        readings: list[dict[str, object]] = []
+        for value, ts, (quality, method, reason) in (
+            (self.previous, self.previous_ms, self.previous_quality),
+            (self.current, self.current_ms, self.current_quality),
+        ):
+            if value is None or ts is None:
+                continue
+            r: dict[str, object] = {"channel": self.suffix, "ts": ts, "kind": "register", "value": value,
+                                    "unit": self.uom, "quality": quality}  # fmt: skip
+            if method is not None:
+                r["method"] = method
+            if reason is not None:
+                r["reason_code"] = reason
+            if self.update_ms is not None:
+                r["updated_at"] = self.update_ms
+            readings.append(r)
+        batch: dict[str, object] = {"device_id": self.nmi, "readings": readings}
+        if source:
+            batch["source"] = source
+        return batch
+
+
 def _nem_datetime(text: str) -> int:
     """CCYYMMDD[hhmm[ss]] in NEM time -> UTC epoch ms."""
     dt = datetime(
@@ -223,6 +279,7 @@ class Nem12Reader:
         self.index_reads: list[IndexRead] = []
         self.lines = 0
         self.bytes_read = 0
+        self.version = "NEM12"
         self._seen_days: set[tuple[str, str, str]] = set()
         # Running interval energy per channel, to compare with register (500) reads.
         self._cumulative: dict[tuple[str, str], float] = {}
@@ -257,7 +314,7 @@ class Nem12Reader:
 
     # -- reading ------------------------------------------------------------------------
 
-    def __iter__(self) -> Iterator[DayBlock]:
+    def __iter__(self) -> Iterator[DayBlock | AccumulationRead]:
         header_seen = False
         ended_at: int | None = None
         block: dict[str, object] | None = None
@@ -295,6 +352,8 @@ class Nem12Reader:
                 self._header(fields, lineno)
                 header_seen, ended_at, block, block_rejected, last_date = True, None, None, False, None
                 blocks_in_set = 0
+            elif rec in ("200", "300", "400", "500") and self.version != "NEM12":
+                self._problem(lineno, "bad_record_type", f"record {rec} is not part of {self.version}")
             elif rec == "200":
                 if pending is not None:
                     yield self._finish(pending, pending_400)
@@ -355,8 +414,23 @@ class Nem12Reader:
                     self._problem(lineno, "empty_set", "a 100-900 set holds no 200 record")
                 ended_at = lineno
                 block = None
+            elif rec == "250" and self.version == "NEM13":
+                if not header_seen:
+                    self._problem(lineno, "missing_header", "no 100 record before the first 250 record")
+                    header_seen = True
+                blocks_in_set += 1
+                read = self._accumulation(fields, lineno)
+                if read is not None:
+                    yield read  # type: ignore[misc]
+            elif rec == "550" and self.version == "NEM13":
+                if last_type != "250":
+                    self._problem(lineno, "record_out_of_order", "550 record not after a 250 record")
+                elif len(fields) < 5:
+                    self._problem(
+                        lineno, "missing_fields", f"550 record has {len(fields)} fields, expected 5"
+                    )
             else:
-                self._problem(lineno, "bad_record_type", f"unknown record indicator {rec[:10]!r}")
+                self._problem(lineno, "bad_record_type", f"record {rec[:10]!r} is not part of {self.version}")
             last_type = rec
         self.lines = lineno
         if pending is not None:
@@ -369,16 +443,11 @@ class Nem12Reader:
     def _header(self, f: list[str], lineno: int) -> None:
         if len(f) < 5:
             self._problem(lineno, "missing_fields", f"100 record has {len(f)} fields, expected 5")
-        version = f[1].strip() if len(f) > 1 else ""
-        if version != "NEM12":
-            raise Nem12Error(
-                Problem(
-                    self.name,
-                    lineno,
-                    "unsupported_version",
-                    f"version header {version!r}: only NEM12 is read",
-                )
-            )
+        version = f[1].strip().upper() if len(f) > 1 else ""
+        if version not in ("NEM12", "NEM13"):
+            message = f"version header {version!r}: NEM12 or NEM13 expected"
+            raise Nem12Error(Problem(self.name, lineno, "unsupported_version", message))
+        self.version = version
         created = f[2].strip() if len(f) > 2 else ""
         if not _DT12_RE.match(created) or not _valid_datetime(created):
             self._problem(lineno, "header_datetime", f"file creation DateTime(12) is {created!r}")
@@ -580,6 +649,70 @@ class Nem12Reader:
             key = (day.nmi, day.suffix.upper())
             self._cumulative[key] = self._cumulative.get(key, 0.0) + day.energy_kwh()
         return day
+
+    def _accumulation(self, f: list[str], lineno: int) -> AccumulationRead | None:
+        if len(f) < 23:
+            self._problem(lineno, "missing_fields", f"250 record has {len(f)} fields, expected 23")
+            f = f + [""] * (23 - len(f))
+        f = [x.strip() for x in f]
+        nmi, config, register_id, suffix, _stream, serial, direction = f[1:8]
+        if not nmi or len(nmi) > 10:
+            self._problem(lineno, "nmi_invalid", f"NMI {nmi!r} must be 1-10 characters")
+        if not config:
+            self._problem(lineno, "nmi_config", "NMIConfiguration is empty")
+        if direction not in ("E", "I"):
+            self._problem(lineno, "direction", f"DirectionIndicator {direction!r} must be E or I")
+        uom = f[19]
+        if uom.lower() not in _UOMS:
+            self._problem(lineno, "uom_unknown", f"UOM {uom!r} is not in the specification's list")
+
+        def number(text: str, name: str) -> float | None:
+            if not text:
+                return None
+            if not _NUMBER_RE.match(text):
+                self._problem(lineno, "value_format", f"{name} {text!r} is not a non-negative decimal")
+                try:
+                    return float(text)
+                except ValueError:
+                    return None
+            return float(text)
+
+        def stamp(text: str, name: str) -> int | None:
+            if not text:
+                return None
+            if _DT14_RE.match(text) and _valid_datetime(text):
+                return _nem_datetime(text)
+            self._problem(lineno, "datetime", f"{name} {text!r} is not DateTime(14)")
+            return None
+
+        def quality(qm: str, reason: str) -> tuple[str, str | None, int | None]:
+            q, method = self._quality(qm, lineno)
+            return q, method, self._reason(reason, q, lineno, where="250")
+
+        previous, current = number(f[8], "PreviousRegisterRead"), number(f[13], "CurrentRegisterRead")
+        quantity = number(f[18], "Quantity")
+        norm = normalize_unit(uom) if uom else None
+        read = AccumulationRead(
+            nmi=nmi, suffix=suffix, uom=uom,
+            unit=norm.unit if norm else None, factor=norm.factor if norm else 1.0,
+            register_id=register_id, meter_serial=serial, direction=direction,
+            previous=previous, previous_ms=stamp(f[9], "PreviousRegisterReadDateTime"),
+            previous_quality=quality(f[10], f[11]),
+            current=current, current_ms=stamp(f[14], "CurrentRegisterReadDateTime"),
+            current_quality=quality(f[15], f[16]),
+            quantity=quantity, update_ms=stamp(f[21], "UpdateDateTime"), line=lineno,
+        )  # fmt: skip
+        if previous is not None and current is not None and quantity is not None and current >= previous:
+            rise = current - previous
+            if abs(rise - quantity) > max(0.001, 1e-6 * quantity):
+                problem = self._problem(
+                    lineno,
+                    "sum_check",
+                    f"register rose {rise:g} but Quantity is {quantity:g}",
+                    severity="warning",
+                )
+                read.flags.append(problem.rule)
+        return read
 
     def _index_read(self, f: list[str], lineno: int, block: dict[str, object]) -> None:
         f = f + [""] * max(0, 6 - len(f))

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import orjson
 
-from aurora_streams.ingest.nem12 import DayBlock, Mode, Nem12Reader, Problem
+from aurora_streams.ingest.nem12 import AccumulationRead, DayBlock, Mode, Nem12Reader, Problem
 from aurora_streams.ingest.summary import IngestSummary
 
 __all__ = ["Sink", "ingest_reader", "ingest_source", "open_reader", "text_size"]
@@ -29,10 +29,15 @@ Progress = Callable[[int], None]
 
 
 def _publish_day(
-    day: DayBlock, source: str, sink: Sink | None, summary: IngestSummary, reported: set[str]
+    day: DayBlock | AccumulationRead,
+    source: str,
+    sink: Sink | None,
+    summary: IngestSummary,
+    reported: set[str],
 ) -> None:
+    size = 2 if isinstance(day, AccumulationRead) else len(day.values)
     if day.unit is None:
-        summary.skipped_readings += len(day.values)
+        summary.skipped_readings += size
         key = f"{day.nmi}/{day.suffix}"
         if key not in reported:
             reported.add(key)
@@ -45,7 +50,7 @@ def _publish_day(
     batch = day.to_gateway_batch(source=source)
     readings = batch["readings"]
     assert isinstance(readings, list)
-    summary.skipped_readings += len(day.values) - len(readings)
+    summary.skipped_readings += size - len(readings)
     if not readings:
         return
     if sink is not None:

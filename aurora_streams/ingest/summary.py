@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from aurora_streams.domain.timeutil import format_ms
-from aurora_streams.ingest.nem12 import DayBlock, Problem
+from aurora_streams.ingest.nem12 import AccumulationRead, DayBlock, Problem
 
 __all__ = ["ChannelSummary", "IngestSummary"]
 
@@ -19,8 +19,9 @@ class ChannelSummary:
     uom: str
     unit: str | None
     interval_min: int
+    """0 for NEM13 accumulation reads."""
     readings: int = 0
-    """Intervals in the file, with or without a value."""
+    """Intervals in the file, with or without a value (NEM13: 250 records)."""
     total: float = 0.0
     """Sum in the normalized unit (kWh, kvarh, kVAh); in the file's UOM for non-energy channels."""
     first_ms: int | None = None
@@ -39,7 +40,10 @@ class IngestSummary:
     skipped_readings: int = 0
     """Readings not published (non-energy channels, empty values), each with a problem."""
 
-    def add(self, day: DayBlock) -> None:
+    def add(self, day: DayBlock | AccumulationRead) -> None:
+        if isinstance(day, AccumulationRead):
+            self._add_accumulation(day)
+            return
         key = (day.nmi, day.suffix)
         ch = self.channels.get(key)
         if ch is None:
@@ -51,6 +55,19 @@ class IngestSummary:
         ch.first_ms = first if ch.first_ms is None else min(ch.first_ms, first)
         ch.last_ms = last if ch.last_ms is None else max(ch.last_ms, last)
         ch.qualities.update(day.qualities)
+
+    def _add_accumulation(self, read: AccumulationRead) -> None:
+        key = (read.nmi, read.suffix)
+        ch = self.channels.get(key)
+        if ch is None:
+            ch = self.channels[key] = ChannelSummary(read.nmi, read.suffix, read.uom, read.unit, 0)
+        ch.readings += 1
+        ch.total += (read.quantity or 0.0) * (read.factor if read.unit else 1.0)
+        for ms in (read.previous_ms, read.current_ms):
+            if ms is not None:
+                ch.first_ms = ms if ch.first_ms is None else min(ch.first_ms, ms)
+                ch.last_ms = ms if ch.last_ms is None else max(ch.last_ms, ms)
+        ch.qualities.update([read.current_quality[0]])
 
     @property
     def nmis(self) -> list[str]:

@@ -173,3 +173,37 @@ def test_memory_stays_flat_for_large_files(tmp_path) -> None:  # type: ignore[no
     tracemalloc.stop()
     assert days == 1200 and path.stat().st_size > 2_000_000
     assert peak < path.stat().st_size / 4  # never holds the file
+
+
+NEM13 = (
+    "100,NEM13,200401101030,MDA1,Ret1\n"
+    "250,VABC005890,11,1,11,11,METSER123,E,006342.8,20031005093055,A,,,007654.9,20040107100333,A,,,"
+    "1312.1,kWh,20040407,20040108100333,20040108091133\n"
+    "550,N,,N,\n"
+    "900\n"
+)
+
+
+def test_nem13_reads_become_register_readings_whose_delta_is_the_quantity() -> None:
+    import orjson
+
+    from aurora_streams.ingest.nem12 import AccumulationRead
+    from aurora_streams.processing import build_processor, new_state
+    from aurora_streams.settings import Settings
+
+    [read] = list(Nem12Reader.from_bytes(NEM13.encode(), "nem13.csv"))
+    assert isinstance(read, AccumulationRead) and read.quantity == 1312.1 and read.suffix == "11"
+    batch = read.to_gateway_batch(source="nem13.csv")
+    assert [r["kind"] for r in batch["readings"]] == ["register", "register"]  # type: ignore[index]
+    p = build_processor(Settings())
+    states: dict = {}  # type: ignore[type-arg]
+    out = p.process(b"VABC005890", orjson.dumps(batch), partition=0, offset=0, timestamp_ms=1_800_000_000_000,
+                    states=states, load=new_state)  # fmt: skip
+    records = [orjson.loads(o.value) for o in out if o.topic == "meter.readings.normalized"]
+    assert records[-1]["delta_kwh"] == pytest.approx(1312.1)
+
+
+def test_nem13_quantity_that_disagrees_with_the_register_is_a_warning() -> None:
+    text = NEM13.replace(",1312.1,", ",1300.0,")
+    _, r = read(text)
+    assert [(p.rule, p.severity) for p in r.problems] == [("sum_check", "warning")]
