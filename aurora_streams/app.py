@@ -6,6 +6,9 @@
                              ▼
                  device_state (RocksDB + changelog)
 
+    meter.readings.normalized, meter.anomalies ──► views ──► device_days, recent_anomalies
+                                                      (tables behind the /v1 read API)
+
     meter.readings.normalized, meter.anomalies, meter.readings.raw ──► sink ──► TimescaleDB
                                                  (when AURORA_DATABASE_URL is set)
 
@@ -25,12 +28,16 @@ from faust.types import TP
 
 from aurora_streams.agents.normalize import attach_normalize
 from aurora_streams.agents.sink import attach_sink
+from aurora_streams.agents.views import attach_views
 from aurora_streams.kafka_offsets import probe_end_offsets_async
 from aurora_streams.processing import build_processor
 from aurora_streams.settings import Settings
 from aurora_streams.tables.device_state import define_device_state
+from aurora_streams.tables.views import define_view_tables
+from aurora_streams.web.api import attach_api
 from aurora_streams.web.health import attach_health
 from aurora_streams.web.ingest import attach_ingest
+from aurora_streams.web.openapi import attach_openapi
 
 __all__ = ["AuroraApp", "create_app"]
 
@@ -105,9 +112,13 @@ def create_app(settings: Settings) -> AuroraApp:
         partitions=settings.partitions,
     )
     device_state = define_device_state(app, settings)
+    days, recent = define_view_tables(app, settings)
     attach_normalize(app, raw, device_state, build_processor(settings), settings)
     if settings.database_url:
         attach_sink(app, settings)
+    attach_views(app, settings, days, recent)
     attach_ingest(app, settings)
+    attach_api(app, settings, device_state, days, recent)
+    attach_openapi(app)
     attach_health(app)
     return app

@@ -107,6 +107,10 @@ class Settings(BaseSettings):
     max_upload_bytes: int = Field(64 * 1024 * 1024, ge=1024, description="Largest NEM12 upload accepted.")
     max_json_bytes: int = Field(1024 * 1024, ge=1024, description="Largest JSON readings request accepted.")
 
+    # --- views ------------------------------------------------------------------------------
+    aggregate_retention_days: int = Field(35, ge=1, description="Days of per-device aggregates kept.")
+    recent_anomalies_per_device: int = Field(200, ge=1, description="Anomalies kept per device for /v1.")
+
     # --- sink ----------------------------------------------------------------------------
     sink_batch_max: int = Field(5000, ge=1, description="Records per sink transaction.")
     sink_batch_within_s: float = Field(0.5, gt=0, description="Max wait to fill a sink batch.")

@@ -36,11 +36,21 @@ def owned_topics(settings: Settings) -> list[TopicSpec]:
     delete = {"cleanup.policy": "delete", "retention.ms": _WEEK_MS}
     return [
         TopicSpec(settings.topic_raw, n, delete, True),
-        TopicSpec(settings.topic_normalized, n, delete, False),
-        TopicSpec(settings.topic_anomalies, n, delete, False),
+        # The view tables are fed from these, so they are co-partitioned with the raw topic.
+        TopicSpec(settings.topic_normalized, n, delete, True),
+        TopicSpec(settings.topic_anomalies, n, delete, True),
         TopicSpec(settings.topic_dlq, n, {"cleanup.policy": "delete", "retention.ms": "-1"}, False),
         # Changelogs are compacted and never expire by time (a Faust recovery pitfall).
         TopicSpec(settings.changelog_topic, n, {"cleanup.policy": "compact", "retention.ms": "-1"}, True),
+        *(
+            TopicSpec(
+                f"{settings.app_id}-{table}-changelog",
+                n,
+                {"cleanup.policy": "compact", "retention.ms": "-1"},
+                True,
+            )
+            for table in ("device_days", "recent_anomalies")
+        ),
     ]
 
 

@@ -1,0 +1,310 @@
+"""The read API under ``/v1`` (role ``read``), over the stream tables.
+
+Per-device requests are answered by the worker that owns the device: any other worker
+routes them there (Faust's router, with the key serialized exactly as the tables and the
+raw topic's murmur2 partitioning do). Fleet-wide requests fan out to every worker (each
+answers ``?scope=local`` from the partitions it actively owns, never standbys, so nothing
+is counted twice) and are merged. List endpoints paginate with ``limit`` and ``cursor``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any, Final
+
+import faust
+import orjson
+from aiohttp import ClientSession, ClientTimeout, web
+from faust.exceptions import SameNode
+
+from aurora_streams.domain.aggregates import SIZES, DayRecord, bucket_windows, day_key, day_of
+from aurora_streams.domain.device import DeviceState
+from aurora_streams.domain.timeutil import TimestampError, format_ms, parse_timestamp
+from aurora_streams.settings import Settings
+from aurora_streams.web.auth import Authenticator
+from aurora_streams.web.errors import error_response, request_id
+
+__all__ = ["attach_api"]
+
+_MAX_LIMIT: Final = 1000
+_MAX_RANGE_DAYS: Final = 400
+
+
+class _BadRequest(Exception):
+    def __init__(self, reason: str, message: str, field: str) -> None:
+        super().__init__(message)
+        self.reason, self.message, self.field = reason, message, field
+
+
+def _limit(request: web.Request, default: int = 100) -> int:
+    raw = request.query.get("limit", str(default))
+    if not raw.isdigit() or not 1 <= int(raw) <= _MAX_LIMIT:
+        raise _BadRequest("invalid_limit", f"limit must be 1-{_MAX_LIMIT}", "limit")
+    return int(raw)
+
+
+def _instant(request: web.Request, name: str) -> int | None:
+    raw = request.query.get(name)
+    if raw is None:
+        return None
+    try:
+        return parse_timestamp(int(raw) if raw.lstrip("-").isdigit() else raw)
+    except TimestampError as exc:
+        raise _BadRequest("invalid_time", f"{name}: {exc}", name) from exc
+
+
+class ApiService:
+    def __init__(self, app: faust.App, settings: Settings, device_state: Any, days: Any, recent: Any) -> None:
+        self.app = app
+        self.settings = settings
+        self.device_state = device_state
+        self.days = days
+        self.recent = recent
+        self.auth = Authenticator(settings.api_tokens)
+
+    # -- plumbing ---------------------------------------------------------------------------
+
+    def _deny(self, request: web.Request) -> web.Response | None:
+        result = self.auth.authorize(request.headers.get("Authorization"), "read")
+        return None if result.ok else error_response(request, result.status, result.reason, result.message)
+
+    async def _route(self, request: web.Request, device_id: str) -> web.Response | None:
+        """The owner's answer when another worker owns ``device_id``; None when we do."""
+        if request.query.get("scope") == "local":
+            return None
+        try:
+            router: Any = self.app.router  # faust types its web layer abstractly; this is aiohttp
+            routed: web.Response = await router.route_req(
+                self.device_state.name, device_id, self.app.web, request
+            )
+            return routed
+        except SameNode:
+            return None
+
+    def _is_active(self, device_id: str) -> bool:
+        partition = self.app.producer.key_partition(self.settings.topic_raw, device_id.encode()).partition
+        actives = self.app.assignor.assigned_actives()
+        return any(tp.partition == partition and tp.topic == self.settings.topic_raw for tp in actives)
+
+    def _local_devices(self) -> list[str]:
+        return sorted(k for k in self.device_state if self._is_active(k))
+
+    async def _fan_out(self, request: web.Request) -> list[dict[str, Any]]:
+        """Every other worker's ``scope=local`` answer to this request."""
+        me = str(self.app.conf.canonical_url).rstrip("/")
+        hosts = {str(h).rstrip("/") for h in self.app.router.tables_metadata()} - {me}
+        if not hosts:
+            return []
+        query = dict(request.query) | {"scope": "local"}
+        headers = {k: v for k, v in request.headers.items() if k.lower() in ("authorization", "x-request-id")}
+        async with ClientSession(timeout=ClientTimeout(total=10)) as session:
+
+            async def one(host: str) -> dict[str, Any]:
+                async with session.get(f"{host}{request.path}", params=query, headers=headers) as resp:
+                    if resp.status != 200:
+                        raise web.HTTPBadGateway(text=f"{host} answered {resp.status}")
+                    return orjson.loads(await resp.read())  # type: ignore[no-any-return]
+
+            return list(await asyncio.gather(*(one(h) for h in sorted(hosts))))
+
+    @staticmethod
+    def _ok(request: web.Request, body: Any) -> web.Response:
+        return web.Response(body=orjson.dumps(body), content_type="application/json",
+                            headers={"X-Request-Id": request_id(request)})  # fmt: skip
+
+    async def _guard(self, request: web.Request, handler: Any, *args: Any) -> web.Response:
+        denied = self._deny(request)
+        if denied:
+            return denied
+        try:
+            return await handler(request, *args)  # type: ignore[no-any-return]
+        except _BadRequest as exc:
+            return error_response(request, 400, exc.reason, exc.message, field=exc.field)
+
+    # -- endpoints --------------------------------------------------------------------------
+
+    async def devices(self, request: web.Request) -> web.Response:
+        limit = _limit(request)
+        cursor = request.query.get("cursor", "")
+        ids = [d for d in self._local_devices() if d > cursor]
+        if request.query.get("scope") != "local":
+            for other in await self._fan_out(request):
+                ids.extend(other["items_all"])
+        ids = sorted(set(ids))
+        if request.query.get("scope") == "local":
+            return self._ok(request, {"items_all": ids[: limit + 1]})
+        page = ids[:limit]
+        next_cursor = page[-1] if len(ids) > limit else None
+        return self._ok(request, {"items": [{"device_id": d} for d in page], "next_cursor": next_cursor})
+
+    async def device(self, request: web.Request, device_id: str) -> web.Response:
+        routed = await self._route(request, device_id)
+        if routed is not None:
+            return routed
+        data = self.device_state.get(device_id)
+        if data is None:
+            return error_response(request, 404, "unknown_device", f"no device {device_id[:64]!r}")
+        state = DeviceState.from_bytes(data)
+        channels = []
+        for name, ch in sorted(state.channels.items()):
+            last = ch.entries[-1] if ch.entries else None
+            channels.append({
+                "channel": name, "kind": ch.kind, "window": len(ch.entries), "anchored": ch.anchored,
+                "latest": None if last is None else {
+                    "ts_end": format_ms(last.ts), "value": last.value, "unit": last.unit, "delta": last.delta,
+                    "flags": list(last.flags), "revision": last.revision, "quality": last.quality,
+                },
+            })  # fmt: skip
+        return self._ok(
+            request, {"device_id": device_id, "last_offset": state.last_offset, "channels": channels}
+        )
+
+    async def aggregates(self, request: web.Request, device_id: str) -> web.Response:
+        size = request.query.get("size", "15m")
+        if size not in SIZES:
+            raise _BadRequest("invalid_size", f"size must be one of {', '.join(SIZES)}", "size")
+        channel = request.query.get("channel", "E1")
+        start, end = _instant(request, "from"), _instant(request, "to")
+        limit = _limit(request, default=_MAX_LIMIT)
+        routed = await self._route(request, device_id)
+        if routed is not None:
+            return routed
+        data = self.device_state.get(device_id)
+        if data is None:
+            return error_response(request, 404, "unknown_device", f"no device {device_id[:64]!r}")
+        if end is None:
+            latest = DeviceState.from_bytes(data).latest_ts() or int(time.time() * 1000)
+            end = latest - latest % SIZES["1d"] + SIZES["1d"] if size == "1d" else latest
+        if start is None:
+            start = end - SIZES["1d"]
+        if not start < end or end - start > _MAX_RANGE_DAYS * SIZES["1d"]:
+            raise _BadRequest(
+                "invalid_range", f"need from < to, at most {_MAX_RANGE_DAYS} days apart", "from"
+            )
+        cursor = request.query.get("cursor")
+        if cursor is not None:
+            if not cursor.isdigit():
+                raise _BadRequest("invalid_cursor", "cursor must come from next_cursor", "cursor")
+            start = max(start, int(cursor))
+        records = []
+        for day in range(day_of(start + 1), day_of(end) + 1):
+            stored = self.days.get(day_key(device_id, channel, day))
+            if stored is not None:
+                records.append(DayRecord.from_bytes(stored))
+        buckets = bucket_windows(records, SIZES[size], start, end)
+        unit = records[0].unit if records else "kWh"
+        page = buckets[:limit]
+        next_cursor = str(buckets[limit].start) if len(buckets) > limit else None
+        items = [{**b.to_dict(), "start": format_ms(b.start), "end": format_ms(b.end)} for b in page]
+        return self._ok(request, {"device_id": device_id, "channel": channel, "size": size, "unit": unit,
+                                  "from": format_ms(start), "to": format_ms(end), "items": items,
+                                  "next_cursor": next_cursor})  # fmt: skip
+
+    async def anomalies(self, request: web.Request) -> web.Response:
+        limit = _limit(request)
+        since = _instant(request, "since")
+        kind = request.query.get("type")
+        device = request.query.get("device")
+        cursor = request.query.get("cursor")
+        after: tuple[int, str] | None = None
+        if cursor:
+            ts, _, aid = cursor.partition(":")
+            if not ts.isdigit() or not aid:
+                raise _BadRequest("invalid_cursor", "cursor must come from next_cursor", "cursor")
+            after = (int(ts), aid)
+        if device is not None:
+            routed = await self._route(request, device)
+            if routed is not None:
+                return routed
+            devices = [device]
+        else:
+            devices = self._local_devices()
+        events: list[dict[str, Any]] = []
+        for d in devices:
+            stored = self.recent.get(d)
+            for e in orjson.loads(stored) if stored else []:
+                if since is not None and e["ts_end"] < since:
+                    continue
+                if kind is not None and e["type"] != kind:
+                    continue
+                if after is not None and (e["ts_end"], e["anomaly_id"]) >= after:
+                    continue
+                events.append(e)
+        if device is None and request.query.get("scope") != "local":
+            for other in await self._fan_out(request):
+                events.extend(other["items_all"])
+        events.sort(key=lambda e: (e["ts_end"], e["anomaly_id"]), reverse=True)
+        if request.query.get("scope") == "local":
+            return self._ok(request, {"items_all": events[: limit + 1]})
+        page = events[:limit]
+        next_cursor = f"{page[-1]['ts_end']}:{page[-1]['anomaly_id']}" if len(events) > limit else None
+        items = [
+            {**e, "ts_end": format_ms(e["ts_end"]), "detected_at": format_ms(e["detected_at"])} for e in page
+        ]
+        return self._ok(request, {"items": items, "next_cursor": next_cursor})
+
+    async def fleet(self, request: web.Request) -> web.Response:
+        devices = self._local_devices()
+        channels = 0
+        latest: int | None = None
+        by_type: dict[str, int] = {}
+        for d in devices:
+            data = self.device_state.get(d)
+            if data is not None:
+                state = DeviceState.from_bytes(data)
+                channels += len(state.channels)
+                ts = state.latest_ts()
+                if ts is not None and (latest is None or ts > latest):
+                    latest = ts
+            stored = self.recent.get(d)
+            for e in orjson.loads(stored) if stored else []:
+                if not e["cleared"]:
+                    by_type[e["type"]] = by_type.get(e["type"], 0) + 1
+        local: dict[str, Any] = {"devices": len(devices), "channels": channels, "latest_reading_ms": latest,
+                 "open_anomalies_by_type": by_type, "workers": 1}  # fmt: skip
+        if request.query.get("scope") == "local":
+            return self._ok(request, local)
+        total: dict[str, Any] = dict(local)
+        for other in await self._fan_out(request):
+            total["devices"] += other["devices"]
+            total["channels"] += other["channels"]
+            total["workers"] += 1
+            if other["latest_reading_ms"] is not None:
+                total["latest_reading_ms"] = max(total["latest_reading_ms"] or 0, other["latest_reading_ms"])
+            for k, v in other["open_anomalies_by_type"].items():
+                total["open_anomalies_by_type"][k] = total["open_anomalies_by_type"].get(k, 0) + v
+        latest_ms = total.pop("latest_reading_ms")
+        total["latest_reading"] = format_ms(latest_ms) if latest_ms is not None else None
+        return self._ok(request, total)
+
+
+def attach_api(app: faust.App, settings: Settings, device_state: Any, days: Any, recent: Any) -> ApiService:
+    api = ApiService(app, settings, device_state, days, recent)
+
+    @app.page("/v1/devices")
+    class Devices(faust.web.View):  # type: ignore[misc]
+        async def get(self, request: web.Request) -> web.Response:
+            return await api._guard(request, api.devices)
+
+    @app.page("/v1/devices/{device_id}")
+    class Device(faust.web.View):  # type: ignore[misc]
+        async def get(self, request: web.Request, device_id: str) -> web.Response:
+            return await api._guard(request, api.device, device_id)
+
+    @app.page("/v1/devices/{device_id}/aggregates")
+    class Aggregates(faust.web.View):  # type: ignore[misc]
+        async def get(self, request: web.Request, device_id: str) -> web.Response:
+            return await api._guard(request, api.aggregates, device_id)
+
+    @app.page("/v1/anomalies")
+    class Anomalies(faust.web.View):  # type: ignore[misc]
+        async def get(self, request: web.Request) -> web.Response:
+            return await api._guard(request, api.anomalies)
+
+    @app.page("/v1/fleet")
+    class Fleet(faust.web.View):  # type: ignore[misc]
+        async def get(self, request: web.Request) -> web.Response:
+            return await api._guard(request, api.fleet)
+
+    return api

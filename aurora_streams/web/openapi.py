@@ -1,0 +1,258 @@
+"""The OpenAPI 3.1 description of the HTTP API, served at ``/openapi.json``."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import faust
+import orjson
+from aiohttp import web
+
+from aurora_streams import __version__
+
+__all__ = ["attach_openapi", "openapi"]
+
+
+def _error() -> dict[str, Any]:
+    return {
+        "description": "error",
+        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}},
+    }
+
+
+def _ok(schema: dict[str, Any], status: str = "200") -> dict[str, Any]:
+    return {status: {"description": "ok", "content": {"application/json": {"schema": schema}}}}
+
+
+def _q(name: str, schema: dict[str, Any], description: str) -> dict[str, Any]:
+    return {"name": name, "in": "query", "required": False, "schema": schema, "description": description}
+
+
+_DEVICE = {
+    "name": "device_id",
+    "in": "path",
+    "required": True,
+    "schema": {"type": "string", "pattern": "^[A-Za-z0-9][A-Za-z0-9._:\\-]{0,63}$"},
+}
+_LIMIT = _q("limit", {"type": "integer", "minimum": 1, "maximum": 1000}, "page size")
+_CURSOR = _q("cursor", {"type": "string"}, "next_cursor of the previous page")
+_TIME = {"type": "string", "description": "ISO-8601 with offset, or epoch milliseconds"}
+_ERRORS = {"400": _error(), "401": _error(), "403": _error(), "404": _error()}
+_SECURED: list[dict[str, list[str]]] = [{"bearer": []}]
+
+
+def openapi() -> dict[str, Any]:
+    bucket = {
+        "type": "object",
+        "required": ["start", "end", "sum", "count"],
+        "properties": {
+            "start": {"type": "string"},
+            "end": {"type": "string"},
+            "sum": {"type": "number"},
+            "count": {"type": "integer"},
+            "min": {"type": ["number", "null"]},
+            "max": {"type": ["number", "null"]},
+        },
+    }
+
+    def page(item: dict[str, Any]) -> dict[str, Any]:
+        return {
+            "type": "object",
+            "required": ["items", "next_cursor"],
+            "properties": {
+                "items": {"type": "array", "items": item},
+                "next_cursor": {"type": ["string", "null"]},
+            },
+        }
+
+    return {
+        "openapi": "3.1.0",
+        "info": {
+            "title": "aurora-streams",
+            "version": __version__,
+            "description": "Real-time energy meter data: device state, aggregates, anomalies, ingest.",
+        },
+        "components": {
+            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
+            "schemas": {
+                "Error": {
+                    "type": "object",
+                    "required": ["error"],
+                    "properties": {
+                        "error": {
+                            "type": "object",
+                            "required": ["status", "reason", "message", "request_id"],
+                            "properties": {
+                                "status": {"type": "integer"},
+                                "reason": {"type": "string"},
+                                "message": {"type": "string"},
+                                "request_id": {"type": "string"},
+                                "field": {"type": "string"},
+                                "index": {"type": "integer"},
+                            },
+                        }
+                    },
+                }
+            },
+        },
+        "paths": {
+            "/healthz": {"get": {"summary": "process alive", "responses": _ok({"type": "object"})}},
+            "/readyz": {
+                "get": {
+                    "summary": "tables recovered, partitions assigned",
+                    "responses": {**_ok({"type": "object"}), "503": {"description": "not ready"}},
+                }
+            },
+            "/metrics": {
+                "get": {
+                    "summary": "Prometheus metrics",
+                    "responses": {
+                        "200": {
+                            "description": "text format",
+                            "content": {"text/plain": {"schema": {"type": "string"}}},
+                        }
+                    },
+                }
+            },
+            "/v1/devices": {
+                "get": {
+                    "summary": "devices known to the fleet, by id",
+                    "security": _SECURED,
+                    "parameters": [_LIMIT, _CURSOR],
+                    "responses": {
+                        **_ok(
+                            page(
+                                {
+                                    "type": "object",
+                                    "required": ["device_id"],
+                                    "properties": {"device_id": {"type": "string"}},
+                                }
+                            )
+                        ),
+                        **_ERRORS,
+                    },
+                }
+            },
+            "/v1/devices/{device_id}": {
+                "get": {
+                    "summary": "a device's state: latest reading per channel",
+                    "security": _SECURED,
+                    "parameters": [_DEVICE],
+                    "responses": {
+                        **_ok({"type": "object", "required": ["device_id", "channels"]}),
+                        **_ERRORS,
+                    },
+                }
+            },
+            "/v1/devices/{device_id}/aggregates": {
+                "get": {
+                    "summary": "consumption per window (sum, count, min, max) over event time",
+                    "security": _SECURED,
+                    "parameters": [
+                        _DEVICE,
+                        _q("size", {"type": "string", "enum": ["15m", "1h", "1d"]}, "window size"),
+                        _q("channel", {"type": "string"}, "channel, default E1"),
+                        _q("from", _TIME, "start (inclusive)"),
+                        _q("to", _TIME, "end (exclusive)"),
+                        _LIMIT,
+                        _CURSOR,
+                    ],
+                    "responses": {
+                        **_ok(
+                            {
+                                "type": "object",
+                                "required": ["items", "size", "unit"],
+                                "properties": {"items": {"type": "array", "items": bucket}},
+                            }
+                        ),
+                        **_ERRORS,
+                    },
+                }
+            },
+            "/v1/anomalies": {
+                "get": {
+                    "summary": "recent anomalies, newest first",
+                    "security": _SECURED,
+                    "parameters": [
+                        _q("device", {"type": "string"}, "one device"),
+                        _q("type", {"type": "string"}, "type"),
+                        _q("since", _TIME, "ts_end at or after"),
+                        _LIMIT,
+                        _CURSOR,
+                    ],
+                    "responses": {**_ok(page({"type": "object"})), **_ERRORS},
+                }
+            },
+            "/v1/fleet": {
+                "get": {
+                    "summary": "fleet summary",
+                    "security": _SECURED,
+                    "responses": {**_ok({"type": "object"}), **_ERRORS},
+                }
+            },
+            "/v1/ingest/readings": {
+                "post": {
+                    "summary": "one reading or a gateway batch (JSON)",
+                    "security": _SECURED,
+                    "requestBody": {
+                        "required": True,
+                        "content": {"application/json": {"schema": {"type": "object"}}},
+                    },
+                    "responses": {
+                        **_ok({"type": "object"}, "202"),
+                        "413": _error(),
+                        "415": _error(),
+                        "422": _error(),
+                        **_ERRORS,
+                    },
+                }
+            },
+            "/v1/ingest/nem12": {
+                "post": {
+                    "summary": "a NEM12/NEM13 file; ingested as a job",
+                    "security": _SECURED,
+                    "parameters": [
+                        _q("mode", {"type": "string", "enum": ["strict", "lenient"]}, "strictness")
+                    ],
+                    "requestBody": {
+                        "required": True,
+                        "content": {
+                            "text/csv": {"schema": {"type": "string"}},
+                            "application/zip": {"schema": {"type": "string", "format": "binary"}},
+                            "multipart/form-data": {
+                                "schema": {
+                                    "type": "object",
+                                    "properties": {"file": {"type": "string", "format": "binary"}},
+                                }
+                            },
+                        },
+                    },
+                    "responses": {
+                        **_ok({"type": "object", "required": ["job_id"]}, "202"),
+                        "413": _error(),
+                        "415": _error(),
+                        **_ERRORS,
+                    },
+                }
+            },
+            "/v1/ingest/jobs/{job_id}": {
+                "get": {
+                    "summary": "an ingest job's progress and summary",
+                    "security": _SECURED,
+                    "parameters": [
+                        {"name": "job_id", "in": "path", "required": True, "schema": {"type": "string"}}
+                    ],
+                    "responses": {**_ok({"type": "object", "required": ["id", "status"]}), **_ERRORS},
+                }
+            },
+        },
+    }
+
+
+def attach_openapi(app: faust.App) -> None:
+    document = orjson.dumps(openapi())
+
+    @app.page("/openapi.json")
+    class OpenApi(faust.web.View):  # type: ignore[misc]
+        async def get(self, request: web.Request) -> web.Response:
+            return web.Response(body=document, content_type="application/json")
