@@ -166,6 +166,8 @@ class ApiService:
             raise _BadRequest("invalid_size", f"size must be one of {', '.join(SIZES)}", "size")
         channel = request.query.get("channel", "E1")
         start, end = _instant(request, "from"), _instant(request, "to")
+        if start is not None and end is not None and not start < end:
+            raise _BadRequest("invalid_range", "need from < to", "from")
         limit = _limit(request, default=_MAX_LIMIT)
         routed = await self._route(request, device_id)
         if routed is not None:

@@ -1,0 +1,224 @@
+"""The /v1 read API on real workers, checked against values computed independently from
+the reference's outputs (not through the aggregates code the API uses)."""
+
+from __future__ import annotations
+
+import json
+import urllib.error
+import urllib.request
+from collections import defaultdict
+from typing import Any
+
+import orjson
+import pytest
+
+from aurora_streams.codecs import decode_output
+from aurora_streams.domain.timeutil import format_ms
+from aurora_streams.simulator import SimConfig, SimMessage, generate
+from tests.integration.harness import Deployment, Expected, Worker, reference
+from tests.integration.test_pipeline import FLEET
+
+READ, INGEST = "r" * 24, "i" * 24
+SIZES = {"15m": 900_000, "1h": 3_600_000, "1d": 86_400_000}
+
+
+def get(w: Worker, path: str, token: str | None = READ) -> tuple[int, Any]:
+    req = urllib.request.Request(f"http://127.0.0.1:{w.port}{path}")
+    if token:
+        req.add_header("Authorization", f"Bearer {token}")
+    try:
+        with urllib.request.urlopen(req, timeout=30) as resp:
+            return resp.status, orjson.loads(resp.read())
+    except urllib.error.HTTPError as exc:
+        return exc.code, orjson.loads(exc.read())
+
+
+def tokens(dep: Deployment) -> None:
+    dep.extra_env["AURORA_API_TOKENS"] = json.dumps(
+        {"viewer": {"token": READ, "roles": ["read"]}, "loader": {"token": INGEST, "roles": ["ingest"]}}
+    )
+
+
+def latest_records(values: list[bytes]) -> dict[str, dict[str, Any]]:
+    out: dict[str, dict[str, Any]] = {}
+    for v in values:
+        d = decode_output(v)
+        old = out.get(d["event_id"])
+        key = (d["revision"], d["updated_at"] if d["updated_at"] is not None else -(2**62))
+        if old is None or key > (
+            old["revision"],
+            old["updated_at"] if old["updated_at"] is not None else -(2**62),
+        ):
+            out[d["event_id"]] = d
+    return out
+
+
+def expected_buckets(
+    records: dict[str, dict[str, Any]], device: str, channel: str, size: int
+) -> list[dict[str, Any]]:
+    acc: dict[int, list[float]] = defaultdict(list)
+    for r in records.values():
+        if r["device_id"] == device and r["channel"] == channel and r["delta_kwh"] is not None:
+            at = r["ts_end"] - 1
+            acc[at - at % size].append(r["delta_kwh"])
+    return [
+        {"start": format_ms(b), "end": format_ms(b + size), "sum": pytest.approx(sum(v)), "count": len(v),
+         "min": min(v), "max": max(v)}
+        for b, v in sorted(acc.items())
+    ]  # fmt: skip
+
+
+def check_device(w: Worker, expected: Expected, records: dict[str, dict[str, Any]], device: str) -> None:
+    from aurora_streams.domain.device import DeviceState
+
+    state = DeviceState.from_bytes(expected.states[device])
+    status, body = get(w, f"/v1/devices/{device}")
+    assert status == 200, body
+    got = {c["channel"]: c["latest"] for c in body["channels"]}
+    for name, ch in state.channels.items():
+        last = ch.entries[-1]
+        assert got[name]["ts_end"] == format_ms(last.ts) and got[name]["value"] == last.value
+        assert got[name]["revision"] == last.revision and got[name]["delta"] == last.delta
+    assert body["last_offset"] == state.last_offset
+    for name in state.channels:
+        times = [r["ts_end"] for r in records.values() if r["device_id"] == device and r["channel"] == name]
+        lo, hi = min(times) - 86_400_000, max(times) + 86_400_000
+        for size_name, size in SIZES.items():
+            status, agg = get(
+                w, f"/v1/devices/{device}/aggregates?size={size_name}&channel={name}&from={lo}&to={hi}"
+            )
+            assert status == 200, agg
+            assert agg["items"] == expected_buckets(records, device, name, size), (device, name, size_name)
+
+
+def test_two_workers_answer_every_device_the_same_through_either_port(deployment: Deployment) -> None:
+    tokens(deployment)
+    cfg = SimConfig(**{**FLEET.__dict__, "seed": 41, "devices": 40, "malformed_rate": 0.0})
+    sent = deployment.produce(generate(cfg, limit=3000))
+    s = deployment.settings
+    expected = reference(s, deployment.read(s.topic_raw, until=lambda r: len(r) >= sent))
+    a, b = deployment.start_worker("a"), deployment.start_worker("b")
+    a.wait_ready()
+    b.wait_ready()
+    n = len(expected.outputs[s.topic_normalized])
+    deployment.read(s.topic_normalized, until=lambda r: len(r) >= n)
+    records = latest_records(expected.outputs[s.topic_normalized])
+    devices = sorted(expected.states)
+    # Views catch up after the normalized topic: wait until the last device answers fully.
+    import time
+
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            check_device(a, expected, records, devices[-1])
+            check_device(b, expected, records, devices[-1])
+            break
+        except AssertionError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(1)
+    for device in devices:
+        for w in (a, b):
+            check_device(w, expected, records, device)
+    # Fleet-wide answers merge both workers without double counting standby replicas.
+    for w in (a, b):
+        status, fleet = get(w, "/v1/fleet")
+        assert status == 200 and fleet["devices"] == len(devices) and fleet["workers"] == 2
+        listed: list[str] = []
+        cursor = ""
+        while True:
+            status, page = get(w, f"/v1/devices?limit=7&cursor={cursor}")
+            listed += [d["device_id"] for d in page["items"]]
+            if page["next_cursor"] is None:
+                break
+            cursor = page["next_cursor"]
+        assert listed == devices
+        anomaly_ids = {decode_output(v)["anomaly_id"] for v in expected.outputs[s.topic_anomalies]}
+        status, page = get(w, "/v1/anomalies?limit=1000")
+        assert {e["anomaly_id"] for e in page["items"]} == anomaly_ids
+
+
+def test_late_and_revised_readings_move_exactly_their_windows_and_replays_change_nothing(
+    deployment: Deployment,
+) -> None:
+    tokens(deployment)
+    t0 = 1_735_653_600_000  # 2025-01-01T00:00+10:00 = 2024-12-31T14:00Z
+    step = 900_000
+
+    def msg(i: int, value: float, **extra: Any) -> SimMessage:
+        doc = {"device_id": "m1", "ts": t0 + i * step, "kind": "interval", "value": value, "unit": "kWh",
+               "interval_s": 900, **extra}  # fmt: skip
+        return SimMessage(b"m1", orjson.dumps(doc), t0 + i * step + 5000)
+
+    first = [msg(i, 1.0, quality="E", method="52", updated_at=t0) for i in range(1, 9) if i != 3]
+    deployment.produce(first)
+    w = deployment.start_worker("solo")
+    w.wait_ready()
+    query = f"/v1/devices/m1/aggregates?size=1h&from={t0}&to={t0 + 2 * 3_600_000}"
+
+    def hours() -> list[tuple[float, int]]:
+        import time
+
+        for _ in range(100):
+            status, body = get(w, query)
+            if status == 200:
+                return [(round(b["sum"], 6), b["count"]) for b in body["items"]]
+            time.sleep(0.3)
+        raise TimeoutError(query)
+
+    import time
+
+    deadline = time.monotonic() + 30
+    while hours() != [(3.0, 3), (4.0, 4)] and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert hours() == [(3.0, 3), (4.0, 4)]  # interval 3 (00:30-00:45) is missing
+    deployment.produce([msg(3, 2.0, quality="A", updated_at=t0 + 1)])  # late: fills the first hour only
+    deployment.produce([msg(6, 5.0, quality="A", updated_at=t0 + 2)])  # revision of 01:15-01:30
+    deadline = time.monotonic() + 30
+    while hours() != [(5.0, 4), (8.0, 4)] and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert hours() == [(5.0, 4), (8.0, 4)]
+    deployment.produce([*first, msg(3, 2.0, quality="A", updated_at=t0 + 1)])  # a replay of everything
+    time.sleep(3)
+    assert hours() == [(5.0, 4), (8.0, 4)]
+
+
+READ_PATHS = ["/v1/devices", "/v1/devices/m1", "/v1/devices/m1/aggregates", "/v1/anomalies", "/v1/fleet"]
+
+
+@pytest.mark.parametrize("path", READ_PATHS)
+def test_read_endpoints_reject_missing_bad_and_wrong_role(http_worker: Worker, path: str) -> None:
+    status, err = get(http_worker, path, token=None)
+    assert status == 401 and err["error"]["reason"] == "missing_token" and err["error"]["request_id"]
+    assert get(http_worker, path, token="x" * 30)[0] == 401
+    status, err = get(http_worker, path, token=INGEST)
+    assert status == 403 and err["error"]["reason"] == "forbidden"
+    assert get(http_worker, path)[0] in (200, 404)
+
+
+def test_health_and_openapi_are_open(http_worker: Worker) -> None:
+    assert get(http_worker, "/healthz", token=None)[0] == 200
+    status, doc = get(http_worker, "/openapi.json", token=None)
+    assert (
+        status == 200
+        and doc["openapi"].startswith("3.1")
+        and "/v1/devices/{device_id}/aggregates" in doc["paths"]
+    )
+
+
+def test_bad_parameters_are_400_with_the_field(http_worker: Worker) -> None:
+    for query, field in [("size=2h", "size"), ("from=yesterday", "from"), ("limit=0", "limit"),
+                         ("from=2025-01-02T00:00:00Z&to=2025-01-01T00:00:00Z", "from")]:  # fmt: skip
+        status, err = get(http_worker, f"/v1/devices/m1/aggregates?{query}")
+        assert status == 400 and err["error"]["field"] == field, query
+
+
+@pytest.fixture(scope="module")
+def http_worker(broker: str, tmp_path_factory: pytest.TempPathFactory) -> Any:
+    dep = Deployment(broker, tmp_path_factory.mktemp("api"))
+    dep.create_topics()
+    tokens(dep)
+    w = dep.start_worker("api")
+    w.wait_ready()
+    yield w
+    dep.stop_all()
