@@ -30,6 +30,7 @@ from aurora_streams.agents.normalize import attach_normalize
 from aurora_streams.agents.sink import attach_sink
 from aurora_streams.agents.views import attach_views
 from aurora_streams.kafka_offsets import probe_end_offsets_async
+from aurora_streams.observability import AuroraMonitor, register_collector
 from aurora_streams.processing import build_processor
 from aurora_streams.settings import Settings
 from aurora_streams.tables.device_state import define_device_state
@@ -101,6 +102,7 @@ def create_app(settings: Settings) -> AuroraApp:
         web_bind=settings.web_bind,
         web_port=settings.web_port,
         web_in_thread=False,
+        Monitor=AuroraMonitor,
     )
     app.aurora_settings = settings
     raw = app.topic(
@@ -121,4 +123,10 @@ def create_app(settings: Settings) -> AuroraApp:
     attach_api(app, settings, device_state, days, recent)
     attach_openapi(app)
     attach_health(app)
+
+    @app.task  # type: ignore[untyped-decorator]
+    async def _register_metrics() -> None:
+        tables = {"device_state": device_state, "device_days": days, "recent_anomalies": recent}
+        register_collector(app, tables, settings.datadir)
+
     return app

@@ -67,7 +67,17 @@ def test_fleet_through_one_worker_matches_reference(deployment: Deployment) -> N
     )
     assert latest_states(changelog) == expected.states
     metrics = worker.metrics()
-    assert "aurora_readings_processed_total" in metrics and "aurora_batch_duration_seconds_bucket" in metrics
+    for name in (
+        "aurora_readings_processed_total",  # throughput
+        "aurora_batch_duration_seconds_bucket",  # latency histograms
+        "aurora_record_e2e_latency_seconds_bucket",
+        "aurora_consumer_lag{",
+        "aurora_last_commit_timestamp_seconds{",
+        'aurora_table_keys{table="device_state"}',
+        "aurora_rebalances_total",
+        "aurora_state_dir_bytes",
+    ):
+        assert name in metrics, name
 
 
 def _key_of(value: bytes) -> bytes:
