@@ -59,6 +59,8 @@ def parse_timestamp(raw: object, *, naive_zone: str | None = None) -> int:
     """
     if isinstance(raw, bool):
         raise TimestampError("invalid_type", "expected ISO-8601 string or integer epoch ms, got bool")
+    if isinstance(raw, float) and raw.is_integer():
+        raw = int(raw)  # JSON has one number type: 1700000000000.0 is an integer
     if isinstance(raw, int):
         ms = raw
     elif isinstance(raw, str):

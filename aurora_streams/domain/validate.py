@@ -224,6 +224,8 @@ def _reading(
     source = item.get("source", default_source)
     if source is not None and not isinstance(source, str):
         raise InvalidReading("invalid_type", "field 'source' must be a string", field="source")
+    if source is not None and len(source) > 128:
+        raise InvalidReading("invalid_value", "field 'source' is longer than 128 characters", field="source")
 
     flags: list[str] = []
     if unit.factor != 1.0:
@@ -245,7 +247,7 @@ def _reading(
         method=method,
         reason_code=reason,
         updated_at_ms=updated_at_ms,
-        source=source[:128] if source else None,
+        source=source or None,
         ingested_at_ms=broker_ts_ms,
         arrival_flags=tuple(flags),
     )

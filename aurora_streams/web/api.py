@@ -10,6 +10,7 @@ is counted twice) and are merged. List endpoints paginate with ``limit`` and ``c
 from __future__ import annotations
 
 import asyncio
+import re
 import time
 from typing import Any, Final
 
@@ -28,6 +29,8 @@ from aurora_streams.web.errors import error_response, request_id
 __all__ = ["attach_api"]
 
 _MAX_LIMIT: Final = 1000
+_CHANNEL_RE: Final = re.compile(r"^[A-Za-z0-9]{1,8}$")
+_DEVICE_RE: Final = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:\-]{0,63}$")
 _MAX_RANGE_DAYS: Final = 400
 
 
@@ -35,6 +38,18 @@ class _BadRequest(Exception):
     def __init__(self, reason: str, message: str, field: str) -> None:
         super().__init__(message)
         self.reason, self.message, self.field = reason, message, field
+
+
+def _param(request: web.Request, name: str) -> str | None:
+    """A query parameter; empty means not given (``?from=&to=`` from a dashboard form)."""
+    value = request.query.get(name)
+    return value if value else None
+
+
+def _device_id(device_id: str) -> str:
+    if not _DEVICE_RE.match(device_id):
+        raise _BadRequest("invalid_device", "device id must be 1-64 of [A-Za-z0-9._:-]", "device_id")
+    return device_id
 
 
 def _limit(request: web.Request, default: int = 100) -> int:
@@ -126,7 +141,7 @@ class ApiService:
 
     async def devices(self, request: web.Request) -> web.Response:
         limit = _limit(request)
-        cursor = request.query.get("cursor", "")
+        cursor = _param(request, "cursor") or ""
         ids = [d for d in self._local_devices() if d > cursor]
         if request.query.get("scope") != "local":
             for other in await self._fan_out(request):
@@ -139,6 +154,7 @@ class ApiService:
         return self._ok(request, {"items": [{"device_id": d} for d in page], "next_cursor": next_cursor})
 
     async def device(self, request: web.Request, device_id: str) -> web.Response:
+        _device_id(device_id)
         routed = await self._route(request, device_id)
         if routed is not None:
             return routed
@@ -161,10 +177,13 @@ class ApiService:
         )
 
     async def aggregates(self, request: web.Request, device_id: str) -> web.Response:
-        size = request.query.get("size", "15m")
+        _device_id(device_id)
+        size = _param(request, "size") or "15m"
         if size not in SIZES:
             raise _BadRequest("invalid_size", f"size must be one of {', '.join(SIZES)}", "size")
-        channel = request.query.get("channel", "E1")
+        channel = _param(request, "channel") or "E1"
+        if not _CHANNEL_RE.match(channel):
+            raise _BadRequest("invalid_channel", "channel must be 1-8 letters or digits", "channel")
         start, end = _instant(request, "from"), _instant(request, "to")
         if start is not None and end is not None and not start < end:
             raise _BadRequest("invalid_range", "need from < to", "from")
@@ -184,7 +203,7 @@ class ApiService:
             raise _BadRequest(
                 "invalid_range", f"need from < to, at most {_MAX_RANGE_DAYS} days apart", "from"
             )
-        cursor = request.query.get("cursor")
+        cursor = _param(request, "cursor")
         if cursor is not None:
             if not cursor.isdigit():
                 raise _BadRequest("invalid_cursor", "cursor must come from next_cursor", "cursor")
@@ -206,9 +225,11 @@ class ApiService:
     async def anomalies(self, request: web.Request) -> web.Response:
         limit = _limit(request)
         since = _instant(request, "since")
-        kind = request.query.get("type")
-        device = request.query.get("device")
-        cursor = request.query.get("cursor")
+        kind = _param(request, "type")
+        device = _param(request, "device")
+        if device is not None:
+            _device_id(device)
+        cursor = _param(request, "cursor")
         after: tuple[int, str] | None = None
         if cursor:
             ts, _, aid = cursor.partition(":")

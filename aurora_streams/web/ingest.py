@@ -27,6 +27,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
 
+import aiohttp
+import aiohttp.http_exceptions
 import faust
 import orjson
 from aiohttp import web
@@ -177,6 +179,10 @@ class IngestService:
         except _TooLarge:
             path.unlink(missing_ok=True)
             return error_response(request, 413, "too_large", f"upload exceeds {limit} bytes")
+        except (ValueError, aiohttp.ClientPayloadError, aiohttp.http_exceptions.HttpProcessingError) as exc:
+            # Malformed multipart framing or part headers: the caller's fault, not ours.
+            path.unlink(missing_ok=True)
+            return error_response(request, 400, "invalid_multipart", f"cannot read the upload: {exc}"[:300])
         except Exception:
             path.unlink(missing_ok=True)
             raise

@@ -36,9 +36,67 @@ _DEVICE = {
 }
 _LIMIT = _q("limit", {"type": "integer", "minimum": 1, "maximum": 1000}, "page size")
 _CURSOR = _q("cursor", {"type": "string"}, "next_cursor of the previous page")
-_TIME = {"type": "string", "description": "ISO-8601 with offset, or epoch milliseconds"}
-_ERRORS = {"400": _error(), "401": _error(), "403": _error(), "404": _error()}
+_TIME = {
+    "description": "ISO-8601 with offset, or epoch milliseconds",
+    "anyOf": [
+        {"type": "integer", "minimum": 946684800000, "maximum": 4102444799999},
+        {"type": "string", "format": "date-time", "pattern": "^20[0-9]{2}-"},
+    ],
+}
+_ERRORS = {
+    "400": _error(),
+    "401": _error(),
+    "403": _error(),
+    "404": _error(),
+    "503": {"description": "the owning worker is not available (rebalancing)"},
+}
 _SECURED: list[dict[str, list[str]]] = [{"bearer": []}]
+
+
+_READING_PROPS: dict[str, Any] = {
+    "device_id": {"type": "string", "pattern": "^[A-Za-z0-9][A-Za-z0-9._:\\-]{0,63}$"},
+    "channel": {"type": "string", "pattern": "^[A-Za-z0-9]{1,8}$"},
+    "ts": {
+        "oneOf": [
+            {"type": "integer", "minimum": 946684800000, "maximum": 4102444799999},
+            {"type": "string", "format": "date-time"},
+        ]
+    },
+    "kind": {"type": "string", "enum": ["register", "interval"]},
+    "value": {"type": "number", "minimum": -1e12, "maximum": 1e12},
+    "unit": {"type": "string", "enum": ["Wh", "kWh", "MWh", "varh", "kvarh", "Mvarh", "VAh", "kVAh", "MVAh"]},
+    "interval_s": {"type": "integer", "enum": [60, 300, 600, 900, 1800, 3600, 86400]},
+    "quality": {"type": "string", "enum": ["A", "E", "F", "S", "N", "V"]},
+    "method": {"type": ["string", "null"], "pattern": "^[0-9]{2}$"},
+    "reason_code": {"type": ["integer", "null"], "minimum": 0, "maximum": 999},
+    "source": {"type": ["string", "null"], "maxLength": 128},
+}
+_READING_REQUIRED = ["ts", "kind", "value", "unit", "interval_s"]
+_READING = {
+    "type": "object",
+    "required": ["device_id", *_READING_REQUIRED],
+    "properties": _READING_PROPS,
+    "additionalProperties": False,
+}
+_BATCH = {
+    "type": "object",
+    "required": ["device_id", "readings"],
+    "additionalProperties": False,
+    "properties": {
+        "device_id": _READING_PROPS["device_id"],
+        "source": _READING_PROPS["source"],
+        "readings": {
+            "type": "array",
+            "minItems": 1,
+            "maxItems": 100,
+            "items": {
+                "type": "object",
+                "required": _READING_REQUIRED,
+                "properties": {k: v for k, v in _READING_PROPS.items() if k != "device_id"},
+            },
+        },
+    },
+}
 
 
 def openapi() -> dict[str, Any]:
@@ -151,7 +209,11 @@ def openapi() -> dict[str, Any]:
                     "parameters": [
                         _DEVICE,
                         _q("size", {"type": "string", "enum": ["15m", "1h", "1d"]}, "window size"),
-                        _q("channel", {"type": "string"}, "channel, default E1"),
+                        _q(
+                            "channel",
+                            {"type": "string", "pattern": "^[A-Za-z0-9]{0,8}$"},
+                            "channel, default E1",
+                        ),
                         _q("from", _TIME, "start (inclusive)"),
                         _q("to", _TIME, "end (exclusive)"),
                         _LIMIT,
@@ -196,7 +258,7 @@ def openapi() -> dict[str, Any]:
                     "security": _SECURED,
                     "requestBody": {
                         "required": True,
-                        "content": {"application/json": {"schema": {"type": "object"}}},
+                        "content": {"application/json": {"schema": {"oneOf": [_READING, _BATCH]}}},
                     },
                     "responses": {
                         **_ok({"type": "object"}, "202"),
@@ -217,12 +279,18 @@ def openapi() -> dict[str, Any]:
                     "requestBody": {
                         "required": True,
                         "content": {
-                            "text/csv": {"schema": {"type": "string"}},
-                            "application/zip": {"schema": {"type": "string", "format": "binary"}},
+                            "text/csv": {"schema": {"type": "string", "minLength": 1}},
+                            "application/zip": {
+                                "schema": {"type": "string", "format": "binary", "minLength": 1}
+                            },
                             "multipart/form-data": {
                                 "schema": {
                                     "type": "object",
-                                    "properties": {"file": {"type": "string", "format": "binary"}},
+                                    "required": ["file"],
+                                    "additionalProperties": False,
+                                    "properties": {
+                                        "file": {"type": "string", "format": "binary", "minLength": 1}
+                                    },
                                 }
                             },
                         },
