@@ -104,10 +104,18 @@ class Settings(BaseSettings):
         description='Named bearer tokens, JSON: {"ops": {"token": "...", "roles": ["read", "ingest"]}}. '
         "None configured: every authenticated endpoint answers 401.",
     )
+    jwt_secret: SecretStr | None = Field(
+        None, description="HS256 key for signed JWTs (claims: roles, exp required); unset: JWTs are refused."
+    )
+    jwt_issuer: str | None = Field(None, description="Required `iss` claim, when set.")
+    jwt_audience: str | None = Field(None, description="Required `aud` claim, when set.")
     max_upload_bytes: int = Field(64 * 1024 * 1024, ge=1024, description="Largest NEM12 upload accepted.")
     max_json_bytes: int = Field(1024 * 1024, ge=1024, description="Largest JSON readings request accepted.")
 
     # --- views ------------------------------------------------------------------------------
+    sites_file: Path | None = Field(
+        None, description="JSON object mapping device id to site, for site totals (/v1/fleet/consumption)."
+    )
     aggregate_retention_days: int = Field(35, ge=1, description="Days of per-device aggregates kept.")
     recent_anomalies_per_device: int = Field(200, ge=1, description="Anomalies kept per device for /v1.")
 
@@ -174,6 +182,23 @@ class Settings(BaseSettings):
             max_future_s=self.max_future_s,
             max_batch_readings=self.max_batch_readings,
         )
+
+    @cached_property
+    def sites(self) -> dict[str, str]:
+        """device id -> site, from ``AURORA_SITES_FILE`` (empty when unset)."""
+        if self.sites_file is None:
+            return {}
+        import orjson
+
+        try:
+            doc = orjson.loads(self.sites_file.read_bytes())
+        except (OSError, orjson.JSONDecodeError) as exc:
+            raise ConfigError(f"AURORA_SITES_FILE {self.sites_file}: {exc}") from exc
+        if not isinstance(doc, dict) or not all(isinstance(v, str) for v in doc.values()):
+            raise ConfigError(
+                f"AURORA_SITES_FILE {self.sites_file}: expected a JSON object of device -> site"
+            )
+        return {str(k): v for k, v in doc.items()}
 
     @property
     def changelog_topic(self) -> str:

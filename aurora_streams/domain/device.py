@@ -40,6 +40,7 @@ from aurora_streams.domain.model import (
     anomaly_id,
     event_id,
 )
+from aurora_streams.domain.scoring import Profile, score_and_learn
 from aurora_streams.errors import DomainRejection
 
 __all__ = ["STATE_VERSION", "ApplyResult", "ChannelState", "DeviceState", "Entry", "apply"]
@@ -207,6 +208,8 @@ class DeviceState:
     """Source offset of the last raw message applied (set by the caller, see
     ``processing``): a device lives on one partition, so a message at or below it is a
     re-delivery. The state machine itself never reads it."""
+    profiles: dict[str, Profile] = field(default_factory=dict)
+    """Per channel: hour-of-day power statistics for anomaly scoring (see domain.scoring)."""
 
     def to_bytes(self) -> bytes:
         """Versioned, deterministic encoding (the RocksDB table value and its changelog)."""
@@ -214,6 +217,7 @@ class DeviceState:
             {
                 "v": STATE_VERSION,
                 "o": self.last_offset,
+                "p": {name: p.to_list() for name, p in sorted(self.profiles.items())},
                 "c": {
                     name: [ch.kind, ch.anchored, [e.to_list() for e in ch.entries]]
                     for name, ch in sorted(self.channels.items())
@@ -232,6 +236,7 @@ class DeviceState:
                 for name, (kind, anchored, entries) in doc["c"].items()
             },
             doc.get("o", -1),
+            {name: Profile(stats) for name, stats in doc.get("p", {}).items()},
         )
 
     def latest_ts(self) -> int | None:
@@ -290,7 +295,35 @@ def apply(state: DeviceState, r: Reading, rules: DeviceRules) -> ApplyResult:
         arrival = (*arrival, Flag.OUT_OF_ORDER.value)
         status = "out_of_order"
     entries.insert(idx, Entry.from_reading(r, arrival))
-    return _finish(ch, r, idx, rules, status)
+    result = _finish(ch, r, idx, rules, status)
+    if status == "new" and r.quality != "N":
+        _score(state, r, result, rules)
+    return result
+
+
+def _score(state: DeviceState, r: Reading, result: ApplyResult, rules: DeviceRules) -> None:
+    """Online scoring of an in-order new reading (never of re-derived neighbours)."""
+    record = result.records[0]
+    profile = state.profiles.get(r.channel)
+    if profile is None:
+        profile = state.profiles[r.channel] = Profile()
+    found = score_and_learn(profile, record.ts_start, record.ts_end, record.delta_kwh, rules.scoring)
+    if found is not None:
+        result.anomalies.append(
+            AnomalyEvent(
+                anomaly_id(record.event_id, found.type),
+                record.event_id,
+                r.device_id,
+                r.channel,
+                record.ts_end,
+                found.type,
+                found.score,
+                found.detail,
+                record.revision,
+                False,
+                record.ingested_at,
+            )
+        )
 
 
 def _bisect(entries: list[Entry], ts: int) -> int:

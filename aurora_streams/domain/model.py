@@ -10,6 +10,8 @@ import hashlib
 from dataclasses import dataclass, field
 from typing import Literal
 
+from aurora_streams.domain.scoring import ScoringRules
+
 __all__ = [
     "AnomalyEvent",
     "DeviceRules",
@@ -128,6 +130,8 @@ class DeviceRules:
     """A step longer than ``gap_factor`` times the expected cadence is a gap."""
     run_length: int = 3
     """This many equal consecutive values make a ``zero_run`` (zeros) or ``frozen`` run."""
+    scoring: ScoringRules = field(default_factory=ScoringRules)
+    """Online time-of-day scoring (spike, drop, high, low)."""
 
     def max_power_for(self, device_id: str) -> float:
         return self.device_max_power_kw.get(device_id, self.max_power_kw)

@@ -23,7 +23,7 @@ from aurora_streams.domain.aggregates import SIZES, DayRecord, bucket_windows, d
 from aurora_streams.domain.device import DeviceState
 from aurora_streams.domain.timeutil import TimestampError, format_ms, parse_timestamp
 from aurora_streams.settings import Settings
-from aurora_streams.web.auth import Authenticator
+from aurora_streams.web.auth import authenticator
 from aurora_streams.web.errors import error_response, request_id
 
 __all__ = ["attach_api"]
@@ -76,7 +76,7 @@ class ApiService:
         self.device_state = device_state
         self.days = days
         self.recent = recent
-        self.auth = Authenticator(settings.api_tokens)
+        self.auth = authenticator(settings)
 
     # -- plumbing ---------------------------------------------------------------------------
 
@@ -267,6 +267,76 @@ class ApiService:
         ]
         return self._ok(request, {"items": items, "next_cursor": next_cursor})
 
+    async def consumption(self, request: web.Request) -> web.Response:
+        """Energy per window summed over the fleet, or one site: import (E channels) and
+        export (B channels) in kWh, and how many devices contributed."""
+        size = _param(request, "size") or "1h"
+        if size not in SIZES:
+            raise _BadRequest("invalid_size", f"size must be one of {', '.join(SIZES)}", "size")
+        start, end = _instant(request, "from"), _instant(request, "to")
+        if start is None or end is None:
+            raise _BadRequest("missing_range", "from and to are required", "from")
+        if not start < end or end - start > 31 * SIZES["1d"]:
+            raise _BadRequest("invalid_range", "need from < to, at most 31 days apart", "from")
+        site = _param(request, "site")
+        sites = self.settings.sites
+        if site is not None and site not in set(sites.values()):
+            return error_response(request, 404, "unknown_site", f"no site {site[:64]!r}")
+        totals: dict[int, list[float]] = {}
+        for device in self._local_devices():
+            if site is not None and sites.get(device) != site:
+                continue
+            data = self.device_state.get(device)
+            if data is None:
+                continue
+            for channel in DeviceState.from_bytes(data).channels:
+                column = (
+                    0 if channel.upper().startswith("E") else 1 if channel.upper().startswith("B") else None
+                )
+                if column is None:
+                    continue
+                records = []
+                for day in range(day_of(start + 1), day_of(end) + 1):
+                    stored = self.days.get(day_key(device, channel, day))
+                    if stored is not None:
+                        record = DayRecord.from_bytes(stored)
+                        if record.unit == "kWh":
+                            records.append(record)
+                for b in bucket_windows(records, SIZES[size], start, end):
+                    row = totals.setdefault(b.start, [0.0, 0.0, 0.0])
+                    row[column] += b.sum
+                    row[2] += 1
+        local = {str(k): v for k, v in totals.items()}
+        if request.query.get("scope") == "local":
+            return self._ok(request, {"totals": local})
+        for other in await self._fan_out(request):
+            for k, (imp, exp, n) in other["totals"].items():
+                row = local.setdefault(k, [0.0, 0.0, 0.0])
+                row[0] += imp
+                row[1] += exp
+                row[2] += n
+        items = [
+            {
+                "start": format_ms(int(k)),
+                "end": format_ms(int(k) + SIZES[size]),
+                "import_kwh": v[0],
+                "export_kwh": v[1],
+                "channel_windows": int(v[2]),
+            }
+            for k, v in sorted(local.items(), key=lambda kv: int(kv[0]))
+        ]
+        return self._ok(
+            request,
+            {"site": site, "size": size, "from": format_ms(start), "to": format_ms(end), "items": items},
+        )
+
+    async def site_list(self, request: web.Request) -> web.Response:
+        counts: dict[str, int] = {}
+        for site in self.settings.sites.values():
+            counts[site] = counts.get(site, 0) + 1
+        items = [{"site": k, "devices": v} for k, v in sorted(counts.items())]
+        return self._ok(request, {"items": items, "next_cursor": None})
+
     async def fleet(self, request: web.Request) -> web.Response:
         devices = self._local_devices()
         channels = 0
@@ -324,6 +394,16 @@ def attach_api(app: faust.App, settings: Settings, device_state: Any, days: Any,
     class Anomalies(faust.web.View):  # type: ignore[misc]
         async def get(self, request: web.Request) -> web.Response:
             return await api._guard(request, api.anomalies)
+
+    @app.page("/v1/fleet/consumption")
+    class Consumption(faust.web.View):  # type: ignore[misc]
+        async def get(self, request: web.Request) -> web.Response:
+            return await api._guard(request, api.consumption)
+
+    @app.page("/v1/sites")
+    class Sites(faust.web.View):  # type: ignore[misc]
+        async def get(self, request: web.Request) -> web.Response:
+            return await api._guard(request, api.site_list)
 
     @app.page("/v1/fleet")
     class Fleet(faust.web.View):  # type: ignore[misc]

@@ -39,7 +39,7 @@ from aurora_streams.ingest.nem12 import Nem12Error
 from aurora_streams.ingest.publish import ingest_reader, open_reader
 from aurora_streams.ingest.summary import IngestSummary
 from aurora_streams.settings import Role, Settings
-from aurora_streams.web.auth import Authenticator
+from aurora_streams.web.auth import authenticator
 from aurora_streams.web.errors import error_response, request_id
 
 __all__ = ["attach_ingest"]
@@ -102,7 +102,7 @@ class IngestService:
     def __init__(self, app: faust.App, settings: Settings) -> None:
         self.app = app
         self.settings = settings
-        self.auth = Authenticator(settings.api_tokens)
+        self.auth = authenticator(settings)
         self.jobs: OrderedDict[str, Job] = OrderedDict()
         self.uploads = Path(settings.datadir) / "uploads"
         self._producer: Any = None

@@ -245,6 +245,26 @@ def openapi() -> dict[str, Any]:
                     "responses": {**_ok(page({"type": "object"})), **_ERRORS},
                 }
             },
+            "/v1/fleet/consumption": {
+                "get": {
+                    "summary": "energy per window over the fleet or one site (import E*, export B*)",
+                    "security": _SECURED,
+                    "parameters": [
+                        _q("size", {"type": "string", "enum": ["15m", "1h", "1d"]}, "window size"),
+                        {**_q("from", _TIME, "start (inclusive)"), "required": True},
+                        {**_q("to", _TIME, "end (exclusive)"), "required": True},
+                        _q("site", {"type": "string"}, "one site (AURORA_SITES_FILE)"),
+                    ],
+                    "responses": {**_ok({"type": "object", "required": ["items"]}), **_ERRORS},
+                }
+            },
+            "/v1/sites": {
+                "get": {
+                    "summary": "sites and their device counts",
+                    "security": _SECURED,
+                    "responses": {**_ok(page({"type": "object"})), **_ERRORS},
+                }
+            },
             "/v1/fleet": {
                 "get": {
                     "summary": "fleet summary",

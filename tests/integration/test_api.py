@@ -222,3 +222,42 @@ def http_worker(broker: str, tmp_path_factory: pytest.TempPathFactory) -> Any:
     w.wait_ready()
     yield w
     dep.stop_all()
+
+
+def test_fleet_and_site_consumption_totals(deployment: Deployment, tmp_path: Any) -> None:
+    import time
+
+    tokens(deployment)
+    sites = tmp_path / "sites.json"
+    sites.write_text(json.dumps({"n1": "north", "n2": "north", "s1": "south"}))
+    deployment.extra_env["AURORA_SITES_FILE"] = str(sites)
+    t0 = 1_735_653_600_000
+    msgs = []
+    for device, channel, value in [
+        ("n1", "E1", 1.0),
+        ("n2", "E1", 2.0),
+        ("n2", "B1", 0.5),
+        ("s1", "E1", 4.0),
+    ]:
+        for i in range(1, 5):  # four half hours: 00:00-02:00
+            doc = {"device_id": device, "channel": channel, "ts": t0 + i * 1_800_000, "kind": "interval",
+                   "value": value, "unit": "kWh", "interval_s": 1800}  # fmt: skip
+            msgs.append(SimMessage(device.encode(), orjson.dumps(doc), t0 + i * 1_800_000 + 1000))
+    deployment.produce(msgs)
+    w = deployment.start_worker("sites")
+    w.wait_ready()
+    query = f"/v1/fleet/consumption?size=1h&from={t0}&to={t0 + 2 * 3_600_000}"
+    deadline = time.monotonic() + 30
+    while True:
+        status, body = get(w, query + "&site=north")
+        if (
+            status == 200 and [i["import_kwh"] for i in body["items"]] == [6.0, 6.0]
+        ) or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
+    assert [(i["import_kwh"], i["export_kwh"]) for i in body["items"]] == [(6.0, 1.0), (6.0, 1.0)]
+    status, fleet = get(w, query)
+    assert [i["import_kwh"] for i in fleet["items"]] == [14.0, 14.0]
+    assert get(w, query + "&site=nowhere")[0] == 404
+    status, listed = get(w, "/v1/sites")
+    assert listed["items"] == [{"site": "north", "devices": 2}, {"site": "south", "devices": 1}]

@@ -11,16 +11,19 @@ TOKENS = {
 }
 
 
-@pytest.mark.parametrize(("header", "role", "status", "reason"), [
-    (None, "ingest", 401, "missing_token"),
-    ("Basic abc", "ingest", 401, "missing_token"),
-    ("Bearer ", "ingest", 401, "missing_token"),
-    ("Bearer wrong-token-value", "ingest", 401, "invalid_token"),
-    ("Bearer " + "l" * 20, "ingest", 200, "ok"),
-    ("bearer " + "l" * 20, "ingest", 200, "ok"),
-    ("Bearer " + "l" * 20, "read", 403, "forbidden"),
-    ("Bearer " + "a" * 20, "read", 200, "ok"),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    ("header", "role", "status", "reason"),
+    [
+        (None, "ingest", 401, "missing_token"),
+        ("Basic abc", "ingest", 401, "missing_token"),
+        ("Bearer ", "ingest", 401, "missing_token"),
+        ("Bearer wrong-token-value", "ingest", 401, "invalid_token"),
+        ("Bearer " + "l" * 20, "ingest", 200, "ok"),
+        ("bearer " + "l" * 20, "ingest", 200, "ok"),
+        ("Bearer " + "l" * 20, "read", 403, "forbidden"),
+        ("Bearer " + "a" * 20, "read", 200, "ok"),
+    ],
+)
 def test_authorize(header: str | None, role: str, status: int, reason: str) -> None:
     result = Authenticator(TOKENS).authorize(header, role)  # type: ignore[arg-type]
     assert (result.status, result.reason) == (status, reason)
@@ -42,3 +45,65 @@ def test_settings_never_print_tokens(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("AURORA_API_TOKENS", '{"x": {"token": "supersecretvalue123", "roles": ["read"]}}')
     dumped = load_settings().model_dump_json()
     assert "supersecretvalue123" not in dumped
+
+
+def _jwt(claims: dict, secret: str = "k" * 32) -> str:  # type: ignore[type-arg]
+    import jwt
+
+    return jwt.encode(claims, secret, algorithm="HS256")
+
+
+JWT_AUTH = Authenticator(TOKENS, jwt_secret="k" * 32, jwt_issuer="idp", jwt_audience="aurora")
+
+
+@pytest.mark.parametrize(
+    ("claims", "secret", "role", "status"),
+    [
+        (
+            {"sub": "ops", "roles": ["read"], "exp": 4_000_000_000, "iss": "idp", "aud": "aurora"},
+            "k" * 32,
+            "read",
+            200,
+        ),
+        (
+            {"sub": "ops", "roles": ["read"], "exp": 4_000_000_000, "iss": "idp", "aud": "aurora"},
+            "k" * 32,
+            "ingest",
+            403,
+        ),
+        (
+            {"sub": "ops", "roles": ["admin"], "exp": 4_000_000_000, "iss": "idp", "aud": "aurora"},
+            "k" * 32,
+            "ingest",
+            200,
+        ),
+        (
+            {"sub": "ops", "roles": ["read"], "exp": 1_000, "iss": "idp", "aud": "aurora"},
+            "k" * 32,
+            "read",
+            401,
+        ),
+        ({"sub": "ops", "roles": ["read"], "iss": "idp", "aud": "aurora"}, "k" * 32, "read", 401),
+        (
+            {"sub": "ops", "roles": ["read"], "exp": 4_000_000_000, "iss": "idp", "aud": "aurora"},
+            "x" * 32,
+            "read",
+            401,
+        ),
+        (
+            {"sub": "ops", "roles": ["read"], "exp": 4_000_000_000, "iss": "evil", "aud": "aurora"},
+            "k" * 32,
+            "read",
+            401,
+        ),
+        ({"sub": "ops", "exp": 4_000_000_000, "iss": "idp", "aud": "aurora"}, "k" * 32, "read", 401),
+    ],
+)
+def test_signed_jwts(claims: dict, secret: str, role: str, status: int) -> None:  # type: ignore[type-arg]
+    result = JWT_AUTH.authorize("Bearer " + _jwt(claims, secret), role)  # type: ignore[arg-type]
+    assert result.status == status, result
+
+
+def test_jwts_refused_when_no_secret_configured() -> None:
+    token = _jwt({"roles": ["read"], "exp": 4_000_000_000})
+    assert Authenticator(TOKENS).authorize("Bearer " + token, "read").status == 401
