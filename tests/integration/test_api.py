@@ -183,7 +183,15 @@ def test_late_and_revised_readings_move_exactly_their_windows_and_replays_change
     assert hours() == [(5.0, 4), (8.0, 4)]
 
 
-READ_PATHS = ["/v1/devices", "/v1/devices/m1", "/v1/devices/m1/aggregates", "/v1/anomalies", "/v1/fleet"]
+READ_PATHS = [
+    "/v1/devices",
+    "/v1/devices/m1",
+    "/v1/devices/m1/aggregates",
+    "/v1/anomalies",
+    "/v1/fleet",
+    "/v1/fleet/consumption?from=2025-01-01T00:00:00Z&to=2025-01-02T00:00:00Z",
+    "/v1/sites",
+]
 
 
 @pytest.mark.parametrize("path", READ_PATHS)
