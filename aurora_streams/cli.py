@@ -581,6 +581,57 @@ def _redact(url: str) -> str:
     return urlunsplit(parts)
 
 
+@main.command()
+@click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--suffix", default=None, help="Channel to use when the file holds several (e.g. E1).")
+@click.option("--window", "window_min", type=int, default=30, show_default=True, help="Window minutes.")
+@click.option("--season-days", type=int, default=7, show_default=True)
+@click.option("--json", "as_json", is_flag=True)
+def backtest(file: Path, suffix: str | None, window_min: int, season_days: int, as_json: bool) -> None:
+    """Replay a series (CSV with t_end, value[, suffix]) through the online forecaster and
+    print its accuracy against the seasonal-naive baseline, per horizon."""
+    from aurora_streams.backtest import backtest as run
+    from aurora_streams.backtest import load_windows
+    from aurora_streams.domain.forecast import ForecastConfig
+
+    windows = load_windows(file, window_min=window_min, suffix=suffix)
+    if not windows:
+        raise click.ClickException("no readings in the file (check --suffix)")
+    day = 1440 // window_min
+    horizons = sorted({1, 2, max(1, day // 8), max(1, day // 4), max(1, day // 2), day})
+    result = run(
+        windows,
+        window_ms=window_min * 60_000,
+        config=ForecastConfig(season_days=season_days),
+        horizons=horizons,
+    )
+    if as_json:
+        click.echo(
+            orjson.dumps(
+                {
+                    "windows": result.windows,
+                    "horizons": result.horizons,
+                    "day_ahead": result.day_ahead,
+                    "state_bytes": result.state_bytes,
+                },
+                option=orjson.OPT_INDENT_2 | orjson.OPT_NON_STR_KEYS,
+            ).decode()
+        )
+        return
+    click.echo(f"{result.windows} windows of {window_min} min; model state {result.state_bytes} bytes")
+    click.echo(f"{'ahead':>8} {'MAE':>10} {'naive MAE':>10} {'ratio':>7}")
+    for h, row in result.horizons.items():
+        click.echo(
+            f"{h * window_min / 60:>7.1f}h {row['mae']:>10.4f} {row['naive_mae']:>10.4f} {row['ratio']:>7.3f}"
+        )
+    d = result.day_ahead
+    if d.get("scored"):
+        click.echo(
+            f"day-ahead (online): MAE ratio {d['mae_ratio']:.3f}, sMAPE {d['smape']:.3f}, "
+            f"90% interval coverage {d['coverage']:.3f} over {d['scored']} windows"
+        )
+
+
 @main.command(context_settings={"ignore_unknown_options": True})
 @click.argument("args", nargs=-1, type=click.UNPROCESSED)
 def bench(args: tuple[str, ...]) -> None:
