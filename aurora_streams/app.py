@@ -114,19 +114,24 @@ def create_app(settings: Settings) -> AuroraApp:
         partitions=settings.partitions,
     )
     device_state = define_device_state(app, settings)
-    days, recent = define_view_tables(app, settings)
+    days, recent, forecasts = define_view_tables(app, settings)
     attach_normalize(app, raw, device_state, build_processor(settings), settings)
     if settings.database_url:
         attach_sink(app, settings)
-    attach_views(app, settings, days, recent)
+    attach_views(app, settings, days, recent, forecasts)
     attach_ingest(app, settings)
-    attach_api(app, settings, device_state, days, recent)
+    attach_api(app, settings, device_state, days, recent, forecasts)
     attach_openapi(app)
     attach_health(app)
 
     @app.task  # type: ignore[untyped-decorator]
     async def _register_metrics() -> None:
-        tables = {"device_state": device_state, "device_days": days, "recent_anomalies": recent}
+        tables = {
+            "device_state": device_state,
+            "device_days": days,
+            "recent_anomalies": recent,
+            "forecasts": forecasts,
+        }
         register_collector(app, tables, settings.datadir)
 
     return app

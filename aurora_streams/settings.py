@@ -116,6 +116,9 @@ class Settings(BaseSettings):
     sites_file: Path | None = Field(
         None, description="JSON object mapping device id to site, for site totals (/v1/fleet/consumption)."
     )
+    forecast_window_min: int = Field(
+        30, ge=5, le=1440, description="Forecasts learn windows of this many minutes as they close."
+    )
     aggregate_retention_days: int = Field(35, ge=1, description="Days of per-device aggregates kept.")
     recent_anomalies_per_device: int = Field(200, ge=1, description="Anomalies kept per device for /v1.")
 

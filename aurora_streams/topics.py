@@ -49,7 +49,7 @@ def owned_topics(settings: Settings) -> list[TopicSpec]:
                 {"cleanup.policy": "compact", "retention.ms": "-1"},
                 True,
             )
-            for table in ("device_days", "recent_anomalies")
+            for table in ("device_days", "recent_anomalies", "forecasts")
         ),
     ]
 

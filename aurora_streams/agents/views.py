@@ -39,34 +39,41 @@ def apply_anomaly(events: list[dict[str, Any]], event: dict[str, Any], limit: in
     return True
 
 
-def attach_views(app: faust.App, settings: Settings, days: Any, recent: Any) -> Any:
+def attach_views(app: faust.App, settings: Settings, days: Any, recent: Any, forecasts: Any) -> Any:
     topic = app.topic(
-        settings.topic_normalized, settings.topic_anomalies, key_type=bytes, value_type=bytes,
-        key_serializer="raw", value_serializer="raw",
-    )  # fmt: skip
+        settings.topic_normalized,
+        settings.topic_anomalies,
+        key_type=bytes,
+        value_type=bytes,
+        key_serializer="raw",
+        value_serializer="raw",
+    )
 
     @app.agent(topic, name="views")
     async def views(stream: Any) -> None:
         async for events in stream.take_events(settings.batch_max, settings.batch_within_s):
-            handle_batch(settings, days, recent, events)
+            handle_batch(settings, days, recent, forecasts, events)
 
     return views
 
 
-def handle_batch(settings: Settings, days: Any, recent: Any, events: Sequence[Any]) -> None:
+def handle_batch(settings: Settings, days: Any, recent: Any, forecasts: Any, events: Sequence[Any]) -> None:
     by_partition: dict[int, list[Any]] = {}
     for event in events:
         by_partition.setdefault(event.message.partition, []).append(event)
     for partition_events in by_partition.values():
         token = _current_event.set(weakref.ref(partition_events[0]))
         try:
-            _apply_partition(settings, days, recent, partition_events)
+            _apply_partition(settings, days, recent, forecasts, partition_events)
         finally:
             _current_event.reset(token)
 
 
-def _apply_partition(settings: Settings, days: Any, recent: Any, events: Sequence[Any]) -> None:
+def _apply_partition(
+    settings: Settings, days: Any, recent: Any, forecasts: Any, events: Sequence[Any]
+) -> None:
     day_cache: dict[str, DayRecord] = {}
+    closing = WindowCloser(settings.forecast_window_min * 60_000, forecasts)
     anomaly_cache: dict[str, list[dict[str, Any]]] = {}
     dirty_days: set[str] = set()
     dirty_devices: set[str] = set()
@@ -99,10 +106,80 @@ def _apply_partition(settings: Settings, days: Any, recent: Any, events: Sequenc
             day_cache[key] = record
         if record.apply(doc["ts_end"], doc["delta_kwh"], doc["revision"], doc["updated_at"], doc["unit"]):
             dirty_days.add(key)
+        if doc["unit"] == "kWh":
+            closing.observe(doc["device_id"], doc["channel"], doc["ts_end"], days, day_cache)
     for key in dirty_days:
         days[key] = day_cache[key].to_bytes()
     for device in dirty_devices:
         recent[device] = orjson.dumps(anomaly_cache[device])
+    closing.write()
+
+
+class WindowCloser:
+    """Feeds each device channel's forecaster the energy of every window that closed.
+
+    A window closes when a reading of a later window arrives; its energy is the sum of the
+    day slots (latest revisions) inside it. The forecaster ignores windows it has already
+    learned, so a re-delivery changes nothing; a reading that arrives after its window closed
+    is in the aggregates but not in the model (an online model does not relearn the past).
+    """
+
+    def __init__(self, window_ms: int, table: Any) -> None:
+        self.window_ms = window_ms
+        self.table = table
+        self.cache: dict[str, dict[str, Any]] = {}
+
+    def observe(
+        self, device: str, channel: str, ts_end: int, days: Any, day_cache: dict[str, DayRecord]
+    ) -> None:
+        from aurora_streams.domain.forecast import DeviceForecaster
+
+        key = f"{device}|{channel}"
+        entry = self.cache.get(key)
+        if entry is None:
+            stored = self.table.get(key)
+            doc = orjson.loads(stored) if stored else None
+            entry = {
+                "open": doc["open"] if doc else None,
+                "model": DeviceForecaster.from_dict(doc["model"])
+                if doc
+                else DeviceForecaster(self.window_ms),
+                "dirty": False,
+            }
+            self.cache[key] = entry
+        end = (ts_end - 1) // self.window_ms * self.window_ms + self.window_ms
+        if entry["open"] is None:
+            entry["open"], entry["dirty"] = end, True
+            return
+        if end <= entry["open"]:
+            return
+        model = entry["model"]
+        first = max(entry["open"], end - 2 * 86_400_000)  # after a long silence, learn the last two days
+        for closed in range(first, end, self.window_ms):
+            model.learn(closed, self._energy(device, channel, closed, days, day_cache))
+        entry["open"], entry["dirty"] = end, True
+
+    def _energy(
+        self, device: str, channel: str, end: int, days: Any, day_cache: dict[str, DayRecord]
+    ) -> float:
+        total = 0.0
+        for day in {day_of(end - self.window_ms + 1), day_of(end)}:
+            key = day_key(device, channel, day)
+            record = day_cache.get(key)
+            if record is None:
+                stored = days.get(key)
+                if stored is None:
+                    continue
+                record = day_cache[key] = DayRecord.from_bytes(stored)
+            for ts, (delta, _rev, _upd) in record.slots.items():
+                if delta is not None and end - self.window_ms < ts <= end:
+                    total += delta
+        return total
+
+    def write(self) -> None:
+        for key, entry in self.cache.items():
+            if entry["dirty"]:
+                self.table[key] = orjson.dumps({"open": entry["open"], "model": entry["model"].to_dict()})
 
 
 def _expire(settings: Settings, days: Any, device: str, channel: str, day: int) -> None:

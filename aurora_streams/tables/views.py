@@ -5,6 +5,8 @@
   than ``AURORA_AGGREGATE_RETENTION_DAYS`` are deleted as new days arrive.
 * ``recent_anomalies``: key device -> JSON list of its latest anomaly events (highest
   revision per anomaly id), at most ``AURORA_RECENT_ANOMALIES_PER_DEVICE``.
+* ``forecasts``: key ``device|channel`` -> the online forecaster's versioned state plus the
+  open window (see :mod:`aurora_streams.domain.forecast`).
 """
 
 from __future__ import annotations
@@ -31,7 +33,8 @@ def _raw_table(app: faust.App, settings: Settings, name: str, help: str) -> Any:
     return table
 
 
-def define_view_tables(app: faust.App, settings: Settings) -> tuple[Any, Any]:
+def define_view_tables(app: faust.App, settings: Settings) -> tuple[Any, Any, Any]:
     days = _raw_table(app, settings, "device_days", "Per device, channel and UTC day: reading slots.")
     recent = _raw_table(app, settings, "recent_anomalies", "Per device: its latest anomaly events.")
-    return days, recent
+    forecasts = _raw_table(app, settings, "forecasts", "Per device|channel: the online forecaster's state.")
+    return days, recent, forecasts

@@ -70,7 +70,10 @@ def _instant(request: web.Request, name: str) -> int | None:
 
 
 class ApiService:
-    def __init__(self, app: faust.App, settings: Settings, device_state: Any, days: Any, recent: Any) -> None:
+    def __init__(
+        self, app: faust.App, settings: Settings, device_state: Any, days: Any, recent: Any, forecasts: Any
+    ) -> None:
+        self.forecasts = forecasts
         self.app = app
         self.settings = settings
         self.device_state = device_state
@@ -125,8 +128,11 @@ class ApiService:
 
     @staticmethod
     def _ok(request: web.Request, body: Any) -> web.Response:
-        return web.Response(body=orjson.dumps(body), content_type="application/json",
-                            headers={"X-Request-Id": request_id(request)})  # fmt: skip
+        return web.Response(
+            body=orjson.dumps(body),
+            content_type="application/json",
+            headers={"X-Request-Id": request_id(request)},
+        )
 
     async def _guard(self, request: web.Request, handler: Any, *args: Any) -> web.Response:
         denied = self._deny(request)
@@ -165,13 +171,25 @@ class ApiService:
         channels = []
         for name, ch in sorted(state.channels.items()):
             last = ch.entries[-1] if ch.entries else None
-            channels.append({
-                "channel": name, "kind": ch.kind, "window": len(ch.entries), "anchored": ch.anchored,
-                "latest": None if last is None else {
-                    "ts_end": format_ms(last.ts), "value": last.value, "unit": last.unit, "delta": last.delta,
-                    "flags": list(last.flags), "revision": last.revision, "quality": last.quality,
-                },
-            })  # fmt: skip
+            channels.append(
+                {
+                    "channel": name,
+                    "kind": ch.kind,
+                    "window": len(ch.entries),
+                    "anchored": ch.anchored,
+                    "latest": None
+                    if last is None
+                    else {
+                        "ts_end": format_ms(last.ts),
+                        "value": last.value,
+                        "unit": last.unit,
+                        "delta": last.delta,
+                        "flags": list(last.flags),
+                        "revision": last.revision,
+                        "quality": last.quality,
+                    },
+                }
+            )
         return self._ok(
             request, {"device_id": device_id, "last_offset": state.last_offset, "channels": channels}
         )
@@ -218,9 +236,19 @@ class ApiService:
         page = buckets[:limit]
         next_cursor = str(buckets[limit].start) if len(buckets) > limit else None
         items = [{**b.to_dict(), "start": format_ms(b.start), "end": format_ms(b.end)} for b in page]
-        return self._ok(request, {"device_id": device_id, "channel": channel, "size": size, "unit": unit,
-                                  "from": format_ms(start), "to": format_ms(end), "items": items,
-                                  "next_cursor": next_cursor})  # fmt: skip
+        return self._ok(
+            request,
+            {
+                "device_id": device_id,
+                "channel": channel,
+                "size": size,
+                "unit": unit,
+                "from": format_ms(start),
+                "to": format_ms(end),
+                "items": items,
+                "next_cursor": next_cursor,
+            },
+        )
 
     async def anomalies(self, request: web.Request) -> web.Response:
         limit = _limit(request)
@@ -337,6 +365,47 @@ class ApiService:
         items = [{"site": k, "devices": v} for k, v in sorted(counts.items())]
         return self._ok(request, {"items": items, "next_cursor": None})
 
+    async def forecast(self, request: web.Request, device_id: str) -> web.Response:
+        """Point forecasts with a 90% band for the next windows, the model's identity, how much
+        it has learned and its running day-ahead accuracy beside the seasonal-naive baseline.
+        A model still warming up says so and forecasts nothing."""
+        from aurora_streams.domain.forecast import MODEL_ID, DeviceForecaster
+
+        _device_id(device_id)
+        channel = _param(request, "channel") or "E1"
+        if not _CHANNEL_RE.match(channel):
+            raise _BadRequest("invalid_channel", "channel must be 1-8 letters or digits", "channel")
+        raw_horizon = request.query.get("horizon", "48")
+        if not raw_horizon.isdigit() or not 1 <= int(raw_horizon) <= 7 * 48:
+            raise _BadRequest("invalid_horizon", "horizon must be 1-336 windows", "horizon")
+        routed = await self._route(request, device_id)
+        if routed is not None:
+            return routed
+        stored = self.forecasts.get(f"{device_id}|{channel}")
+        if stored is None:
+            return error_response(
+                request, 404, "no_forecast", f"no forecaster for {device_id[:64]!r} {channel}"
+            )
+        model = DeviceForecaster.from_dict(orjson.loads(stored)["model"])
+        points = model.forecast(int(raw_horizon))
+        body = {
+            "device_id": device_id,
+            "channel": channel,
+            "model": MODEL_ID,
+            "window_minutes": model.interval_ms // 60_000,
+            "learned_windows": model.learned,
+            "status": "ready" if points else "warming_up",
+            "note": None
+            if points
+            else f"needs {model.season - model.learned} more windows before forecasting",
+            "accuracy": model.accuracy(),
+            "points": [
+                {"ts_end": format_ms(p.ts_end), "value": p.value, "lower": p.lower, "upper": p.upper}
+                for p in points
+            ],
+        }
+        return self._ok(request, body)
+
     async def fleet(self, request: web.Request) -> web.Response:
         devices = self._local_devices()
         channels = 0
@@ -354,8 +423,13 @@ class ApiService:
             for e in orjson.loads(stored) if stored else []:
                 if not e["cleared"]:
                     by_type[e["type"]] = by_type.get(e["type"], 0) + 1
-        local: dict[str, Any] = {"devices": len(devices), "channels": channels, "latest_reading_ms": latest,
-                 "open_anomalies_by_type": by_type, "workers": 1}  # fmt: skip
+        local: dict[str, Any] = {
+            "devices": len(devices),
+            "channels": channels,
+            "latest_reading_ms": latest,
+            "open_anomalies_by_type": by_type,
+            "workers": 1,
+        }
         if request.query.get("scope") == "local":
             return self._ok(request, local)
         total: dict[str, Any] = dict(local)
@@ -372,8 +446,10 @@ class ApiService:
         return self._ok(request, total)
 
 
-def attach_api(app: faust.App, settings: Settings, device_state: Any, days: Any, recent: Any) -> ApiService:
-    api = ApiService(app, settings, device_state, days, recent)
+def attach_api(
+    app: faust.App, settings: Settings, device_state: Any, days: Any, recent: Any, forecasts: Any
+) -> ApiService:
+    api = ApiService(app, settings, device_state, days, recent, forecasts)
 
     @app.page("/v1/devices")
     class Devices(faust.web.View):  # type: ignore[misc]
@@ -389,6 +465,11 @@ def attach_api(app: faust.App, settings: Settings, device_state: Any, days: Any,
     class Aggregates(faust.web.View):  # type: ignore[misc]
         async def get(self, request: web.Request, device_id: str) -> web.Response:
             return await api._guard(request, api.aggregates, device_id)
+
+    @app.page("/v1/devices/{device_id}/forecast")
+    class ForecastView(faust.web.View):  # type: ignore[misc]
+        async def get(self, request: web.Request, device_id: str) -> web.Response:
+            return await api._guard(request, api.forecast, device_id)
 
     @app.page("/v1/anomalies")
     class Anomalies(faust.web.View):  # type: ignore[misc]

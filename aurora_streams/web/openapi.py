@@ -231,6 +231,21 @@ def openapi() -> dict[str, Any]:
                     },
                 }
             },
+            "/v1/devices/{device_id}/forecast": {
+                "get": {
+                    "summary": "point forecasts with a 90% band, the model, what it learned, its accuracy",
+                    "security": _SECURED,
+                    "parameters": [
+                        _DEVICE,
+                        _q("channel", {"type": "string", "pattern": "^[A-Za-z0-9]{0,8}$"}, "channel"),
+                        _q("horizon", {"type": "integer", "minimum": 1, "maximum": 336}, "windows ahead"),
+                    ],
+                    "responses": {
+                        **_ok({"type": "object", "required": ["status", "model", "points", "accuracy"]}),
+                        **_ERRORS,
+                    },
+                }
+            },
             "/v1/anomalies": {
                 "get": {
                     "summary": "recent anomalies, newest first",
