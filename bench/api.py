@@ -15,35 +15,24 @@ import argparse
 import asyncio
 import json
 import os
-import platform
 import random
-import socket
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
 import urllib.request
-from datetime import UTC, datetime
-from pathlib import Path
 
 import aiohttp
+from common import ROOT, free_port, write_report
 
-from aurora_streams import __version__
 from aurora_streams.devbroker import start_broker, stop_process
 from aurora_streams.settings import load_settings
 from aurora_streams.simulator import SimConfig, generate, produce
 from aurora_streams.topics import ensure_topics
 
-ROOT = Path(__file__).resolve().parents[1]
 TOKEN = "b" * 32
 T0 = 1_735_653_600_000
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 async def load(url: str, paths: list[str], rate: float, seconds: float) -> list[float]:
@@ -158,14 +147,6 @@ def main() -> None:
         k: {"min": min(r[k] for r in runs), "median": statistics.median(r[k] for r in runs)} for k in runs[0]
     }
     report = {
-        "benchmark": "a device's day of 15-minute aggregates over HTTP (issue 4)",
-        "when": datetime.now(UTC).isoformat(timespec="seconds"),
-        "version": __version__,
-        "machine": {
-            "cpus": os.cpu_count(),
-            "python": platform.python_version(),
-            "platform": platform.platform(),
-        },
         "workload": {
             "devices": args.devices,
             "raw_messages": sent,
@@ -176,8 +157,7 @@ def main() -> None:
         "summary": summary,
         "runs": runs,
     }
-    out = ROOT / "bench" / "results" / f"api-{datetime.now(UTC).strftime('%Y%m%dT%H%M%SZ')}.json"
-    out.write_text(json.dumps(report, indent=2))
+    out = write_report("api", "a device's day of 15-minute aggregates over HTTP (issue 4)", report)
     print(json.dumps(summary, indent=2))
     print(f"written to {out.relative_to(ROOT)}")
 

@@ -12,20 +12,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import statistics
 import time
-from datetime import UTC, datetime
-from pathlib import Path
 
 import orjson
+from common import ROOT, write_report
 
-from aurora_streams import __version__
 from aurora_streams.backtest import load_windows
 from aurora_streams.domain.forecast import DeviceForecaster, ForecastConfig
 
-ROOT = Path(__file__).resolve().parents[1]
 SERIES = ROOT.parent / "shared" / "data" / "series"
 CASES = [
     ("nem12_4103794252_E1_30min.csv.gz", "E1"),
@@ -62,19 +57,7 @@ def main() -> None:
         }
         report.append(row)
         print(json.dumps(row))
-    out = ROOT / "bench" / "results" / f"forecast-{datetime.now(UTC).strftime('%Y%m%dT%H%M%SZ')}.json"
-    out.write_text(
-        json.dumps(
-            {
-                "benchmark": "online forecaster (issue 6)",
-                "version": __version__,
-                "when": datetime.now(UTC).isoformat(timespec="seconds"),
-                "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
-                "results": report,
-            },
-            indent=2,
-        )
-    )
+    out = write_report("forecast", "online forecaster (issue 6)", {"results": report})
     print(f"written to {out.relative_to(ROOT)}")
 
 

@@ -18,20 +18,17 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import os
-import platform
 import statistics
 import time
 import tracemalloc
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from aurora_streams import __version__
+from common import ROOT, write_report
+
 from aurora_streams.ingest.nem12 import Nem12Reader, open_nem12
 from aurora_streams.ingest.summary import IngestSummary
 
-ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data" / "nem12"
 
 
@@ -105,14 +102,6 @@ def main() -> None:
         k: {"min": min(r[k] for r in runs), "median": statistics.median(r[k] for r in runs)} for k in runs[0]
     }
     report = {
-        "benchmark": "NEM12 interval readings parsed per second (issue 5)",
-        "when": datetime.now(UTC).isoformat(timespec="seconds"),
-        "version": __version__,
-        "machine": {
-            "cpus": os.cpu_count(),
-            "python": platform.python_version(),
-            "platform": platform.platform(),
-        },
         "sample": {
             "file": str(path.relative_to(DATA)),
             "interval_readings": readings,
@@ -122,9 +111,7 @@ def main() -> None:
         "peak_python_memory_bytes": peak,
         "runs": runs,
     }
-    out = ROOT / "bench" / "results" / f"nem12-{datetime.now(UTC).strftime('%Y%m%dT%H%M%SZ')}.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(report, indent=2))
+    out = write_report("nem12", "NEM12 interval readings parsed per second (issue 5)", report)
     print(json.dumps({"readings_per_s": summary, "peak_python_memory_bytes": peak}, indent=2))
     print(f"written to {out.relative_to(ROOT)}")
 

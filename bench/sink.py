@@ -18,18 +18,13 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
-import platform
-import socket
 import statistics
 import time
-from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 import asyncpg
+from common import ROOT, free_port, write_report
 
-from aurora_streams import __version__
 from aurora_streams.devpostgres import LocalPostgres
 from aurora_streams.processing import TopicNames, build_processor, new_state
 from aurora_streams.settings import Settings
@@ -37,14 +32,7 @@ from aurora_streams.simulator import SimConfig, generate
 from aurora_streams.sinks.migrate import migrate
 from aurora_streams.sinks.timescale import READING_COLUMNS, SinkBatch, SinkMessage, TimescaleWriter
 
-ROOT = Path(__file__).resolve().parents[1]
 T = TopicNames()
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def normalized_messages(rows: int) -> list[SinkMessage]:
@@ -122,14 +110,6 @@ def main() -> None:
         for key in runs[0]
     }
     report = {
-        "benchmark": "sink rows/s into PostgreSQL (issue 3)",
-        "when": datetime.now(UTC).isoformat(timespec="seconds"),
-        "version": __version__,
-        "machine": {
-            "cpus": os.cpu_count(),
-            "python": platform.python_version(),
-            "platform": platform.platform(),
-        },
         "workload": {
             "rows": len(msgs),
             "batch": args.batch,
@@ -138,10 +118,7 @@ def main() -> None:
         "summary": summary,
         "runs": runs,
     }
-    results = ROOT / "bench" / "results"
-    results.mkdir(parents=True, exist_ok=True)
-    path = results / f"sink-{datetime.now(UTC).strftime('%Y%m%dT%H%M%SZ')}.json"
-    path.write_text(json.dumps(report, indent=2))
+    path = write_report("sink", "sink rows/s into PostgreSQL (issue 3)", report)
     print(json.dumps(summary, indent=2))
     print(f"written to {path.relative_to(ROOT)}")
 

@@ -24,8 +24,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
-import socket
 import statistics
 import subprocess
 import sys
@@ -33,28 +31,18 @@ import tempfile
 import threading
 import time
 import uuid
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import orjson
+from common import ROOT, free_port, write_report
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Producer, TopicPartition
 
-from aurora_streams import __version__
 from aurora_streams.devbroker import start_broker, stop_process
 from aurora_streams.processing import build_processor, new_state
 from aurora_streams.settings import load_settings
 from aurora_streams.simulator import SimConfig, SimMessage, generate, produce
 from aurora_streams.topics import ensure_topics
-
-ROOT = Path(__file__).resolve().parents[1]
-RESULTS = ROOT / "bench" / "results"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def fleet(devices: int, messages: int) -> list[SimMessage]:
@@ -287,14 +275,6 @@ def main() -> None:
         return {"min": min(values), "median": statistics.median(values), "max": max(values)}
 
     report = {
-        "benchmark": "throughput (first figure, issue 2)",
-        "when": datetime.now(UTC).isoformat(timespec="seconds"),
-        "version": __version__,
-        "machine": {
-            "cpus": os.cpu_count(),
-            "python": platform.python_version(),
-            "platform": platform.platform(),
-        },
         "workload": {
             "devices": args.devices,
             "messages": len(msgs),
@@ -310,9 +290,7 @@ def main() -> None:
         },
         "runs": runs,
     }
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    path = RESULTS / f"throughput-{datetime.now(UTC).strftime('%Y%m%dT%H%M%SZ')}.json"
-    path.write_text(json.dumps(report, indent=2))
+    path = write_report("throughput", "throughput (first figure, issue 2)", report)
     print(json.dumps(report["summary_readings_per_s"], indent=2))
     print(f"written to {path.relative_to(ROOT)}")
 

@@ -450,45 +450,26 @@ def attach_api(
     app: faust.App, settings: Settings, device_state: Any, days: Any, recent: Any, forecasts: Any
 ) -> ApiService:
     api = ApiService(app, settings, device_state, days, recent, forecasts)
-
-    @app.page("/v1/devices")
-    class Devices(faust.web.View):  # type: ignore[misc]
-        async def get(self, request: web.Request) -> web.Response:
-            return await api._guard(request, api.devices)
-
-    @app.page("/v1/devices/{device_id}")
-    class Device(faust.web.View):  # type: ignore[misc]
-        async def get(self, request: web.Request, device_id: str) -> web.Response:
-            return await api._guard(request, api.device, device_id)
-
-    @app.page("/v1/devices/{device_id}/aggregates")
-    class Aggregates(faust.web.View):  # type: ignore[misc]
-        async def get(self, request: web.Request, device_id: str) -> web.Response:
-            return await api._guard(request, api.aggregates, device_id)
-
-    @app.page("/v1/devices/{device_id}/forecast")
-    class ForecastView(faust.web.View):  # type: ignore[misc]
-        async def get(self, request: web.Request, device_id: str) -> web.Response:
-            return await api._guard(request, api.forecast, device_id)
-
-    @app.page("/v1/anomalies")
-    class Anomalies(faust.web.View):  # type: ignore[misc]
-        async def get(self, request: web.Request) -> web.Response:
-            return await api._guard(request, api.anomalies)
-
-    @app.page("/v1/fleet/consumption")
-    class Consumption(faust.web.View):  # type: ignore[misc]
-        async def get(self, request: web.Request) -> web.Response:
-            return await api._guard(request, api.consumption)
-
-    @app.page("/v1/sites")
-    class Sites(faust.web.View):  # type: ignore[misc]
-        async def get(self, request: web.Request) -> web.Response:
-            return await api._guard(request, api.site_list)
-
-    @app.page("/v1/fleet")
-    class Fleet(faust.web.View):  # type: ignore[misc]
-        async def get(self, request: web.Request) -> web.Response:
-            return await api._guard(request, api.fleet)
-
+    routes = {
+        "/v1/devices": api.devices,
+        "/v1/devices/{device_id}": api.device,
+        "/v1/devices/{device_id}/aggregates": api.aggregates,
+        "/v1/devices/{device_id}/forecast": api.forecast,
+        "/v1/anomalies": api.anomalies,
+        "/v1/fleet": api.fleet,
+        "/v1/fleet/consumption": api.consumption,
+        "/v1/sites": api.site_list,
+    }
+    for path, handler in routes.items():
+        _get_view(app, path, api, handler)
     return api
+
+
+def _get_view(app: faust.App, path: str, api: ApiService, handler: Any) -> None:
+    """Register a GET view at ``path``: auth, then ``handler(request, *path parameters)``."""
+
+    class ReadView(faust.web.View):  # type: ignore[misc]
+        async def get(self, request: web.Request, **params: str) -> web.Response:
+            return await api._guard(request, handler, *params.values())
+
+    app.page(path, name=f"api:{path}")(ReadView)

@@ -1,0 +1,42 @@
+"""Helpers shared by the benchmark scripts: a free loopback port, machine facts, and
+writing a report to ``bench/results/<kind>-<UTC time>.json``."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import socket
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from aurora_streams import __version__
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def write_report(kind: str, title: str, body: dict[str, Any]) -> Path:
+    """Write ``body`` with the benchmark's title, time, version and machine facts."""
+    now = datetime.now(UTC)
+    report = {
+        "benchmark": title,
+        "when": now.isoformat(timespec="seconds"),
+        "version": __version__,
+        "machine": {
+            "cpus": os.cpu_count(),
+            "python": platform.python_version(),
+            "platform": platform.platform(),
+        },
+        **body,
+    }
+    out = ROOT / "bench" / "results" / f"{kind}-{now.strftime('%Y%m%dT%H%M%SZ')}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(report, indent=2))
+    return out
