@@ -163,17 +163,8 @@ class DayBlock:
                 "interval_s": step,
                 "quality": self.qualities[i],
             }
-            if self.methods[i] is not None:
-                r["method"] = self.methods[i]
-            if self.reasons[i] is not None:
-                r["reason_code"] = self.reasons[i]
-            if self.update_ms is not None:
-                r["updated_at"] = self.update_ms
-            readings.append(r)
-        batch: dict[str, object] = {"device_id": self.nmi, "readings": readings}
-        if source:
-            batch["source"] = source
-        return batch
+            readings.append(_with_version(r, self.methods[i], self.reasons[i], self.update_ms))
+        return _gateway_batch(self.nmi, readings, source)
 
 
 @dataclass(frozen=True, slots=True)
@@ -226,17 +217,36 @@ class AccumulationRead:
                 continue
             r: dict[str, object] = {"channel": self.suffix, "ts": ts, "kind": "register", "value": value,
                                     "unit": self.uom, "quality": quality}  # fmt: skip
-            if method is not None:
-                r["method"] = method
-            if reason is not None:
-                r["reason_code"] = reason
-            if self.update_ms is not None:
-                r["updated_at"] = self.update_ms
-            readings.append(r)
-        batch: dict[str, object] = {"device_id": self.nmi, "readings": readings}
-        if source:
-            batch["source"] = source
-        return batch
+            readings.append(_with_version(r, method, reason, self.update_ms))
+        return _gateway_batch(self.nmi, readings, source)
+
+
+def _with_version(
+    reading: dict[str, object], method: str | None, reason: int | None, update_ms: int | None
+) -> dict[str, object]:
+    """Add the optional quality method, reason code and version stamp to a raw reading."""
+    if method is not None:
+        reading["method"] = method
+    if reason is not None:
+        reading["reason_code"] = reason
+    if update_ms is not None:
+        reading["updated_at"] = update_ms
+    return reading
+
+
+def _gateway_batch(nmi: str, readings: list[dict[str, object]], source: str | None) -> dict[str, object]:
+    batch: dict[str, object] = {"device_id": nmi, "readings": readings}
+    if source:
+        batch["source"] = source
+    return batch
+
+
+def _single_member(archive: zipfile.ZipFile, name: str) -> zipfile.ZipInfo:
+    """The one file a NEM12 zip must hold."""
+    members = [m for m in archive.infolist() if not m.is_dir()]
+    if len(members) != 1:
+        raise Nem12Error(Problem(name, 0, "zip_members", f"zip holds {len(members)} files, expected 1"))
+    return members[0]
 
 
 def _nem_datetime(text: str) -> int:
@@ -256,14 +266,10 @@ def open_nem12(path: str | Path) -> tuple[IO[str], str]:
     raw.seek(0)
     if head == b"PK\x03\x04":
         archive = zipfile.ZipFile(raw)
-        members = [m for m in archive.infolist() if not m.is_dir()]
-        if len(members) != 1:
-            raise Nem12Error(
-                Problem(path.name, 0, "zip_members", f"zip holds {len(members)} files, expected 1")
-            )
-        inner = archive.open(members[0])
+        member = _single_member(archive, path.name)
+        inner = archive.open(member)
         return io.TextIOWrapper(inner, encoding="utf-8", errors="replace", newline=""), (
-            f"{path.name}!{members[0].filename}"
+            f"{path.name}!{member.filename}"
         )
     return io.TextIOWrapper(raw, encoding="utf-8", errors="replace", newline=""), path.name
 
@@ -294,12 +300,7 @@ class Nem12Reader:
     def from_bytes(cls, data: bytes, name: str, mode: Mode = "strict") -> Nem12Reader:
         if data[:4] == b"PK\x03\x04":
             archive = zipfile.ZipFile(io.BytesIO(data))
-            members = [m for m in archive.infolist() if not m.is_dir()]
-            if len(members) != 1:
-                raise Nem12Error(
-                    Problem(name, 0, "zip_members", f"zip holds {len(members)} files, expected 1")
-                )
-            data = archive.read(members[0])
+            data = archive.read(_single_member(archive, name))
         decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
         return cls(io.StringIO(decoder.decode(data, final=True), newline=""), name, mode)
 
