@@ -383,7 +383,8 @@ def dev(devices: int, rate: float, with_postgres: bool, postgres_port: int) -> N
                     f"  broker     {s.bootstrap_servers} (embedded Tansu, pid {children[0][1].pid})",
                     f"  worker     {base}  (pid {children[1][1].pid}; /healthz /readyz /metrics)",
                     f"  simulator  {devices} meters at {rate:g} msg/s (pid {children[2][1].pid})",
-                    f"  topics     {s.topic_raw} -> {s.topic_normalized}, {s.topic_anomalies}, {s.topic_dlq}",
+                    f"  topics     {s.topic_raw} -> {s.topic_normalized}, {s.topic_anomalies}, "
+                    f"{s.topic_forecasts}, {s.topic_dlq}",
                     f"  sink       {sink}",
                     f"  API token  {dev_token} (admin; this session only)"
                     if dev_token

@@ -35,6 +35,7 @@ __all__ = [
     "decode_raw",
     "encode_anomaly",
     "encode_dead_letter",
+    "encode_forecast",
     "encode_normalized",
     "schema",
 ]
@@ -49,12 +50,14 @@ GATEWAY_BATCH: Final = "aurora.GatewayBatch"
 NORMALIZED_READING: Final = "aurora.NormalizedReading"
 ANOMALY_EVENT: Final = "aurora.AnomalyEvent"
 DEAD_LETTER: Final = "aurora.DeadLetter"
-SCHEMA_NAMES: Final = (RAW_READING, GATEWAY_BATCH, NORMALIZED_READING, ANOMALY_EVENT, DEAD_LETTER)
+FORECAST: Final = "aurora.Forecast"
+SCHEMA_NAMES: Final = (RAW_READING, GATEWAY_BATCH, NORMALIZED_READING, ANOMALY_EVENT, DEAD_LETTER, FORECAST)
 
 _TS_FIELDS: Final = {
     NORMALIZED_READING: ("ts_start", "ts_end", "updated_at", "ingested_at"),
     ANOMALY_EVENT: ("ts_end", "detected_at"),
     DEAD_LETTER: ("source_timestamp",),
+    FORECAST: ("origin_ts",),
 }
 
 
@@ -178,15 +181,32 @@ def encode_dead_letter(letter: dict[str, Any], encoding: Encoding = "json") -> b
     return orjson.dumps(_json_ready(DEAD_LETTER, d))
 
 
+def encode_forecast(record: dict[str, Any], encoding: Encoding = "json") -> bytes:
+    """Encode a ``meter.forecasts`` record (see :func:`domain.forecast.forecast_record`)."""
+    if encoding == "avro":
+        return avro_encode(FORECAST, record)
+    d = dict(record)
+    d["origin_ts"] = format_ms(d["origin_ts"])
+    d["points"] = [{**p, "ts_end": format_ms(p["ts_end"])} for p in d["points"]]
+    return orjson.dumps(d)
+
+
+def _to_ms(value: Any) -> Any:
+    if isinstance(value, datetime):
+        return int(value.astimezone(UTC).timestamp() * 1000 + 0.5)
+    return value
+
+
 def decode_output(data: bytes) -> dict[str, Any]:
     """Decode an output-topic value (either encoding) back to a dict with instants as UTC
     epoch ms and bytes as bytes. For consumers, tests and tools."""
     if data.startswith(AVRO_MAGIC):
         name, record = avro_decode(data)
         for key in _TS_FIELDS.get(name, ()):
-            value = record.get(key)
-            if isinstance(value, datetime):
-                record[key] = int(value.astimezone(UTC).timestamp() * 1000 + 0.5)
+            record[key] = _to_ms(record.get(key))
+        if name == FORECAST:
+            for point in record["points"]:
+                point["ts_end"] = _to_ms(point["ts_end"])
         return dict(record)
     doc = orjson.loads(data)
     if not isinstance(doc, dict):
@@ -198,6 +218,10 @@ def decode_output(data: bytes) -> dict[str, Any]:
                 doc[key] = base64.b64decode(doc[key])
     elif "anomaly_id" in doc:
         fields = _TS_FIELDS[ANOMALY_EVENT]
+    elif "forecast_id" in doc:
+        fields = _TS_FIELDS[FORECAST]
+        for point in doc.get("points", ()):
+            point["ts_end"] = parse_timestamp(point["ts_end"])
     else:
         fields = _TS_FIELDS[NORMALIZED_READING]
     for key in fields:

@@ -67,6 +67,7 @@ class Settings(BaseSettings):
     topic_normalized: str = "meter.readings.normalized"
     topic_anomalies: str = "meter.anomalies"
     topic_dlq: str = "meter.readings.dlq"
+    topic_forecasts: str = "meter.forecasts"
     output_encoding: Literal["json", "avro"] = Field(
         "json", description="Encoding of normalized, anomaly and DLQ records."
     )
@@ -118,6 +119,9 @@ class Settings(BaseSettings):
     )
     forecast_window_min: int = Field(
         30, ge=5, le=1440, description="Forecasts learn windows of this many minutes as they close."
+    )
+    forecast_publish_hours: int = Field(
+        24, ge=1, le=168, description="Hours ahead in each record published to the forecasts topic."
     )
     aggregate_retention_days: int = Field(35, ge=1, description="Days of per-device aggregates kept.")
     recent_anomalies_per_device: int = Field(200, ge=1, description="Anomalies kept per device for /v1.")

@@ -39,6 +39,8 @@ def owned_topics(settings: Settings) -> list[TopicSpec]:
         # The view tables are fed from these, so they are co-partitioned with the raw topic.
         TopicSpec(settings.topic_normalized, n, delete, True),
         TopicSpec(settings.topic_anomalies, n, delete, True),
+        # Keyed by device, but nothing is co-partitioned with it: its count is free.
+        TopicSpec(settings.topic_forecasts, n, delete, False),
         TopicSpec(settings.topic_dlq, n, {"cleanup.policy": "delete", "retention.ms": "-1"}, False),
         # Changelogs are compacted and never expire by time (a Faust recovery pitfall).
         TopicSpec(settings.changelog_topic, n, {"cleanup.policy": "compact", "retention.ms": "-1"}, True),

@@ -224,6 +224,7 @@ def one_run(msgs: list[SimMessage], core: dict[str, Any]) -> dict[str, Any]:
                 "AURORA_TOPIC_RAW": f"{name}.raw",
                 "AURORA_TOPIC_NORMALIZED": f"{name}.normalized",
                 "AURORA_TOPIC_ANOMALIES": f"{name}.anomalies",
+                "AURORA_TOPIC_FORECASTS": f"{name}.forecasts",
                 "AURORA_TOPIC_DLQ": f"{name}.dlq",
                 "AURORA_DATADIR": str(work / "data"),
                 "AURORA_WEB_PORT": str(free_port()),

@@ -22,7 +22,6 @@ commits).
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 import weakref
@@ -33,6 +32,7 @@ import faust
 from faust.streams import _current_event
 
 from aurora_streams import metrics
+from aurora_streams.agents.delivery import deliver
 from aurora_streams.domain.device import DeviceState
 from aurora_streams.processing import OutRecord, Processor
 from aurora_streams.settings import Settings
@@ -84,7 +84,7 @@ async def handle_batch(app: faust.App, table: Any, processor: Processor, events:
                         load=load,
                     )
                 )
-            await _deliver(app, outputs)
+            await deliver(app, outputs)
             for device_id, state in states.items():
                 table[device_id] = state.to_bytes()
             metrics.STATE_WRITES.inc(len(states))
@@ -97,22 +97,6 @@ async def handle_batch(app: faust.App, table: Any, processor: Processor, events:
         metrics.BATCH_SIZE.observe(len(partition_events))
         metrics.LAST_BATCH_TIMESTAMP.set(now)
     _export_stats(processor)
-
-
-async def _deliver(app: faust.App, outputs: list[OutRecord]) -> None:
-    """Produce ``outputs`` in order and wait for every delivery (raises on failure, which
-    crashes the agent before any state is written: the batch is then re-delivered)."""
-    if not outputs:
-        return
-    producer = app.producer
-    futures = []
-    counts: dict[str, int] = {}
-    for out in outputs:
-        futures.append(await producer.send(out.topic, out.key, out.value, None, None, None))
-        counts[out.topic] = counts.get(out.topic, 0) + 1
-    await asyncio.gather(*futures)
-    for topic, n in counts.items():
-        metrics.RECORDS_PRODUCED.labels(topic).inc(n)
 
 
 _exported: dict[str, int] = {}

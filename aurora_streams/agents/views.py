@@ -1,9 +1,13 @@
-"""The views agent: normalized readings and anomaly events -> the HTTP view tables.
+"""The views agent: normalized readings and anomaly events -> the HTTP view tables, and
+the forecasts topic.
 
 Per ``take_events`` batch and source partition (with an event of that partition current,
 as the RocksDB store needs): decode each record, apply it to its day record or its device's
 recent anomalies (both idempotent: a slot or an anomaly is replaced only by a newer version),
-then write each changed key once. Re-deliveries therefore change nothing.
+feed every window that closed to its channel's forecaster, produce one ``meter.forecasts``
+record per channel whose model learned, **wait for the broker to take them**, and only then
+write each changed key once. Re-deliveries therefore change nothing, and a crash between the
+two replays into the same forecast records (same ``forecast_id`` and content).
 """
 
 from __future__ import annotations
@@ -16,8 +20,10 @@ import faust
 import orjson
 from faust.streams import _current_event
 
-from aurora_streams.codecs import decode_output
+from aurora_streams.agents.delivery import deliver
+from aurora_streams.codecs import decode_output, encode_forecast
 from aurora_streams.domain.aggregates import DayRecord, day_key, day_of
+from aurora_streams.processing import OutRecord
 from aurora_streams.settings import Settings
 
 __all__ = ["apply_anomaly", "attach_views"]
@@ -52,25 +58,27 @@ def attach_views(app: faust.App, settings: Settings, days: Any, recent: Any, for
     @app.agent(topic, name="views")
     async def views(stream: Any) -> None:
         async for events in stream.take_events(settings.batch_max, settings.batch_within_s):
-            handle_batch(settings, days, recent, forecasts, events)
+            await handle_batch(app, settings, days, recent, forecasts, events)
 
     return views
 
 
-def handle_batch(settings: Settings, days: Any, recent: Any, forecasts: Any, events: Sequence[Any]) -> None:
+async def handle_batch(
+    app: faust.App, settings: Settings, days: Any, recent: Any, forecasts: Any, events: Sequence[Any]
+) -> None:
     by_partition: dict[int, list[Any]] = {}
     for event in events:
         by_partition.setdefault(event.message.partition, []).append(event)
     for partition_events in by_partition.values():
         token = _current_event.set(weakref.ref(partition_events[0]))
         try:
-            _apply_partition(settings, days, recent, forecasts, partition_events)
+            await _apply_partition(app, settings, days, recent, forecasts, partition_events)
         finally:
             _current_event.reset(token)
 
 
-def _apply_partition(
-    settings: Settings, days: Any, recent: Any, forecasts: Any, events: Sequence[Any]
+async def _apply_partition(
+    app: faust.App, settings: Settings, days: Any, recent: Any, forecasts: Any, events: Sequence[Any]
 ) -> None:
     day_cache: dict[str, DayRecord] = {}
     closing = WindowCloser(settings.forecast_window_min * 60_000, forecasts)
@@ -108,6 +116,7 @@ def _apply_partition(
             dirty_days.add(key)
         if doc["unit"] == "kWh":
             closing.observe(doc["device_id"], doc["channel"], doc["ts_end"], days, day_cache)
+    await deliver(app, closing.forecast_records(settings))
     for key in dirty_days:
         days[key] = day_cache[key].to_bytes()
     for device in dirty_devices:
@@ -157,7 +166,7 @@ class WindowCloser:
         first = max(entry["open"], end - 2 * 86_400_000)  # after a long silence, learn the last two days
         for closed in range(first, end, self.window_ms):
             model.learn(closed, self._energy(device, channel, closed, days, day_cache))
-        entry["open"], entry["dirty"] = end, True
+        entry["open"], entry["dirty"], entry["learned"] = end, True, True
 
     def _energy(
         self, device: str, channel: str, end: int, days: Any, day_cache: dict[str, DayRecord]
@@ -175,6 +184,23 @@ class WindowCloser:
                 if delta is not None and end - self.window_ms < ts <= end:
                     total += delta
         return total
+
+    def forecast_records(self, settings: Settings) -> list[OutRecord]:
+        """One ``meter.forecasts`` record per channel whose model learned in this batch
+        (keyed by device, so a device's forecasts stay in order)."""
+        from aurora_streams.domain.forecast import forecast_record
+
+        horizon = max(1, settings.forecast_publish_hours * 3_600_000 // self.window_ms)
+        out = []
+        for key, entry in self.cache.items():
+            if not entry.get("learned"):
+                continue
+            device, channel = key.split("|", 1)
+            record = forecast_record(device, channel, entry["model"], horizon)
+            if record is not None:
+                value = encode_forecast(record, settings.output_encoding)
+                out.append(OutRecord(settings.topic_forecasts, device.encode(), value))
+        return out
 
     def write(self) -> None:
         for key, entry in self.cache.items():

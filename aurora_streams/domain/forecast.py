@@ -1,35 +1,64 @@
-"""Online per-device forecasts: River's Holt-Winters with daily seasonality, learning one
+"""Online per-device forecasts: River's Holt-Winters in a small robust ensemble, learning one
 closed interval at a time, with its running accuracy beside the seasonal-naive baseline.
 No Faust imports.
 
-:class:`DeviceForecaster` wraps ``river.time_series.HoltWinters`` (additive, a negligible
-trend, seasonality = one week of intervals at the model's resolution: households keep weekly
-habits, and on the real two-year series a weekly season beats a daily one, MAE ratio 0.70 vs
-1.09) and adds what an operator needs to trust a forecast:
+:class:`DeviceForecaster` keeps two forecasters of each device channel's next intervals and
+publishes the one whose recent day-ahead forecasts were better:
 
-* **Running accuracy** of the day-ahead forecast (the forecast made one day before each
-  interval): MAE and sMAPE of the model, and MAE of the seasonal-naive baseline (the same
-  interval one day earlier), over the same intervals.
-* **Prediction intervals** from an online estimate of the 90% quantile of the day-ahead
-  absolute error, so a band is as wide as the model's recent misses, not a textbook formula.
-* **An explicit, versioned codec** (:meth:`to_dict` / :meth:`from_dict`): the River model's
-  components and warm-up values, the pending forecasts and the accuracy counters, as plain
-  numbers. Size is bounded by the seasonality (a week plus a day of floats).
+* ``holt_winters``: ``river.time_series.HoltWinters`` (additive, a negligible trend,
+  seasonality = one week of intervals: households keep weekly habits, and on the real
+  two-year household series a weekly season beats a daily one, MAE ratio 0.70 vs 1.09).
+* ``robust_median``: the median of three forecasts of the same interval: Holt-Winters, the
+  median of the same time of day over the last ``median_days`` days, and seasonal naive.
+  Where the weather drives the load (a solar home's import and export), any mean-based
+  smoother chases yesterday's clouds; the median of recent days does not, and the median of
+  the three keeps whichever is not an outlier.
+
+Before Holt-Winters has seen a full season, ``robust_median`` uses the two others, so a
+device forecasts after its first full day. Before that it forecasts nothing.
+
+What an operator needs to trust a forecast:
+
+* **Running accuracy** of the day-ahead forecast (the one made a day before each interval):
+  MAE and sMAPE of the published forecast, MAE of each member, and MAE of the seasonal-naive
+  baseline (the same interval one day earlier), over the same intervals.
+* **Prediction intervals** from an online estimate of the 90% quantile of the published
+  forecast's day-ahead absolute error, so a band is as wide as the model's recent misses.
+* **An explicit, versioned codec** (:meth:`to_dict` / :meth:`from_dict`): plain numbers.
+  Size is bounded by the window: a season of Holt-Winters components plus ``median_days`` of
+  history (about 24 KB at 30-minute windows). Version 1 states (Holt-Winters alone) are
+  upgraded on load.
+
+Ordering: ``learn`` takes intervals in time order; an interval at or before the last one
+learned is ignored (so replays change nothing), and a gap is filled with the model's own
+expectation.
 """
 
 from __future__ import annotations
 
-import math
 from collections import deque
 from dataclasses import dataclass
+from statistics import median
 from typing import Any, Final
 
 from river.time_series import HoltWinters
 
-__all__ = ["CODEC_VERSION", "DeviceForecaster", "Forecast", "ForecastConfig"]
+__all__ = [
+    "CODEC_VERSION",
+    "MEMBERS",
+    "MODEL_ID",
+    "DeviceForecaster",
+    "Forecast",
+    "ForecastConfig",
+    "forecast_record",
+]
 
-CODEC_VERSION: Final = 1
-MODEL_ID: Final = "river.time_series.HoltWinters(additive, weekly seasonality)"
+CODEC_VERSION: Final = 2
+MODEL_ID: Final = (
+    "aurora ensemble: river.time_series.HoltWinters(additive, weekly season) | "
+    "median(Holt-Winters, same-slot median of recent days, seasonal naive)"
+)
+MEMBERS: Final = ("holt_winters", "robust_median")
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,11 +71,16 @@ class ForecastConfig:
     gamma: float = 0.3
     """Seasonal smoothing: about 1/gamma seasons of history shape the profile."""
     season_days: int = 7
-    """Length of the season in days (7: a weekly profile, which households often have)."""
+    """Length of the Holt-Winters season in days (7: a weekly profile)."""
     coverage: float = 0.90
     """Target share of actuals inside the prediction interval."""
     quantile_rate: float = 0.02
     """Step of the online quantile estimate, as a share of the current mean absolute error."""
+    median_days: int = 14
+    """Days of history behind the same-slot median."""
+    selection_decay: float = 0.999
+    """Per-interval decay of the members' running day-ahead error that picks the published
+    member (0.999: about three weeks of 30-minute windows)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,18 +105,40 @@ class DeviceForecaster:
         )
         self.last_ts: int | None = None
         self.learned = 0
-        self.history: deque[float] = deque(maxlen=self.day)  # for the seasonal-naive baseline
-        self.pending: deque[float | None] = deque(maxlen=self.day)  # day-ahead forecasts, oldest first
+        self.history: deque[float] = deque(maxlen=self.day * max(1, self.config.median_days))
+        # Day-ahead forecasts of the next ``day`` intervals, oldest first:
+        # (published, holt_winters or None, robust_median).
+        self.pending: deque[tuple[float, float | None, float] | None] = deque(maxlen=self.day)
         self.err_q90 = 0.0
         self.n_scored = 0
         self.abs_err = 0.0
         self.smape = 0.0
         self.naive_abs_err = 0.0
         self.covered = 0
+        self.member_abs_err = [0.0, 0.0]  # since the start, per member
+        self.member_n = [0, 0]
+        # Decayed sums of error and weight per member: their ratio is the recent mean error
+        # (a member that joins late is not favoured by an empty sum), and it picks the
+        # published member.
+        self.recent_err = [0.0, 0.0]
+        self.recent_w = [0.0, 0.0]
 
     @property
     def ready(self) -> bool:
+        """At least one full day learned: the day-based members can forecast."""
+        return len(self.history) >= self.day
+
+    @property
+    def hw_ready(self) -> bool:
         return bool(self.model._initialized)
+
+    @property
+    def active(self) -> str:
+        """The member whose forecasts are published now."""
+        err, w = self.recent_err, self.recent_w
+        if self.hw_ready and w[0] and w[1] and err[0] / w[0] < err[1] / w[1]:
+            return MEMBERS[0]
+        return MEMBERS[1]
 
     def learn(self, ts_end: int, value: float) -> None:
         """Learn the interval ending at ``ts_end``; earlier or equal times are ignored."""
@@ -97,26 +153,51 @@ class DeviceForecaster:
 
     def _expected(self) -> float:
         if self.ready:
-            return float(self.model.forecast(1)[0])
+            return self._points(1)[0]
         return self.history[-1] if self.history else 0.0
 
     def _step(self, y: float, *, observed: bool) -> None:
         if len(self.pending) == self.day:
             predicted = self.pending[0]
-            if observed and predicted is not None and len(self.history) == self.day:
-                self._score(y, predicted, self.history[0])
-        if self.ready:
+            if observed and predicted is not None:
+                self._score(y, predicted, self.history[-self.day])
+        if self.hw_ready:
             self.model.learn_one(y)
         else:
             self._warm_up(y)
         self.learned += 1
         self.history.append(y)
-        self.pending.append(float(self.model.forecast(self.day)[-1]) if self.ready else None)
+        if self.ready:
+            hw = float(self.model.forecast(self.day)[-1]) if self.hw_ready else None
+            robust = self._robust(self.day, hw)
+            published = hw if hw is not None and self.active == MEMBERS[0] else robust
+            self.pending.append((published, hw, robust))
+        else:
+            self.pending.append(None)
+
+    def _slot_median(self, h: int) -> float:
+        """Median of the same time of day as step ``h`` ahead over the recent days."""
+        hist, day = self.history, self.day
+        n = len(hist)
+        back = (h + day - 1) // day * day - h  # steps back from the newest to the newest same slot
+        return median(hist[i] for i in range(n - 1 - back, -1, -day))
+
+    def _naive(self, h: int) -> float:
+        back = (h + self.day - 1) // self.day * self.day - h
+        return self.history[-1 - back]
+
+    def _robust(self, h: int, hw: float | None) -> float:
+        # The median of two is their mean: before Holt-Winters is ready the robust member
+        # averages the slot median and yesterday.
+        parts = [self._slot_median(h), self._naive(h)]
+        if hw is not None:
+            parts.append(hw)
+        return median(parts)
 
     def _warm_up(self, y: float) -> None:
         # River initializes the additive seasonality with ratios (y / level) and divides by
         # zero on an all-zero first day (night-time solar, zero-substituted days): collect the
-        # first day here and initialize the components additively instead.
+        # first season here and initialize the components additively instead.
         m = self.model
         m._first_values.append(y)
         if len(m._first_values) < self.season:
@@ -130,12 +211,21 @@ class DeviceForecaster:
         m._first_values = []
         m._initialized = True
 
-    def _score(self, actual: float, predicted: float, naive: float) -> None:
-        error = abs(actual - predicted)
+    def _score(self, actual: float, predicted: tuple[float, float | None, float], naive: float) -> None:
+        published, hw, robust = predicted
+        decay = self.config.selection_decay
+        for i, member in enumerate((hw, robust)):
+            if member is not None:
+                e = abs(actual - member)
+                self.member_abs_err[i] += e
+                self.member_n[i] += 1
+                self.recent_err[i] = decay * self.recent_err[i] + e
+                self.recent_w[i] = decay * self.recent_w[i] + 1
+        error = abs(actual - published)
         self.n_scored += 1
         self.abs_err += error
         self.naive_abs_err += abs(actual - naive)
-        denominator = abs(actual) + abs(predicted)
+        denominator = abs(actual) + abs(published)
         self.smape += 2 * error / denominator if denominator else 0.0
         if error <= self.err_q90:
             self.covered += 1
@@ -145,22 +235,45 @@ class DeviceForecaster:
         self.err_q90 += step * (target if error > self.err_q90 else target - 1)
         self.err_q90 = max(self.err_q90, 0.0)
 
+    def _points(self, horizon: int) -> list[float]:
+        hw = [float(p) for p in self.model.forecast(horizon)] if self.hw_ready else None
+        if hw is not None and self.active == MEMBERS[0]:
+            return hw
+        return [self._robust(h, hw[h - 1] if hw is not None else None) for h in range(1, horizon + 1)]
+
     def forecast(self, horizon: int) -> list[Forecast]:
-        """The next ``horizon`` intervals after the last learned one (empty when the model has
-        not seen a full day yet: no invented numbers)."""
+        """The next ``horizon`` intervals after the last learned one (empty before the first
+        full day: no invented numbers)."""
         if not self.ready or self.last_ts is None:
             return []
-        points = self.model.forecast(horizon)
         band = self.err_q90
         return [
-            Forecast(
-                self.last_ts + (h + 1) * self.interval_ms,
-                float(p),
-                max(0.0, float(p) - band),
-                float(p) + band,
-            )
-            for h, p in enumerate(points)
+            Forecast(self.last_ts + (h + 1) * self.interval_ms, p, max(0.0, p - band), p + band)
+            for h, p in enumerate(self._points(horizon))
         ]
+
+    def status_note(self) -> str | None:
+        """Why there are no forecasts yet, or ``None`` when there are."""
+        if self.ready:
+            return None
+        return f"needs {self.day - len(self.history)} more windows before forecasting"
+
+    def snapshot(self, horizon: int) -> dict[str, Any]:
+        """What the API serves and ``meter.forecasts`` carries: points, the model, what it has
+        learned and its accuracy. Deterministic in the model's state (no wall clock), so a
+        replayed window yields the same record."""
+        points = self.forecast(horizon)
+        return {
+            "model": MODEL_ID,
+            "member": self.active,
+            "window_minutes": self.interval_ms // 60_000,
+            "learned_windows": self.learned,
+            "origin_ts": self.last_ts,
+            "status": "ready" if points else "warming_up",
+            "note": self.status_note(),
+            "accuracy": self.accuracy(),
+            "points": points,
+        }
 
     def accuracy(self) -> dict[str, Any]:
         n = self.n_scored
@@ -172,22 +285,23 @@ class DeviceForecaster:
             "mae": mae,
             "smape": self.smape / n,
             "naive_mae": naive,
-            "mae_ratio": mae / naive if naive else math.nan,
+            "mae_ratio": mae / naive if naive else None,
             "coverage": self.covered / n,
+            "members": {
+                name: {"scored": self.member_n[i], "mae": self.member_abs_err[i] / self.member_n[i]}
+                for i, name in enumerate(MEMBERS)
+                if self.member_n[i]
+            },
         }
 
     def to_dict(self) -> dict[str, Any]:
-        m = self.model
+        m, c = self.model, self.config
         return {
             "v": CODEC_VERSION,
             "interval_ms": self.interval_ms,
             "config": [
-                self.config.alpha,
-                self.config.beta,
-                self.config.gamma,
-                self.config.season_days,
-                self.config.coverage,
-                self.config.quantile_rate,
+                *(c.alpha, c.beta, c.gamma, c.season_days, c.coverage, c.quantile_rate),
+                *(c.median_days, c.selection_decay),
             ],
             "level": list(m.level),
             "trend": list(m.trend) if m.trend is not None else [],
@@ -197,17 +311,19 @@ class DeviceForecaster:
             "last_ts": self.last_ts,
             "learned": self.learned,
             "history": list(self.history),
-            "pending": list(self.pending),
+            "pending": [list(p) if p is not None else None for p in self.pending],
             "q90": self.err_q90,
             "acc": [self.n_scored, self.abs_err, self.smape, self.naive_abs_err, self.covered],
+            "members": [self.member_abs_err, self.member_n, self.recent_err, self.recent_w],
         }
 
     @classmethod
     def from_dict(cls, doc: dict[str, Any]) -> DeviceForecaster:
-        if doc.get("v") != CODEC_VERSION:
-            raise ValueError(f"unsupported forecaster state version {doc.get('v')!r}")
-        alpha, beta, gamma, days, coverage, rate = doc["config"]
-        f = cls(doc["interval_ms"], ForecastConfig(alpha, beta, gamma, days, coverage, rate))
+        version = doc.get("v")
+        if version not in (1, CODEC_VERSION):
+            raise ValueError(f"unsupported forecaster state version {version!r}")
+        config = ForecastConfig(*doc["config"])  # v1 lacks the last two: their defaults apply
+        f = cls(doc["interval_ms"], config)
         f.model.level.extend(doc["level"])
         if f.model.trend is not None:
             f.model.trend.extend(doc["trend"])
@@ -217,7 +333,40 @@ class DeviceForecaster:
         f.model._initialized = doc["init"]
         f.last_ts, f.learned = doc["last_ts"], doc["learned"]
         f.history.extend(doc["history"])
-        f.pending.extend(doc["pending"])
         f.err_q90 = doc["q90"]
         f.n_scored, f.abs_err, f.smape, f.naive_abs_err, f.covered = doc["acc"]
+        if version == 1:
+            # v1 kept Holt-Winters' day-ahead forecasts alone; they become both members'.
+            f.pending.extend((p, p, p) if p is not None else None for p in doc["pending"])
+        else:
+            f.pending.extend(tuple(p) if p is not None else None for p in doc["pending"])  # type: ignore[misc]
+            f.member_abs_err, f.member_n, f.recent_err, f.recent_w = (list(x) for x in doc["members"])
         return f
+
+
+_ACCURACY_FIELDS: Final = ("mae", "smape", "naive_mae", "mae_ratio", "coverage")
+
+
+def forecast_record(
+    device_id: str, channel: str, model: DeviceForecaster, horizon: int
+) -> dict[str, Any] | None:
+    """The ``meter.forecasts`` record (fields of ``aurora.Forecast``; instants as epoch ms)
+    for the model's next ``horizon`` windows, or ``None`` while it cannot forecast yet."""
+    snap = model.snapshot(horizon)
+    if snap["status"] != "ready":
+        return None
+    acc = snap["accuracy"]
+    return {
+        "forecast_id": f"{device_id}|{channel}|{snap['origin_ts']}",
+        "device_id": device_id,
+        "channel": channel,
+        "origin_ts": snap["origin_ts"],
+        "window_minutes": snap["window_minutes"],
+        "model": snap["model"],
+        "member": snap["member"],
+        "learned_windows": snap["learned_windows"],
+        "accuracy": {"scored": acc["scored"], **{k: acc.get(k) for k in _ACCURACY_FIELDS}},
+        "points": [
+            {"ts_end": p.ts_end, "value": p.value, "lower": p.lower, "upper": p.upper} for p in snap["points"]
+        ],
+    }

@@ -369,7 +369,7 @@ class ApiService:
         """Point forecasts with a 90% band for the next windows, the model's identity, how much
         it has learned and its running day-ahead accuracy beside the seasonal-naive baseline.
         A model still warming up says so and forecasts nothing."""
-        from aurora_streams.domain.forecast import MODEL_ID, DeviceForecaster
+        from aurora_streams.domain.forecast import DeviceForecaster
 
         _device_id(device_id)
         channel = _param(request, "channel") or "E1"
@@ -387,21 +387,15 @@ class ApiService:
                 request, 404, "no_forecast", f"no forecaster for {device_id[:64]!r} {channel}"
             )
         model = DeviceForecaster.from_dict(orjson.loads(stored)["model"])
-        points = model.forecast(int(raw_horizon))
+        snap = model.snapshot(int(raw_horizon))
         body = {
             "device_id": device_id,
             "channel": channel,
-            "model": MODEL_ID,
-            "window_minutes": model.interval_ms // 60_000,
-            "learned_windows": model.learned,
-            "status": "ready" if points else "warming_up",
-            "note": None
-            if points
-            else f"needs {model.season - model.learned} more windows before forecasting",
-            "accuracy": model.accuracy(),
+            **snap,
+            "origin_ts": format_ms(snap["origin_ts"]) if snap["origin_ts"] is not None else None,
             "points": [
                 {"ts_end": format_ms(p.ts_end), "value": p.value, "lower": p.lower, "upper": p.upper}
-                for p in points
+                for p in snap["points"]
             ],
         }
         return self._ok(request, body)

@@ -241,7 +241,20 @@ def openapi() -> dict[str, Any]:
                         _q("horizon", {"type": "integer", "minimum": 1, "maximum": 336}, "windows ahead"),
                     ],
                     "responses": {
-                        **_ok({"type": "object", "required": ["status", "model", "points", "accuracy"]}),
+                        **_ok(
+                            {
+                                "type": "object",
+                                "required": [
+                                    *("status", "model", "member", "learned_windows", "points", "accuracy")
+                                ],
+                                "properties": {
+                                    "status": {"type": "string", "enum": ["ready", "warming_up"]},
+                                    "member": {"type": "string", "enum": ["holt_winters", "robust_median"]},
+                                    "learned_windows": {"type": "integer", "minimum": 0},
+                                    "points": {"type": "array", "items": {"type": "object"}},
+                                },
+                            }
+                        ),
                         **_ERRORS,
                     },
                 }

@@ -173,6 +173,7 @@ class Deployment:
                 "AURORA_TOPIC_RAW": f"{self.name}.raw",
                 "AURORA_TOPIC_NORMALIZED": f"{self.name}.normalized",
                 "AURORA_TOPIC_ANOMALIES": f"{self.name}.anomalies",
+                "AURORA_TOPIC_FORECASTS": f"{self.name}.forecasts",
                 "AURORA_TOPIC_DLQ": f"{self.name}.dlq",
                 "AURORA_SESSION_TIMEOUT_S": "6",
                 "AURORA_HEARTBEAT_INTERVAL_S": "1",

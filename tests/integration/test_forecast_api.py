@@ -1,5 +1,6 @@
-"""Forecasts over HTTP after a worker was killed mid-stream: the restarted worker's model is
-exactly the one an uninterrupted pass over the same windows builds."""
+"""Forecasts over HTTP and on the forecasts topic after a worker was killed mid-stream: the
+restarted worker's model is exactly the one an uninterrupted pass over the same windows
+builds, and every published forecast is the one that pass issues at the same origin."""
 
 from __future__ import annotations
 
@@ -16,7 +17,8 @@ from typing import Any
 import orjson
 import pytest
 
-from aurora_streams.domain.forecast import DeviceForecaster
+from aurora_streams.codecs import decode_output
+from aurora_streams.domain.forecast import DeviceForecaster, forecast_record
 from aurora_streams.domain.timeutil import format_ms
 from aurora_streams.simulator import SimMessage
 from tests.integration.harness import REPO, Deployment, Worker
@@ -66,8 +68,12 @@ def test_forecast_resumes_exactly_after_sigkill(deployment: Deployment, tmp_path
         for ts, v in series
     ]
     expected = DeviceForecaster(1_800_000)
+    issued: dict[int, dict[str, Any]] = {}  # origin -> the uninterrupted model's record there
     for ts, v in series[:-1]:  # the last window is still open
         expected.learn(ts, v)
+        record = forecast_record("m1", "E1", expected, 48)
+        if record is not None:
+            issued[ts] = record
     want = [
         {"ts_end": format_ms(p.ts_end), "value": p.value, "lower": p.lower, "upper": p.upper}
         for p in expected.forecast(6)
@@ -101,7 +107,16 @@ def test_forecast_resumes_exactly_after_sigkill(deployment: Deployment, tmp_path
     assert body["learned_windows"] == len(series) - 1
     assert body["points"] == want
     assert body["accuracy"] == expected.accuracy()
-    assert body["model"].startswith("river.time_series.HoltWinters")
+    assert "river.time_series.HoltWinters" in body["model"]
+
+    published = [decode_output(r.value) for r in deployment.read(deployment.settings.topic_forecasts)]
+    assert published, "no forecasts were published"
+    by_id: dict[str, dict[str, Any]] = {}
+    for record in published:
+        # Replays after the kill republish a forecast with the same id and the same content.
+        assert by_id.setdefault(record["forecast_id"], record) == record
+        assert record == issued[record["origin_ts"]]
+    assert max(r["origin_ts"] for r in published) == series[-2][0]
 
 
 def test_warming_up_says_so_and_invents_nothing(deployment: Deployment) -> None:
@@ -123,7 +138,7 @@ def test_warming_up_says_so_and_invents_nothing(deployment: Deployment) -> None:
                 ),
                 t0,
             )
-            for i in range(1, 20)
+            for i in range(1, 40)
         ]
     )
     w = deployment.start_worker("w")
@@ -131,8 +146,9 @@ def test_warming_up_says_so_and_invents_nothing(deployment: Deployment) -> None:
     deadline = time.monotonic() + 30
     while True:
         status, body = get(w, "/v1/devices/m2/forecast")
-        if (status == 200 and body["learned_windows"] >= 18) or time.monotonic() > deadline:
+        if (status == 200 and body["learned_windows"] >= 38) or time.monotonic() > deadline:
             break
         time.sleep(0.3)
     assert status == 200 and body["status"] == "warming_up" and body["points"] == []
-    assert "more windows" in body["note"]
+    assert body["note"] == "needs 10 more windows before forecasting"
+    assert deployment.read(deployment.settings.topic_forecasts, idle_s=1.0) == []  # nothing invented

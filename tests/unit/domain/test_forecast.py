@@ -9,7 +9,8 @@ import orjson
 import pytest
 
 from aurora_streams.backtest import backtest, load_windows
-from aurora_streams.domain.forecast import DeviceForecaster, ForecastConfig
+from aurora_streams.codecs import decode_output, encode_forecast
+from aurora_streams.domain.forecast import DeviceForecaster, ForecastConfig, forecast_record
 
 SERIES = Path(__file__).resolve().parents[4] / "shared" / "data" / "series"
 STEP = 1_800_000
@@ -19,13 +20,53 @@ def wave(i: int) -> float:
     return 1.0 + math.sin(2 * math.pi * (i % 48) / 48) + 0.3 * ((i // 48) % 7 == 5)
 
 
-def test_no_forecast_before_a_full_season() -> None:
-    f = DeviceForecaster(STEP, ForecastConfig(season_days=1))
+def test_no_forecast_before_a_full_day_then_holt_winters_joins_after_a_season() -> None:
+    f = DeviceForecaster(STEP)  # weekly season
     for i in range(47):
         f.learn(i * STEP, wave(i))
     assert f.forecast(4) == [] and f.accuracy() == {"scored": 0}
+    assert f.status_note() == "needs 1 more windows before forecasting"
+    assert forecast_record("d", "E1", f, 48) is None
     f.learn(47 * STEP, wave(47))
-    assert len(f.forecast(4)) == 4
+    # After one day: the robust member alone (slot median and yesterday agree on day one).
+    assert [p.value for p in f.forecast(3)] == [wave(48), wave(49), wave(50)]
+    assert f.active == "robust_median" and not f.hw_ready
+    for i in range(48, 48 * 7):
+        f.learn(i * STEP, wave(i))
+    assert f.hw_ready
+    for i in range(48 * 7, 48 * 14):
+        f.learn(i * STEP, wave(i))
+    members = f.accuracy()["members"]
+    assert set(members) == {"holt_winters", "robust_median"}
+    assert members["holt_winters"]["scored"] < members["robust_median"]["scored"]
+
+
+def test_published_member_is_the_one_with_smaller_recent_error() -> None:
+    f = DeviceForecaster(STEP, ForecastConfig(season_days=1))
+    for i in range(48 * 10):
+        f.learn(i * STEP, wave(i))
+    err, w = f.recent_err, f.recent_w
+    better = "holt_winters" if err[0] / w[0] < err[1] / w[1] else "robust_median"
+    assert f.active == better
+    f.recent_err = [err[1] / w[1] * w[0] * 2, err[1]]  # make Holt-Winters look twice as bad
+    assert f.active == "robust_median"
+    hw_points = [float(p) for p in f.model.forecast(4)]
+    assert [p.value for p in f.forecast(4)] != hw_points
+    f.recent_err = [0.0, err[1]]
+    assert f.active == "holt_winters" and [p.value for p in f.forecast(4)] == hw_points
+
+
+def test_robust_member_is_the_median_of_its_three_parts() -> None:
+    f = DeviceForecaster(STEP, ForecastConfig(season_days=1, median_days=3))
+    values = [float(i // 48 * 10 + i % 48) for i in range(48 * 4)]  # each day 10 higher
+    for i, v in enumerate(values):
+        f.learn(i * STEP, v)
+    hw = float(f.model.forecast(1)[0])
+    # Next slot (slot 0 of day 5): last three days' slot 0 are 10, 20, 30; yesterday's is 30.
+    assert f._slot_median(1) == 20.0 and f._naive(1) == 30.0
+    assert f._robust(1, hw) == sorted([20.0, 30.0, hw])[1]
+    # Two days ahead the same slot: the newest known day is still the last one.
+    assert f._naive(49) == 30.0 and f._slot_median(49) == 20.0
 
 
 def test_all_zero_first_day_is_fine() -> None:
@@ -50,6 +91,37 @@ def test_codec_round_trip_resumes_exactly() -> None:
         DeviceForecaster.from_dict({"v": 99})
 
 
+def test_version_1_state_is_upgraded() -> None:
+    f = DeviceForecaster(STEP, ForecastConfig(season_days=1))
+    for i in range(48 * 3):
+        f.learn(i * STEP, wave(i))
+    doc = f.to_dict()
+    # The v1 layout: Holt-Winters alone, six config numbers, one pending forecast per slot.
+    v1 = {**doc, "v": 1, "config": doc["config"][:6], "pending": [p[1] for p in doc["pending"]]}
+    v1["history"] = v1["history"][-48:]
+    del v1["members"]
+    upgraded = DeviceForecaster.from_dict(v1)
+    assert upgraded.learned == f.learned and upgraded.forecast(4)
+    upgraded.learn(48 * 3 * STEP, wave(48 * 3))
+    again = DeviceForecaster.from_dict(orjson.loads(orjson.dumps(upgraded.to_dict())))
+    assert again.to_dict() == upgraded.to_dict() and again.to_dict()["v"] == 2
+
+
+def test_forecast_record_is_deterministic_and_encodes_both_ways() -> None:
+    f = DeviceForecaster(STEP, ForecastConfig(season_days=1))
+    t0 = 1_735_653_600_000
+    for i in range(48 * 3):
+        f.learn(t0 + i * STEP, wave(i))
+    record = forecast_record("m-1", "E1", f, 48)
+    assert record is not None
+    assert record["forecast_id"] == f"m-1|E1|{f.last_ts}"
+    assert len(record["points"]) == 48 and record["points"][0]["ts_end"] == f.last_ts + STEP
+    resumed = DeviceForecaster.from_dict(orjson.loads(orjson.dumps(f.to_dict())))
+    assert forecast_record("m-1", "E1", resumed, 48) == record
+    for encoding in ("json", "avro"):
+        assert decode_output(encode_forecast(record, encoding)) == record  # type: ignore[arg-type]
+
+
 def test_gaps_are_filled_and_old_points_ignored() -> None:
     f = DeviceForecaster(STEP, ForecastConfig(season_days=1))
     for i in [*range(100), *range(103, 200)]:
@@ -68,5 +140,10 @@ def test_day_ahead_accuracy_and_calibration_on_real_series() -> None:
     assert result.horizons[48]["ratio"] <= 0.85 and result.state_bytes < 64 * 1024
     solar = load_windows(SERIES / "nem12_redacted_E1B1_5min.csv.gz", window_min=30, suffix="E1")
     result = backtest(solar, window_ms=STEP, config=ForecastConfig(), horizons=[48])
-    # Better than the baseline, but not yet at the target: see the issue's notes.
-    assert result.day_ahead["mae_ratio"] < 1.0
+    assert result.day_ahead["mae_ratio"] <= 0.85
+    assert 0.85 <= result.day_ahead["coverage"] <= 0.95
+    export = load_windows(SERIES / "nem12_redacted_E1B1_5min.csv.gz", window_min=30, suffix="B1")
+    result = backtest(export, window_ms=STEP, config=ForecastConfig(), horizons=[48])
+    # Better than the baseline, not yet at the target (0.87): solar export follows the
+    # weather, which no model of the meter's own history foresees a day ahead.
+    assert result.day_ahead["mae_ratio"] < 0.9
