@@ -28,7 +28,6 @@ from faust.types import TP
 
 from aurora_streams.agents.normalize import attach_normalize
 from aurora_streams.agents.sink import attach_sink
-from aurora_streams.agents.views import attach_views
 from aurora_streams.kafka_offsets import probe_end_offsets_async
 from aurora_streams.observability import AuroraMonitor, register_collector
 from aurora_streams.processing import build_processor
@@ -115,10 +114,9 @@ def create_app(settings: Settings) -> AuroraApp:
     )
     device_state = define_device_state(app, settings)
     days, recent, forecasts = define_view_tables(app, settings)
-    attach_normalize(app, raw, device_state, build_processor(settings), settings)
+    attach_normalize(app, raw, device_state, build_processor(settings), settings, (days, recent, forecasts))
     if settings.database_url:
         attach_sink(app, settings)
-    attach_views(app, settings, days, recent, forecasts)
     attach_ingest(app, settings)
     attach_api(app, settings, device_state, days, recent, forecasts)
     attach_openapi(app)

