@@ -68,6 +68,14 @@ class _Transport(aiokafka_driver.Transport):  # type: ignore[misc]
 
 class AuroraApp(faust.App):  # type: ignore[misc]
     aurora_settings: Settings
+    state_caches: list[Any]
+    """Caches of decoded table values (tables.device_state.StateCache), cleared whenever a
+    rebalance starts: partitions may come back advanced by another worker."""
+
+    def on_rebalance_start(self) -> None:
+        super().on_rebalance_start()
+        for cache in self.state_caches:
+            cache.clear()
 
     def _new_transport(self) -> Any:
         return _Transport(self.conf.broker_consumer, self)
@@ -93,7 +101,7 @@ def create_app(settings: Settings) -> AuroraApp:
         broker_heartbeat_interval=settings.heartbeat_interval_s,
         broker_request_timeout=max(40.0, settings.session_timeout_s * 2),
         broker_commit_interval=settings.commit_interval_s,
-        broker_max_poll_records=settings.batch_max,
+        broker_max_poll_records=min(settings.batch_max, 500),  # larger polls stall rebalances (notes §4.1)
         table_standby_replicas=settings.standby_replicas,
         table_cleanup_interval=30.0,
         web_enabled=True,
@@ -104,6 +112,7 @@ def create_app(settings: Settings) -> AuroraApp:
         Monitor=AuroraMonitor,
     )
     app.aurora_settings = settings
+    app.state_caches = []
     raw = app.topic(
         settings.topic_raw,
         key_type=bytes,

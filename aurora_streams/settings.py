@@ -93,6 +93,11 @@ class Settings(BaseSettings):
         6 * 3600, ge=0, description="Out-of-order readings this recent are placed in order."
     )
     max_window: int = Field(48, ge=2, le=10_000, description="Readings kept per channel.")
+    state_cache_devices: int = Field(
+        20_000,
+        ge=0,
+        description="Decoded device states kept in memory per worker (0: decode from the table every batch).",
+    )
     gap_factor: float = Field(1.5, gt=1.0, description="Step > factor x cadence is a gap.")
     run_length: int = Field(3, ge=2, description="Equal values in a row for zero_run/frozen.")
     max_future_s: int = Field(300, ge=0, description="Clock skew tolerated before future_timestamp.")
@@ -136,7 +141,9 @@ class Settings(BaseSettings):
     sink_max_backoff_s: float = Field(10.0, gt=0, description="Cap of the retry backoff.")
 
     # --- worker tuning -----------------------------------------------------------------
-    batch_max: int = Field(500, ge=1, description="Raw messages handled per agent batch.")
+    batch_max: int = Field(
+        2000, ge=1, le=4096, description="Raw messages handled per agent batch (at most the stream buffer)."
+    )
     batch_within_s: float = Field(0.05, gt=0, description="Max wait to fill a batch.")
     processing_guarantee: Literal["at_least_once", "exactly_once"] = Field(
         "at_least_once",

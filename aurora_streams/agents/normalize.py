@@ -28,7 +28,9 @@ from __future__ import annotations
 import logging
 import time
 import weakref
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from typing import Any
 
 import faust
@@ -40,7 +42,7 @@ from aurora_streams.agents.views import ViewUpdater
 from aurora_streams.domain.device import DeviceState
 from aurora_streams.processing import OutRecord, Processor
 from aurora_streams.settings import Settings
-from aurora_streams.tables.device_state import load_state
+from aurora_streams.tables.device_state import StateCache, load_state
 
 __all__ = ["attach_normalize"]
 
@@ -60,12 +62,40 @@ def attach_normalize(
         else None  # a transaction must cover outputs and changelog: Faust's producer
     )
 
+    cache = StateCache(settings.state_cache_devices)
+    app.state_caches.append(cache)  # type: ignore[attr-defined]  # AuroraApp: cleared on rebalance
+
     @app.agent(raw_topic, name="normalize")
     async def normalize(stream: Any) -> None:
         async for events in stream.take_events(settings.batch_max, settings.batch_within_s):
-            await handle_batch(app, table, processor, events, settings, views, fast)
+            try:
+                await handle_batch(app, table, processor, events, settings, views, fast, cache)
+            except BaseException:
+                cache.clear()  # states changed in memory but not stored
+                raise
 
     return normalize
+
+
+@contextmanager
+def _on_partition(event: Any) -> Iterator[None]:
+    """Make ``event`` current: Faust's RocksDB store reads and writes the current event's
+    partition, and its changelog records go to that partition."""
+    token = _current_event.set(weakref.ref(event))
+    try:
+        yield
+    finally:
+        _current_event.reset(token)
+
+
+@dataclass
+class _Slice:
+    """One source partition's part of a batch, processed and not yet stored."""
+
+    events: list[Any]
+    states: dict[str, DeviceState] = field(default_factory=dict)
+    outputs: list[OutRecord] = field(default_factory=list)
+    updater: ViewUpdater | None = None
 
 
 async def handle_batch(
@@ -76,66 +106,85 @@ async def handle_batch(
     settings: Settings,
     views: Views,
     fast: FastProducer | None,
+    cache: StateCache,
 ) -> None:
-    """Process one ``take_events`` batch, partition by partition (see module docstring)."""
-    by_partition: dict[int, list[Any]] = {}
+    """Process one ``take_events`` batch (see module docstring): every partition's slice is
+    computed first, then all outputs and view changelogs are acknowledged together, then all
+    device states are written and acknowledged. Two broker round trips per batch, however
+    many partitions it spans."""
+    started = time.perf_counter()
+    generation = cache.generation
+    by_partition: dict[int, _Slice] = {}
     for event in events:
-        by_partition.setdefault(event.message.partition, []).append(event)
-    for partition, partition_events in by_partition.items():
-        started = time.perf_counter()
-        token = _current_event.set(weakref.ref(partition_events[0]))
-        try:
-            states: dict[str, DeviceState] = {}
-
-            def load(device_id: str) -> DeviceState:
-                return load_state(table, device_id)
-
-            outputs: list[OutRecord] = []
-            emitted: list[Any] = []
-            for event in partition_events:
-                msg = event.message
-                outputs.extend(
-                    processor.process(
-                        msg.key,
-                        msg.value,
-                        partition=msg.partition,
-                        offset=msg.offset,
-                        timestamp_ms=round(msg.timestamp * 1000),
-                        states=states,
-                        load=load,
-                        emitted=emitted,
-                    )
-                )
-            updater = ViewUpdater(settings, *views)
-            updater.apply(emitted)
-            outputs.extend(updater.forecast_records())
-            writer = TableWriter(app, fast, partition)
-            # 1. Outputs, then the views (idempotent: replaying a batch re-applies nothing).
-            if fast is None:
-                await deliver(app, outputs)
-                updater.write(writer)
-            else:
-                fast.produce_all(outputs)
-                updater.write(writer)
-            if fast is not None or (states and updater.dirty):
-                # The device state fences replays, so nothing it covers may be lost: the
-                # outputs and the views' changelog are acknowledged before it is written.
-                await writer.flush()
-            # 2. The device states (acknowledged before the input is: see module docstring).
-            for device_id, state in states.items():
-                writer.put(table, device_id, state.to_bytes())
-            if fast is not None:
-                await writer.flush()
-            metrics.STATE_WRITES.inc(len(states))
-        finally:
-            _current_event.reset(token)
-        now = time.time()
-        oldest = partition_events[0].message.timestamp
-        metrics.E2E_LATENCY.observe(max(0.0, now - oldest))
-        metrics.BATCH_DURATION.observe(time.perf_counter() - started)
-        metrics.BATCH_SIZE.observe(len(partition_events))
-        metrics.LAST_BATCH_TIMESTAMP.set(now)
+        by_partition.setdefault(event.message.partition, _Slice([])).events.append(event)
+    for piece in by_partition.values():
+        with _on_partition(piece.events[0]):
+            _compute(table, processor, settings, views, cache, piece)
+    writers = {p: TableWriter(app, fast, p) for p in by_partition}
+    # 1. Outputs, then the views (idempotent: replaying a batch re-applies nothing).
+    if fast is None:
+        await deliver(app, [o for piece in by_partition.values() for o in piece.outputs])
+    else:
+        for piece in by_partition.values():
+            fast.produce_all(piece.outputs)
+    views_dirty = False
+    for p, piece in by_partition.items():
+        assert piece.updater is not None
+        with _on_partition(piece.events[0]):
+            piece.updater.write(writers[p])
+        views_dirty = views_dirty or piece.updater.dirty
+    if fast is not None or views_dirty:
+        # The device state fences replays, so nothing it covers may be lost: the outputs and
+        # the views' changelog are acknowledged before it is written.
+        await next(iter(writers.values())).flush()
+    # 2. The device states (acknowledged before the input is: see module docstring).
+    for p, piece in by_partition.items():
+        with _on_partition(piece.events[0]):
+            for device_id, state in piece.states.items():
+                writers[p].put(table, device_id, state.to_bytes())
+        metrics.STATE_WRITES.inc(len(piece.states))
+    if fast is not None:
+        await next(iter(writers.values())).flush()
+    for piece in by_partition.values():
+        for device_id, state in piece.states.items():
+            cache.put(device_id, state, generation)
+    now = time.time()
+    metrics.E2E_LATENCY.observe(max(0.0, now - min(e.message.timestamp for e in events)))
+    metrics.BATCH_DURATION.observe(time.perf_counter() - started)
+    metrics.BATCH_SIZE.observe(len(events))
+    metrics.LAST_BATCH_TIMESTAMP.set(now)
     _export_stats(processor)
+
+
+def _compute(
+    table: Any, processor: Processor, settings: Settings, views: Views, cache: StateCache, piece: _Slice
+) -> None:
+    """Run a partition's messages through the processor, in offset order, and apply what
+    they produced to the views in memory."""
+    states = piece.states
+
+    def load(device_id: str) -> DeviceState:
+        cached = cache.get(device_id)
+        return cached if cached is not None else load_state(table, device_id)
+
+    emitted: list[Any] = []
+    for event in piece.events:
+        msg = event.message
+        piece.outputs.extend(
+            processor.process(
+                msg.key,
+                msg.value,
+                partition=msg.partition,
+                offset=msg.offset,
+                timestamp_ms=round(msg.timestamp * 1000),
+                states=states,
+                load=load,
+                emitted=emitted,
+            )
+        )
+    piece.updater = ViewUpdater(settings, *views)
+    piece.updater.apply(emitted)
+    piece.outputs.extend(piece.updater.forecast_records())
 
 
 _exported: dict[str, int] = {}

@@ -13,8 +13,9 @@ interval 00:00-00:15 is in the 00:00 window, not the 00:15 one.
 
 from __future__ import annotations
 
+from bisect import bisect_left, bisect_right
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Final
 
 import orjson
@@ -35,34 +36,64 @@ def day_key(device_id: str, channel: str, day: int) -> str:
     return f"{device_id}|{channel}|{day}"
 
 
-@dataclass(slots=True)
 class DayRecord:
-    """Slots of one device, channel and UTC day: ts_end -> [delta, revision, updated_at]."""
+    """Slots of one device, channel and UTC day, in time order: rows of
+    ``[ts_end, delta, revision, updated_at]``, one per interval end.
 
-    unit: str = "kWh"
-    slots: dict[int, list[Any]] = field(default_factory=dict)
+    Kept as the rows themselves (what the encoding holds), so decoding is one ``orjson``
+    call and a reading after the last slot, the usual case, is an append.
+    """
+
+    __slots__ = ("rows", "unit")
+
+    def __init__(self, unit: str = "kWh", rows: list[list[Any]] | None = None) -> None:
+        self.unit = unit
+        self.rows: list[list[Any]] = rows if rows is not None else []
+
+    @property
+    def slots(self) -> dict[int, list[Any]]:
+        """ts_end -> [delta, revision, updated_at] (a copy, for readers)."""
+        return {row[0]: row[1:] for row in self.rows}
+
+    def between(self, start: int, end: int) -> list[list[Any]]:
+        """Rows with ``start < ts_end <= end``."""
+        lo = bisect_right(self.rows, start, key=_ts)
+        hi = bisect_right(self.rows, end, key=_ts)
+        return self.rows[lo:hi]
 
     def apply(
         self, ts_end: int, delta: float | None, revision: int, updated_at: int | None, unit: str
     ) -> bool:
         """Store a record if it is newer than the slot's; returns whether anything changed."""
-        old = self.slots.get(ts_end)
-        if old is not None:
-            new_version = (revision, updated_at if updated_at is not None else _NO_VERSION)
-            old_version = (old[1], old[2] if old[2] is not None else _NO_VERSION)
-            if new_version <= old_version:
-                return False
-        self.slots[ts_end] = [delta, revision, updated_at]
+        rows = self.rows
+        new = [ts_end, delta, revision, updated_at]
+        if not rows or ts_end > rows[-1][0]:
+            rows.append(new)
+        else:
+            i = bisect_left(rows, ts_end, key=_ts)
+            if i < len(rows) and rows[i][0] == ts_end:
+                old = rows[i]
+                new_version = (revision, updated_at if updated_at is not None else _NO_VERSION)
+                old_version = (old[2], old[3] if old[3] is not None else _NO_VERSION)
+                if new_version <= old_version:
+                    return False
+                rows[i] = new
+            else:
+                rows.insert(i, new)
         self.unit = unit
         return True
 
     def to_bytes(self) -> bytes:
-        return orjson.dumps({"u": self.unit, "s": [[ts, *v] for ts, v in sorted(self.slots.items())]})
+        return orjson.dumps({"u": self.unit, "s": self.rows})
 
     @classmethod
     def from_bytes(cls, data: bytes) -> DayRecord:
         doc = orjson.loads(data)
-        return cls(doc["u"], {row[0]: row[1:] for row in doc["s"]})
+        return cls(doc["u"], doc["s"])
+
+
+def _ts(row: list[Any]) -> int:
+    return int(row[0])
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,7 +116,7 @@ def bucket_windows(days: Iterable[DayRecord], size_ms: int, start: int, end: int
     not counted."""
     acc: dict[int, list[float]] = {}
     for day in days:
-        for ts_end, (delta, _rev, _upd) in day.slots.items():
+        for ts_end, delta, _rev, _upd in day.rows:
             if delta is None:
                 continue
             at = ts_end - 1

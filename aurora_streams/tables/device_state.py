@@ -8,6 +8,7 @@ The table has as many partitions as the raw topic that feeds it.
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from typing import Any
 
 import faust
@@ -15,7 +16,7 @@ import faust
 from aurora_streams.domain.device import DeviceState
 from aurora_streams.settings import Settings
 
-__all__ = ["define_device_state", "load_state"]
+__all__ = ["StateCache", "define_device_state", "load_state"]
 
 
 def define_device_state(app: faust.App, settings: Settings) -> Any:
@@ -53,3 +54,42 @@ def load_state(table: Any, device_id: str) -> DeviceState:
     current (the RocksDB store reads that partition's database)."""
     data = table.get(device_id)
     return DeviceState() if data is None else DeviceState.from_bytes(data)
+
+
+class StateCache:
+    """Decoded device states as this worker last wrote them, most recently used last.
+
+    Decoding a device's window from the table was the largest cost of a busy worker (issue
+    8: a third of its time with 48-reading windows). Only the normalize agent writes the
+    device table, and it puts every state it wrote here, so a cached state equals the
+    stored one, with two exceptions that :meth:`clear` covers: a rebalance (another worker
+    may have advanced a partition that comes back; the app clears on every rebalance start)
+    and a failed batch (its states were changed in memory but not stored). A batch that
+    began before a clear does not repopulate the cache (``generation``).
+    """
+
+    def __init__(self, max_devices: int) -> None:
+        self.max_devices = max_devices
+        self.generation = 0
+        self._states: OrderedDict[str, DeviceState] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._states)
+
+    def clear(self) -> None:
+        self._states.clear()
+        self.generation += 1
+
+    def get(self, device_id: str) -> DeviceState | None:
+        state = self._states.get(device_id)
+        if state is not None:
+            self._states.move_to_end(device_id)
+        return state
+
+    def put(self, device_id: str, state: DeviceState, generation: int) -> None:
+        if generation != self.generation or self.max_devices <= 0:
+            return
+        self._states[device_id] = state
+        self._states.move_to_end(device_id)
+        while len(self._states) > self.max_devices:
+            self._states.popitem(last=False)

@@ -5,8 +5,9 @@
   than ``AURORA_AGGREGATE_RETENTION_DAYS`` are deleted as new days arrive.
 * ``recent_anomalies``: key device -> JSON list of its latest anomaly events (highest
   revision per anomaly id), at most ``AURORA_RECENT_ANOMALIES_PER_DEVICE``.
-* ``forecasts``: key ``device|channel`` -> the online forecaster's versioned state plus the
-  open window (see :mod:`aurora_streams.domain.forecast`).
+* ``forecasts``: key ``device|channel`` -> the open window's end, then the online
+  forecaster's versioned state (see ``agents.views.encode_forecast_entry`` and
+  :mod:`aurora_streams.domain.forecast`).
 """
 
 from __future__ import annotations

@@ -369,6 +369,7 @@ class ApiService:
         """Point forecasts with a 90% band for the next windows, the model's identity, how much
         it has learned and its running day-ahead accuracy beside the seasonal-naive baseline.
         A model still warming up says so and forecasts nothing."""
+        from aurora_streams.agents.views import decode_forecast_entry
         from aurora_streams.domain.forecast import DeviceForecaster
 
         _device_id(device_id)
@@ -386,7 +387,7 @@ class ApiService:
             return error_response(
                 request, 404, "no_forecast", f"no forecaster for {device_id[:64]!r} {channel}"
             )
-        model = DeviceForecaster.from_dict(orjson.loads(stored)["model"])
+        model = DeviceForecaster.from_dict(orjson.loads(decode_forecast_entry(stored)[1]))
         snap = model.snapshot(int(raw_horizon))
         body = {
             "device_id": device_id,
