@@ -93,6 +93,13 @@ class _WorkerCollector(Collector):
             table_keys.add_metric([name], n)
         yield table_keys
         yield GaugeMetricFamily("aurora_state_dir_bytes", "Bytes under the worker's data dir.", value=size)
+        recovery = getattr(getattr(self.app, "tables", None), "recovery", None)
+        recovering = recovery is not None and not recovery.completed.is_set()
+        yield GaugeMetricFamily(
+            "aurora_recovery_in_progress",
+            "1 while table recovery (changelog replay) has not completed, else 0.",
+            value=1.0 if recovering else 0.0,
+        )
 
 
 def register_collector(app: Any, tables: Mapping[str, Any], datadir: str | os.PathLike[str]) -> None:
