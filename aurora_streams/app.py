@@ -38,6 +38,7 @@ from aurora_streams.web.api import attach_api
 from aurora_streams.web.health import attach_health
 from aurora_streams.web.ingest import attach_ingest
 from aurora_streams.web.openapi import attach_openapi
+from aurora_streams.web.ops import attach_ops
 
 __all__ = ["AuroraApp", "create_app"]
 
@@ -129,6 +130,7 @@ def create_app(settings: Settings) -> AuroraApp:
     attach_ingest(app, settings)
     attach_api(app, settings, device_state, days, recent, forecasts)
     attach_openapi(app)
+    attach_ops(app)
     attach_health(app)
 
     @app.task  # type: ignore[untyped-decorator]

@@ -250,6 +250,42 @@ class ApiService:
             },
         )
 
+    async def readings(self, request: web.Request, device_id: str) -> web.Response:
+        """The latest revision of each reading's delta in [from, to) (default: the day up to
+        the device's latest reading), in time order, from the day aggregates."""
+        _device_id(device_id)
+        channel = _param(request, "channel") or "E1"
+        if not _CHANNEL_RE.match(channel):
+            raise _BadRequest("invalid_channel", "channel must be 1-8 letters or digits", "channel")
+        start, end = _instant(request, "from"), _instant(request, "to")
+        routed = await self._route(request, device_id)
+        if routed is not None:
+            return routed
+        data = self.device_state.get(device_id)
+        if data is None:
+            return error_response(request, 404, "unknown_device", f"no device {device_id[:64]!r}")
+        if end is None:
+            end = (DeviceState.from_bytes(data).latest_ts() or int(time.time() * 1000)) + 1
+        if start is None:
+            start = end - SIZES["1d"]
+        if not start < end or end - start > _MAX_RANGE_DAYS * SIZES["1d"]:
+            raise _BadRequest(
+                "invalid_range", f"need from < to, at most {_MAX_RANGE_DAYS} days apart", "from"
+            )
+        items = []
+        unit = "kWh"
+        for day in range(day_of(start + 1), day_of(end) + 1):
+            stored = self.days.get(day_key(device_id, channel, day))
+            if stored is None:
+                continue
+            record = DayRecord.from_bytes(stored)
+            unit = record.unit
+            for ts_end, delta, revision, _updated in record.between(start - 1, end - 1):
+                items.append({"ts_end": format_ms(ts_end), "delta": delta, "revision": revision})
+        body = {"device_id": device_id, "channel": channel, "unit": unit, "from": format_ms(start),
+                "to": format_ms(end), "items": items[: _MAX_LIMIT * 5]}  # fmt: skip
+        return self._ok(request, body)
+
     async def anomalies(self, request: web.Request) -> web.Response:
         limit = _limit(request)
         since = _instant(request, "since")
@@ -449,6 +485,7 @@ def attach_api(
         "/v1/devices": api.devices,
         "/v1/devices/{device_id}": api.device,
         "/v1/devices/{device_id}/aggregates": api.aggregates,
+        "/v1/devices/{device_id}/readings": api.readings,
         "/v1/devices/{device_id}/forecast": api.forecast,
         "/v1/anomalies": api.anomalies,
         "/v1/fleet": api.fleet,

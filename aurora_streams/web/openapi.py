@@ -231,6 +231,32 @@ def openapi() -> dict[str, Any]:
                     },
                 }
             },
+            "/v1/devices/{device_id}/readings": {
+                "get": {
+                    "summary": "each reading's delta (latest revision) in a time range, in time order",
+                    "security": _SECURED,
+                    "parameters": [
+                        _DEVICE,
+                        _q(
+                            "channel",
+                            {"type": "string", "pattern": "^[A-Za-z0-9]{0,8}$"},
+                            "channel, default E1",
+                        ),
+                        _q("from", _TIME, "interval end after (exclusive of earlier)"),
+                        _q("to", _TIME, "interval end before (exclusive)"),
+                    ],
+                    "responses": {
+                        **_ok(
+                            {
+                                "type": "object",
+                                "required": ["items", "unit", "from", "to"],
+                                "properties": {"items": {"type": "array", "items": {"type": "object"}}},
+                            }
+                        ),
+                        **_ERRORS,
+                    },
+                }
+            },
             "/v1/devices/{device_id}/forecast": {
                 "get": {
                     "summary": "point forecasts with a 90% band, the model, what it learned, its accuracy",
