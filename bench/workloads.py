@@ -160,6 +160,11 @@ def _run_until(proc: subprocess.Popen[bytes], follower: Follower, expected: int,
     return peak
 
 
+def _worker(env: dict[str, str], out: Any) -> subprocess.Popen[bytes]:
+    cmd = [sys.executable, "-m", "aurora_streams", "worker"]
+    return subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT, cwd=ROOT)
+
+
 def _stop(proc: subprocess.Popen[bytes]) -> None:
     proc.terminate()
     try:
@@ -190,13 +195,7 @@ def run_worker(
     log = work / f"worker-{label}.log"
     with open(log, "wb") as out:
         started = time.perf_counter()
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "aurora_streams", "worker"],
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            cwd=ROOT,
-        )
+        proc = _worker(env, out)
         try:
             peak = _run_until(proc, follower, n, log)
         finally:
@@ -292,13 +291,7 @@ def run_latency(
     bootstrap = env["AURORA_BROKER_URL"].removeprefix("kafka://")
     log = work / "worker-latency.log"
     with open(log, "wb") as out:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "aurora_streams", "worker"],
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            cwd=ROOT,
-        )
+        proc = _worker(env, out)
         follower = Follower(bootstrap, topics["AURORA_TOPIC_NORMALIZED"], latency=True)
         follower.start()
         try:

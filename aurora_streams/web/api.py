@@ -87,6 +87,17 @@ class ApiService:
         result = self.auth.authorize(request.headers.get("Authorization"), "read")
         return None if result.ok else error_response(request, result.status, result.reason, result.message)
 
+    async def _owned_state(self, request: web.Request, device_id: str) -> web.Response | bytes:
+        """The device's stored state when this worker owns it; otherwise the owner's answer
+        (routed) or a 404."""
+        routed = await self._route(request, device_id)
+        if routed is not None:
+            return routed
+        data: bytes | None = self.device_state.get(device_id)
+        if data is None:
+            return error_response(request, 404, "unknown_device", f"no device {device_id[:64]!r}")
+        return data
+
     async def _route(self, request: web.Request, device_id: str) -> web.Response | None:
         """The owner's answer when another worker owns ``device_id``; None when we do."""
         if request.query.get("scope") == "local":
@@ -161,12 +172,9 @@ class ApiService:
 
     async def device(self, request: web.Request, device_id: str) -> web.Response:
         _device_id(device_id)
-        routed = await self._route(request, device_id)
-        if routed is not None:
-            return routed
-        data = self.device_state.get(device_id)
-        if data is None:
-            return error_response(request, 404, "unknown_device", f"no device {device_id[:64]!r}")
+        data = await self._owned_state(request, device_id)
+        if isinstance(data, web.Response):
+            return data
         state = DeviceState.from_bytes(data)
         channels = []
         for name, ch in sorted(state.channels.items()):
@@ -199,28 +207,20 @@ class ApiService:
         size = _param(request, "size") or "15m"
         if size not in SIZES:
             raise _BadRequest("invalid_size", f"size must be one of {', '.join(SIZES)}", "size")
-        channel = _param(request, "channel") or "E1"
-        if not _CHANNEL_RE.match(channel):
-            raise _BadRequest("invalid_channel", "channel must be 1-8 letters or digits", "channel")
+        channel = _channel(request)
         start, end = _instant(request, "from"), _instant(request, "to")
         if start is not None and end is not None and not start < end:
             raise _BadRequest("invalid_range", "need from < to", "from")
         limit = _limit(request, default=_MAX_LIMIT)
-        routed = await self._route(request, device_id)
-        if routed is not None:
-            return routed
-        data = self.device_state.get(device_id)
-        if data is None:
-            return error_response(request, 404, "unknown_device", f"no device {device_id[:64]!r}")
+        data = await self._owned_state(request, device_id)
+        if isinstance(data, web.Response):
+            return data
         if end is None:
             latest = DeviceState.from_bytes(data).latest_ts() or int(time.time() * 1000)
             end = latest - latest % SIZES["1d"] + SIZES["1d"] if size == "1d" else latest
         if start is None:
             start = end - SIZES["1d"]
-        if not start < end or end - start > _MAX_RANGE_DAYS * SIZES["1d"]:
-            raise _BadRequest(
-                "invalid_range", f"need from < to, at most {_MAX_RANGE_DAYS} days apart", "from"
-            )
+        _check_range(start, end)
         cursor = _param(request, "cursor")
         if cursor is not None:
             if not cursor.isdigit():
@@ -254,24 +254,16 @@ class ApiService:
         """The latest revision of each reading's delta in [from, to) (default: the day up to
         the device's latest reading), in time order, from the day aggregates."""
         _device_id(device_id)
-        channel = _param(request, "channel") or "E1"
-        if not _CHANNEL_RE.match(channel):
-            raise _BadRequest("invalid_channel", "channel must be 1-8 letters or digits", "channel")
+        channel = _channel(request)
         start, end = _instant(request, "from"), _instant(request, "to")
-        routed = await self._route(request, device_id)
-        if routed is not None:
-            return routed
-        data = self.device_state.get(device_id)
-        if data is None:
-            return error_response(request, 404, "unknown_device", f"no device {device_id[:64]!r}")
+        data = await self._owned_state(request, device_id)
+        if isinstance(data, web.Response):
+            return data
         if end is None:
             end = (DeviceState.from_bytes(data).latest_ts() or int(time.time() * 1000)) + 1
         if start is None:
             start = end - SIZES["1d"]
-        if not start < end or end - start > _MAX_RANGE_DAYS * SIZES["1d"]:
-            raise _BadRequest(
-                "invalid_range", f"need from < to, at most {_MAX_RANGE_DAYS} days apart", "from"
-            )
+        _check_range(start, end)
         items = []
         unit = "kWh"
         for day in range(day_of(start + 1), day_of(end) + 1):
@@ -409,9 +401,7 @@ class ApiService:
         from aurora_streams.domain.forecast import DeviceForecaster
 
         _device_id(device_id)
-        channel = _param(request, "channel") or "E1"
-        if not _CHANNEL_RE.match(channel):
-            raise _BadRequest("invalid_channel", "channel must be 1-8 letters or digits", "channel")
+        channel = _channel(request)
         raw_horizon = request.query.get("horizon", "48")
         if not raw_horizon.isdigit() or not 1 <= int(raw_horizon) <= 7 * 48:
             raise _BadRequest("invalid_horizon", "horizon must be 1-336 windows", "horizon")
@@ -475,6 +465,18 @@ class ApiService:
         latest_ms = total.pop("latest_reading_ms")
         total["latest_reading"] = format_ms(latest_ms) if latest_ms is not None else None
         return self._ok(request, total)
+
+
+def _channel(request: web.Request) -> str:
+    channel = _param(request, "channel") or "E1"
+    if not _CHANNEL_RE.match(channel):
+        raise _BadRequest("invalid_channel", "channel must be 1-8 letters or digits", "channel")
+    return channel
+
+
+def _check_range(start: int, end: int) -> None:
+    if not start < end or end - start > _MAX_RANGE_DAYS * SIZES["1d"]:
+        raise _BadRequest("invalid_range", f"need from < to, at most {_MAX_RANGE_DAYS} days apart", "from")
 
 
 def attach_api(

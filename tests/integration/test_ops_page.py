@@ -15,7 +15,7 @@ import pytest
 
 from aurora_streams.domain.timeutil import parse_timestamp
 from aurora_streams.simulator import SimConfig, generate
-from tests.integration.harness import REPO, Deployment
+from tests.integration.harness import REPO, Deployment, Worker
 from tests.integration.test_api import READ, get, tokens
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
@@ -29,17 +29,22 @@ def fleet(seed: int, start_ms: int) -> list[Any]:
     return list(generate(cfg, limit=2500))
 
 
-def test_readings_endpoint_agrees_with_the_aggregates(deployment: Deployment) -> None:
-    tokens(deployment)
-    deployment.produce(fleet(5, 1_735_653_600_000))
-    w = deployment.start_worker("r")
+def wait_for_fleet(w: Worker, devices: int) -> None:
     w.wait_ready()
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         status, body = get(w, "/v1/fleet")
-        if status == 200 and body["devices"] == 20:
-            break
+        if status == 200 and body["devices"] == devices:
+            return
         time.sleep(0.5)
+    raise TimeoutError(f"the fleet did not reach {devices} devices")
+
+
+def test_readings_endpoint_agrees_with_the_aggregates(deployment: Deployment) -> None:
+    tokens(deployment)
+    deployment.produce(fleet(5, 1_735_653_600_000))
+    w = deployment.start_worker("r")
+    wait_for_fleet(w, 20)
     device = get(w, "/v1/devices?limit=1")[1]["items"][0]["device_id"]
     status, readings = get(w, f"/v1/devices/{device}/readings")
     assert status == 200 and readings["items"], readings
@@ -63,13 +68,7 @@ def test_ops_page_in_headless_chromium(deployment: Deployment) -> None:
     deployment.extra_env["AURORA_FORECAST_WINDOW_MIN"] = "30"
     deployment.produce(fleet(7, 1_735_653_600_000))
     w = deployment.start_worker("ops")
-    w.wait_ready()
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        status, body = get(w, "/v1/fleet")
-        if status == 200 and body["devices"] == 20:
-            break
-        time.sleep(0.5)
+    wait_for_fleet(w, 20)
     ARTIFACTS.mkdir(exist_ok=True)
     errors: list[str] = []
     with sync_playwright() as p:
