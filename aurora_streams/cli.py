@@ -400,6 +400,7 @@ def dev(devices: int, rate: float, with_postgres: bool, postgres_port: int) -> N
                     "aurora-streams dev is running:",
                     f"  broker     {s.bootstrap_servers} (embedded Tansu, pid {children[0][1].pid})",
                     f"  worker     {base}  (pid {children[1][1].pid}; /healthz /readyz /metrics)",
+                    f"  ops page   {base}/  (enter the API token below)",
                     f"  simulator  {devices} meters at {rate:g} msg/s (pid {children[2][1].pid})",
                     f"  topics     {s.topic_raw} -> {s.topic_normalized}, {s.topic_anomalies}, "
                     f"{s.topic_forecasts}, {s.topic_dlq}",
