@@ -66,7 +66,7 @@ def _wait_for(progress: Callable[[], int], target: int, timeout: float = 120.0) 
 def test_sigkill_three_times_mid_stream(deployment: Deployment) -> None:
     dep = deployment
     # Slow batches down so kills land mid-stream rather than after the end.
-    dep.extra_env["AURORA_BATCH_MAX"] = "20"
+    dep.extra_env["AURORA_BATCH_MAX"] = "5"
     cfg = SimConfig(**{**FLEET.__dict__, "seed": 11, "devices": 100})
     sent = dep.produce(generate(cfg, limit=8_000))
     s = dep.settings
