@@ -29,6 +29,7 @@ from aurora_streams.errors import InvalidReading
 __all__ = [
     "AVRO_MAGIC",
     "Encoding",
+    "anomaly_fields",
     "avro_decode",
     "avro_encode",
     "decode_output",
@@ -166,8 +167,14 @@ def encode_normalized(rec: NormalizedReading, encoding: Encoding = "json") -> by
     return _encode(NORMALIZED_READING, d, encoding)
 
 
+def anomaly_fields(event: AnomalyEvent) -> dict[str, Any]:
+    """The fields of ``aurora.AnomalyEvent`` (instants as epoch ms), as ``decode_output``
+    returns them."""
+    return _shallow(event, _ANOMALY_FIELDS)
+
+
 def encode_anomaly(event: AnomalyEvent, encoding: Encoding = "json") -> bytes:
-    return _encode(ANOMALY_EVENT, _shallow(event, _ANOMALY_FIELDS), encoding)
+    return _encode(ANOMALY_EVENT, anomaly_fields(event), encoding)
 
 
 def encode_dead_letter(letter: dict[str, Any], encoding: Encoding = "json") -> bytes:

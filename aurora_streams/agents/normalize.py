@@ -37,7 +37,7 @@ import faust
 from faust.streams import _current_event
 
 from aurora_streams import metrics
-from aurora_streams.agents.delivery import FastProducer, TableWriter, deliver
+from aurora_streams.agents.delivery import FastProducer, TableWriter, deliver, flush
 from aurora_streams.agents.views import ViewUpdater
 from aurora_streams.domain.device import DeviceState
 from aurora_streams.processing import OutRecord, Processor
@@ -120,7 +120,7 @@ async def handle_batch(
     for piece in by_partition.values():
         with _on_partition(piece.events[0]):
             _compute(table, processor, settings, views, cache, piece)
-    writers = {p: TableWriter(app, fast, p) for p in by_partition}
+    writers = {p: TableWriter(fast, p) for p in by_partition}
     # 1. Outputs, then the views (idempotent: replaying a batch re-applies nothing).
     if fast is None:
         await deliver(app, [o for piece in by_partition.values() for o in piece.outputs])
@@ -136,7 +136,7 @@ async def handle_batch(
     if fast is not None or views_dirty:
         # The device state fences replays, so nothing it covers may be lost: the outputs and
         # the views' changelog are acknowledged before it is written.
-        await next(iter(writers.values())).flush()
+        await flush(app, fast)
     # 2. The device states (acknowledged before the input is: see module docstring).
     for p, piece in by_partition.items():
         with _on_partition(piece.events[0]):
@@ -144,7 +144,7 @@ async def handle_batch(
                 writers[p].put(table, device_id, state.to_bytes())
         metrics.STATE_WRITES.inc(len(piece.states))
     if fast is not None:
-        await next(iter(writers.values())).flush()
+        await flush(app, fast)
     for piece in by_partition.values():
         for device_id, state in piece.states.items():
             cache.put(device_id, state, generation)

@@ -19,7 +19,7 @@ from typing import Any
 import orjson
 
 from aurora_streams.agents.delivery import TableWriter
-from aurora_streams.codecs import encode_forecast
+from aurora_streams.codecs import anomaly_fields, encode_forecast
 from aurora_streams.domain.aggregates import DayRecord, day_key, day_of
 from aurora_streams.domain.forecast import DeviceForecaster, forecast_record
 from aurora_streams.domain.model import AnomalyEvent, NormalizedReading
@@ -27,8 +27,6 @@ from aurora_streams.processing import OutRecord
 from aurora_streams.settings import Settings
 
 __all__ = ["ViewUpdater", "apply_anomaly", "decode_forecast_entry", "encode_forecast_entry"]
-
-_ANOMALY_FIELDS = tuple(AnomalyEvent.__dataclass_fields__)
 
 
 def apply_anomaly(events: list[dict[str, Any]], event: dict[str, Any], limit: int) -> bool:
@@ -67,7 +65,7 @@ class ViewUpdater:
             if isinstance(rec, NormalizedReading):
                 self._reading(rec)
             else:
-                self._anomaly({name: getattr(rec, name) for name in _ANOMALY_FIELDS})
+                self._anomaly(anomaly_fields(rec))
 
     def _anomaly(self, doc: dict[str, Any]) -> None:
         device = doc["device_id"]

@@ -14,7 +14,7 @@ import pytest
 import yaml
 from prometheus_client import REGISTRY
 
-from aurora_streams import metrics  # noqa: F401  (registers the metrics)
+from aurora_streams import metrics, observability  # noqa: F401  (they register the metrics)
 
 DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
 METRIC = re.compile(r"\b(aurora_[a-z0-9_]+)\b")
@@ -31,14 +31,8 @@ COLLECTED = {
 def exported() -> set[str]:
     names = set(COLLECTED)
     for family in REGISTRY.collect():
-        for sample in family.samples:
-            names.add(sample.name)
-    import aurora_streams.observability  # noqa: F401  (rebalance metrics)
-
-    for family in REGISTRY.collect():
         names.add(family.name)
-        for sample in family.samples:
-            names.add(sample.name)
+        names.update(sample.name for sample in family.samples)
     # Histograms export _bucket/_sum/_count, counters _total: families are named without them.
     return names | {n + suffix for n in names for suffix in ("_bucket", "_sum", "_count", "_total")}
 

@@ -130,15 +130,20 @@ def reference(settings: Settings, raw: Iterable[Record]) -> Expected:
 
 
 def latest_by(values: Iterable[bytes], id_field: str) -> dict[str, dict[str, Any]]:
-    """Latest revision per id; for equal revisions the first record wins (the rule the sink
-    applies, see domain.device on late readings)."""
+    """Latest version per id by the sink's rule: the higher ``(revision, updated_at)`` (no
+    ``updated_at`` is older than any), and for equal versions the first record wins."""
     latest: dict[str, dict[str, Any]] = {}
     for v in values:
         doc = decode_output(v)
         old = latest.get(doc[id_field])
-        if old is None or doc["revision"] > old["revision"]:
+        if old is None or _version(doc) > _version(old):
             latest[doc[id_field]] = doc
     return latest
+
+
+def _version(doc: dict[str, Any]) -> tuple[int, int]:
+    updated = doc.get("updated_at")
+    return doc["revision"], updated if updated is not None else -(2**62)
 
 
 def latest_states(changelog: Iterable[Record]) -> dict[str, bytes]:

@@ -15,7 +15,7 @@ import pytest
 from aurora_streams.codecs import decode_output
 from aurora_streams.domain.timeutil import format_ms
 from aurora_streams.simulator import SimConfig, SimMessage, generate
-from tests.integration.harness import Deployment, Expected, Worker, reference
+from tests.integration.harness import Deployment, Expected, Worker, latest_by, reference
 from tests.integration.test_pipeline import FLEET
 
 READ, INGEST = "r" * 24, "i" * 24
@@ -37,20 +37,6 @@ def tokens(dep: Deployment) -> None:
     dep.extra_env["AURORA_API_TOKENS"] = json.dumps(
         {"viewer": {"token": READ, "roles": ["read"]}, "loader": {"token": INGEST, "roles": ["ingest"]}}
     )
-
-
-def latest_records(values: list[bytes]) -> dict[str, dict[str, Any]]:
-    out: dict[str, dict[str, Any]] = {}
-    for v in values:
-        d = decode_output(v)
-        old = out.get(d["event_id"])
-        key = (d["revision"], d["updated_at"] if d["updated_at"] is not None else -(2**62))
-        if old is None or key > (
-            old["revision"],
-            old["updated_at"] if old["updated_at"] is not None else -(2**62),
-        ):
-            out[d["event_id"]] = d
-    return out
 
 
 def expected_buckets(
@@ -102,7 +88,7 @@ def test_two_workers_answer_every_device_the_same_through_either_port(deployment
     b.wait_ready()
     n = len(expected.outputs[s.topic_normalized])
     deployment.read(s.topic_normalized, until=lambda r: len(r) >= n)
-    records = latest_records(expected.outputs[s.topic_normalized])
+    records = latest_by(expected.outputs[s.topic_normalized], "event_id")
     devices = sorted(expected.states)
     # Views catch up after the normalized topic: wait until the last device answers fully.
     import time

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import time
 from collections import defaultdict
-from typing import Any
 
 import asyncpg
 import orjson
@@ -13,23 +12,8 @@ import pytest
 from aurora_streams.codecs import decode_output
 from aurora_streams.devpostgres import LocalPostgres
 from aurora_streams.simulator import SimConfig, SimMessage, generate, produce
-from tests.integration.harness import Deployment, run_async
+from tests.integration.harness import Deployment, latest_by, run_async
 from tests.integration.test_pipeline import FLEET
-
-
-def latest_for_sink(values: list[bytes]) -> dict[str, dict[str, Any]]:
-    """Latest record per event id by the sink's rule: (revision, updated_at), first wins ties."""
-    latest: dict[str, dict[str, Any]] = {}
-    for v in values:
-        doc = decode_output(v)
-        old = latest.get(doc["event_id"])
-        version = (doc["revision"], doc["updated_at"] if doc["updated_at"] is not None else -(2**62))
-        if old is None or version > (
-            old["revision"],
-            old["updated_at"] if old["updated_at"] is not None else -(2**62),
-        ):
-            latest[doc["event_id"]] = doc
-    return latest
 
 
 async def _query(url: str, sql: str) -> list[asyncpg.Record]:
@@ -61,7 +45,7 @@ def wait_rows(url: str, sql: str, target: int, timeout: float = 180.0) -> None:
 def assert_db_matches_topic(dep: Deployment, url: str, raw_count: int) -> None:
     s = dep.settings
     norm = [r.value for r in dep.read(s.topic_normalized) if r.value]
-    expected = latest_for_sink(norm)
+    expected = latest_by(norm, "event_id")
     wait_rows(url, "SELECT count(*) FROM readings", len(expected))
     wait_rows(url, "SELECT count(*) FROM raw_audit", raw_count)
     rows = query(url, "SELECT event_id, revision, delta_kwh, flags, device_id, channel FROM readings")
