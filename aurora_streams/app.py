@@ -44,7 +44,31 @@ __all__ = ["AuroraApp", "create_app"]
 
 
 class _ProbingConsumer(aiokafka_driver.Consumer):  # type: ignore[misc]
-    """Consumer whose changelog highwaters are probed, not trusted (see kafka_offsets)."""
+    """Faust's aiokafka consumer with two repairs:
+
+    * changelog highwaters are probed, not trusted (see kafka_offsets);
+    * seeking to committed offsets also repositions partitions that have none.
+    """
+
+    async def seek_to_committed(self) -> Any:
+        """Seek every assigned partition to its committed offset, and those without one
+        to where ``consumer_auto_offset_reset`` says.
+
+        aiokafka leaves a partition without a committed offset wherever its fetch
+        position happens to be. After recovery, Faust resumes the stream partitions
+        *before* it seeks, and flow control drops what was fetched in between, so on a
+        partition that never committed, those records were skipped for good: never
+        processed, and counted as acknowledged (found by the crash test).
+        """
+        committed = await super().seek_to_committed()
+        changelogs = self.app.tables.changelog_topics
+        unset = [tp for tp, offset in committed.items() if not offset and tp.topic not in changelogs]
+        if unset:
+            consumer = self._thread._ensure_consumer()
+            latest = self.app.conf.consumer_auto_offset_reset == "latest"
+            reset = consumer.seek_to_end if latest else consumer.seek_to_beginning
+            await self._thread.call_thread(reset, *unset)
+        return committed
 
     async def highwaters(self, *partitions: TP) -> Any:
         reported = await super().highwaters(*partitions)
