@@ -158,9 +158,21 @@ def _run_until(proc: subprocess.Popen[bytes], follower: Follower, expected: int,
     return peak
 
 
-def _worker(env: dict[str, str], out: Any) -> subprocess.Popen[bytes]:
+def _worker(env: dict[str, str], out: Any, label: str) -> subprocess.Popen[bytes]:
     cmd = [sys.executable, "-m", "aurora_streams", "worker"]
+    profile_dir = os.environ.get("BENCH_PYSPY_DIR")
+    if profile_dir:  # a py-spy profile of each worker (collapsed stacks), for issue 8's notes
+        out_file = Path(profile_dir) / f"worker-{label}.txt"
+        cmd = [str(Path(sys.executable).parent / "py-spy"), "record", "-r", "47", "-f", "raw"]
+        cmd += ["-o", str(out_file), "--", sys.executable, "-m", "aurora_streams", "worker"]
     return subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT, cwd=ROOT)
+
+
+def _cpu_s(pid: int) -> float:
+    """User + system CPU seconds of a process and its reaped children (from /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    ticks = sum(int(f) for f in fields[11:15])
+    return ticks / os.sysconf("SC_CLK_TCK")
 
 
 def _stop(proc: subprocess.Popen[bytes]) -> None:
@@ -173,9 +185,16 @@ def _stop(proc: subprocess.Popen[bytes]) -> None:
 
 
 def run_worker(
-    env: dict[str, str], topics: dict[str, str], expected: list[bytes] | int, work: Path, label: str
+    env: dict[str, str],
+    topics: dict[str, str],
+    expected: list[bytes] | int,
+    work: Path,
+    label: str,
+    broker_pid: int | None = None,
 ) -> dict[str, Any]:
-    """Start a worker on ``topics``; time from process start to its last normalized record."""
+    """Start a worker on ``topics``; time from process start to its last normalized record.
+    Also reports the CPU seconds the worker and the broker spent meanwhile (2 cores share
+    both)."""
     n = expected if isinstance(expected, int) else len(expected)
     env = {
         **env,
@@ -191,11 +210,17 @@ def run_worker(
     )
     follower.start()
     log = work / f"worker-{label}.log"
+    broker_cpu = _cpu_s(broker_pid) if broker_pid else None
+    worker_cpu: float | None = None
     with open(log, "wb") as out:
         started = time.perf_counter()
-        proc = _worker(env, out)
+        proc = _worker(env, out, label)
         try:
             peak = _run_until(proc, follower, n, log)
+            if not os.environ.get("BENCH_PYSPY_DIR"):
+                worker_cpu = _cpu_s(proc.pid)
+            if broker_pid:
+                broker_cpu = _cpu_s(broker_pid) - (broker_cpu or 0.0)
         finally:
             _stop(proc)
             follower.stop.set()
@@ -208,12 +233,20 @@ def run_worker(
         "readings_per_s_first_to_last": n / max(1e-9, follower.last - follower.first),
         "peak_rss_mb": peak / 1024 if peak else None,
         "data_dir_bytes": _du(work / f"data-{label}"),
+        "worker_cpu_s": worker_cpu,
+        "broker_cpu_s": broker_cpu,
     }
     if not isinstance(expected, int):
         result["matches_reference"] = sorted(follower.values) == sorted(expected)
         if not result["matches_reference"]:
             raise RuntimeError(f"{label}: the worker's normalized records differ from the reference")
     return result
+
+
+def _cpu_note(r: dict[str, Any]) -> str:
+    keys = ("worker_cpu_s", "broker_cpu_s")
+    parts = [f"{k.removesuffix('_cpu_s')} {r[k]:.0f} CPU s" for k in keys if r.get(k)]
+    return f"({', '.join(parts)} in {r['seconds']:.0f} s)" if parts else ""
 
 
 def _du(path: Path) -> int:
@@ -289,7 +322,7 @@ def run_latency(
     bootstrap = env["AURORA_BROKER_URL"].removeprefix("kafka://")
     log = work / "worker-latency.log"
     with open(log, "wb") as out:
-        proc = _worker(env, out)
+        proc = _worker(env, out, "latency")
         follower = Follower(bootstrap, topics["AURORA_TOPIC_NORMALIZED"], latency=True)
         follower.start()
         try:
@@ -380,13 +413,15 @@ def one_run(
             if not args.no_quix:
                 result["quix_w1"] = run_quix(bootstrap, sets["w1"]["AURORA_TOPIC_RAW"], len(w1), work)
                 print(f"  quix W1 {result['quix_w1']['readings_per_s']:,.0f}/s", flush=True)
-            result["w1"] = run_worker(env, sets["w1"], ref["w1"], work, "w1")
-            print(f"  worker W1 {result['w1']['readings_per_s']:,.0f}/s", flush=True)
+            result["w1"] = run_worker(env, sets["w1"], ref["w1"], work, "w1", broker.pid)
+            w1_rate = result["w1"]["readings_per_s"]
+            print(f"  worker W1 {w1_rate:,.0f}/s {_cpu_note(result['w1'])}", flush=True)
             if "w2" not in args.skip:
                 produce(iter(w2), bootstrap=bootstrap, topic=sets["w2"]["AURORA_TOPIC_RAW"], progress=False)
-                result["w2"] = run_worker(env, sets["w2"], ref["w2"], work, "w2")
+                result["w2"] = run_worker(env, sets["w2"], ref["w2"], work, "w2", broker.pid)
                 result["w2"]["messages"] = len(w2)
-                print(f"  worker W2 {result['w2']['readings_per_s']:,.0f}/s", flush=True)
+                w2_rate = result["w2"]["readings_per_s"]
+                print(f"  worker W2 {w2_rate:,.0f}/s {_cpu_note(result['w2'])}", flush=True)
             if "latency" not in args.skip:
                 result["latency"] = run_latency(env, sets["lat"], work, 5000.0, args.latency_s)
                 print(
