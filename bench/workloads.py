@@ -160,12 +160,13 @@ def _run_until(proc: subprocess.Popen[bytes], follower: Follower, expected: int,
 
 def _worker(env: dict[str, str], out: Any, label: str) -> subprocess.Popen[bytes]:
     cmd = [sys.executable, "-m", "aurora_streams", "worker"]
+    proc = subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT, cwd=ROOT)
     profile_dir = os.environ.get("BENCH_PYSPY_DIR")
-    if profile_dir:  # a py-spy profile of each worker (collapsed stacks), for issue 8's notes
-        out_file = Path(profile_dir) / f"worker-{label}.txt"
-        cmd = [str(Path(sys.executable).parent / "py-spy"), "record", "-r", "47", "-f", "raw"]
-        cmd += ["-o", str(out_file), "--", sys.executable, "-m", "aurora_streams", "worker"]
-    return subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT, cwd=ROOT)
+    if profile_dir:  # py-spy samples the worker 15-45 s in (collapsed stacks), for issue 8's notes
+        spy = [str(Path(sys.executable).parent / "py-spy"), "record", "-r", "47", "-f", "raw", "-d", "30"]
+        spy += ["--nonblocking", "-o", str(Path(profile_dir) / f"worker-{label}.txt"), "--pid", str(proc.pid)]
+        threading.Timer(15.0, subprocess.Popen, args=(spy,), kwargs={"stdout": subprocess.DEVNULL}).start()
+    return proc
 
 
 def _cpu_s(pid: int) -> float:
@@ -217,8 +218,7 @@ def run_worker(
         proc = _worker(env, out, label)
         try:
             peak = _run_until(proc, follower, n, log)
-            if not os.environ.get("BENCH_PYSPY_DIR"):
-                worker_cpu = _cpu_s(proc.pid)
+            worker_cpu = _cpu_s(proc.pid)
             if broker_pid:
                 broker_cpu = _cpu_s(broker_pid) - (broker_cpu or 0.0)
         finally:

@@ -52,11 +52,25 @@ async def deliver(app: faust.App, outputs: Sequence[OutRecord]) -> None:
 class FastProducer:
     """A librdkafka producer whose ``flush`` is awaitable. Keyed records are partitioned
     with murmur2 like the Java client, aiokafka and our raw-topic producers, so a device's
-    records land on the same partition number whichever producer sent them."""
+    records land on the same partition number whichever producer sent them.
 
-    def __init__(self, bootstrap: str, *, linger_ms: int = 5, compression: str = "none") -> None:
+    Delivery reports come for failed records only (``delivery.report.only.error``): a
+    Python callback per acknowledged record contended with the event loop for the GIL and
+    cost a sixth of a busy worker's time (issue 8). A record that fails is reported by
+    the next :meth:`flush`, which raises.
+    """
+
+    def __init__(
+        self,
+        bootstrap: str,
+        *,
+        linger_ms: int = 5,
+        compression: str = "none",
+        message_timeout_ms: int = 120_000,
+    ) -> None:
         from confluent_kafka import Producer
 
+        self._errors: list[str] = []
         self._producer = Producer(
             {
                 "bootstrap.servers": bootstrap,
@@ -67,38 +81,33 @@ class FastProducer:
                 "queue.buffering.max.messages": 1_000_000,
                 "queue.buffering.max.kbytes": 1_048_576,
                 "partitioner": "murmur2_random",
-                "message.timeout.ms": 120_000,
+                "message.timeout.ms": message_timeout_ms,
+                "delivery.report.only.error": True,
+                "on_delivery": self._on_delivery,
             }
         )
-        self._errors: list[str] = []
-        self._offsets: dict[tuple[str, int], int] = {}
         self._counts: dict[str, int] = {}
 
     def _on_delivery(self, err: Any, msg: Any) -> None:
-        # Runs inside flush()/poll(), on whichever thread called them.
+        # Runs inside flush()/poll(), on whichever thread called them; failures only.
         if err is not None:
             self._errors.append(f"{msg.topic()}[{msg.partition()}]: {err}")
-            return
-        tp = (msg.topic(), msg.partition())
-        if msg.offset() > self._offsets.get(tp, -1):
-            self._offsets[tp] = msg.offset()
 
     def produce(
         self,
         topic: str,
         key: bytes | None,
         value: bytes | None,
-        partition: int | None = None,
+        partition: int = -1,
         *,
         count: bool = True,
     ) -> None:
-        """Queue one record (order is kept per partition); ``count`` it as an output."""
-        kwargs: dict[str, Any] = {"key": key, "value": value, "on_delivery": self._on_delivery}
-        if partition is not None:
-            kwargs["partition"] = partition
+        """Queue one record (order is kept per partition; ``-1``: by key); ``count`` it as
+        an output."""
+        produce = self._producer.produce
         while True:
             try:
-                self._producer.produce(topic, **kwargs)
+                produce(topic, value, key, partition)
                 break
             except BufferError:  # the local queue is full: let deliveries drain it
                 self._producer.poll(0.05)
@@ -106,26 +115,24 @@ class FastProducer:
             self._counts[topic] = self._counts.get(topic, 0) + 1
 
     def produce_all(self, outputs: Sequence[OutRecord]) -> None:
+        produce = self.produce
         for out in outputs:
-            self.produce(out.topic, out.key, out.value)
+            produce(out.topic, out.key, out.value)
 
-    async def flush(self) -> dict[tuple[str, int], int]:
-        """Wait until every queued record is acknowledged; returns the highest acknowledged
-        offset per (topic, partition) since the last flush. Raises :class:`DeliveryFailed`
-        if any record failed."""
+    async def flush(self) -> None:
+        """Wait until every queued record is acknowledged or failed. Raises
+        :class:`DeliveryFailed` if any record failed since the last flush."""
         loop = asyncio.get_running_loop()
         while True:
             left = await loop.run_in_executor(None, self._producer.flush, 10.0)
             if left == 0:
                 break
         errors, self._errors = self._errors, []
-        offsets, self._offsets = self._offsets, {}
         counts, self._counts = self._counts, {}
         if errors:
             raise DeliveryFailed(f"{len(errors)} records not delivered, e.g. {errors[0]}")
         for topic, n in counts.items():
             metrics.RECORDS_PRODUCED.labels(topic).inc(n)
-        return offsets
 
     def close(self) -> None:
         self._producer.flush(30)
