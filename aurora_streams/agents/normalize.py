@@ -38,7 +38,7 @@ from faust.streams import _current_event
 
 from aurora_streams import metrics
 from aurora_streams.agents.delivery import FastProducer, TableWriter, deliver, flush
-from aurora_streams.agents.views import ViewCaches, ViewUpdater
+from aurora_streams.agents.views import ViewUpdater
 from aurora_streams.domain.device import DeviceState
 from aurora_streams.processing import OutRecord, Processor
 from aurora_streams.settings import Settings
@@ -62,19 +62,16 @@ def attach_normalize(
         else None  # a transaction must cover outputs and changelog: Faust's producer
     )
 
-    cache = StateCache[DeviceState](settings.state_cache_devices)
-    view_caches = ViewCaches.sized(settings.state_cache_devices)
-    caches = [cache, *view_caches.all()]
-    app.state_caches.extend(caches)  # type: ignore[attr-defined]  # AuroraApp: cleared on rebalance
+    cache = StateCache(settings.state_cache_devices)
+    app.state_caches.append(cache)  # type: ignore[attr-defined]  # AuroraApp: cleared on rebalance
 
     @app.agent(raw_topic, name="normalize")
     async def normalize(stream: Any) -> None:
         async for events in stream.take_events(settings.batch_max, settings.batch_within_s):
             try:
-                await handle_batch(app, table, processor, events, settings, views, fast, cache, view_caches)
+                await handle_batch(app, table, processor, events, settings, views, fast, cache)
             except BaseException:
-                for c in caches:
-                    c.clear()  # values changed in memory but not stored
+                cache.clear()  # states changed in memory but not stored
                 raise
 
     return normalize
@@ -109,8 +106,7 @@ async def handle_batch(
     settings: Settings,
     views: Views,
     fast: FastProducer | None,
-    cache: StateCache[DeviceState],
-    view_caches: ViewCaches | None = None,
+    cache: StateCache,
 ) -> None:
     """Process one ``take_events`` batch (see module docstring): every partition's slice is
     computed first, then all outputs and view changelogs are acknowledged together, then all
@@ -123,7 +119,7 @@ async def handle_batch(
         by_partition.setdefault(event.message.partition, _Slice([])).events.append(event)
     for piece in by_partition.values():
         with _on_partition(piece.events[0]):
-            _compute(table, processor, settings, views, cache, view_caches, piece)
+            _compute(table, processor, settings, views, cache, piece)
     writers = {p: TableWriter(fast, p) for p in by_partition}
     # 1. Outputs, then the views (idempotent: replaying a batch re-applies nothing).
     if fast is None:
@@ -152,8 +148,6 @@ async def handle_batch(
     for piece in by_partition.values():
         for device_id, state in piece.states.items():
             cache.put(device_id, state, generation)
-        assert piece.updater is not None
-        piece.updater.remember()
     now = time.time()
     metrics.E2E_LATENCY.observe(max(0.0, now - min(e.message.timestamp for e in events)))
     metrics.BATCH_DURATION.observe(time.perf_counter() - started)
@@ -163,13 +157,7 @@ async def handle_batch(
 
 
 def _compute(
-    table: Any,
-    processor: Processor,
-    settings: Settings,
-    views: Views,
-    cache: StateCache[DeviceState],
-    view_caches: ViewCaches | None,
-    piece: _Slice,
+    table: Any, processor: Processor, settings: Settings, views: Views, cache: StateCache, piece: _Slice
 ) -> None:
     """Run a partition's messages through the processor, in offset order, and apply what
     they produced to the views in memory."""
@@ -194,7 +182,7 @@ def _compute(
                 emitted=emitted,
             )
         )
-    piece.updater = ViewUpdater(settings, *views, caches=view_caches)
+    piece.updater = ViewUpdater(settings, *views)
     piece.updater.apply(emitted)
     piece.outputs.extend(piece.updater.forecast_records())
 

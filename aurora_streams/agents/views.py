@@ -14,7 +14,6 @@ are written, so the device state, which fences replays, is never ahead of the vi
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass
 from typing import Any
 
 import orjson
@@ -26,31 +25,8 @@ from aurora_streams.domain.forecast import DeviceForecaster, forecast_record
 from aurora_streams.domain.model import AnomalyEvent, NormalizedReading
 from aurora_streams.processing import OutRecord
 from aurora_streams.settings import Settings
-from aurora_streams.tables.device_state import StateCache
 
-__all__ = ["ViewCaches", "ViewUpdater", "apply_anomaly", "decode_forecast_entry", "encode_forecast_entry"]
-
-
-@dataclass
-class ViewCaches:
-    """What the view updates of earlier batches left decoded (see :class:`StateCache` for
-    when a cached value equals the stored one): day records by day key, and each device
-    channel's open forecast window end (the model itself is read only when a window
-    closes). Updated by :meth:`ViewUpdater.remember` once a batch is stored."""
-
-    days: StateCache[DayRecord]
-    windows: StateCache[int]
-
-    @classmethod
-    def sized(cls, max_entries: int) -> ViewCaches:
-        return cls(StateCache(max_entries), StateCache(max_entries))
-
-    def all(self) -> list[StateCache[Any]]:
-        return [self.days, self.windows]
-
-
-_UNREAD = b"<unread>"
-"""Stands for a forecaster's JSON not read from the table yet (its window end was cached)."""
+__all__ = ["ViewUpdater", "apply_anomaly", "decode_forecast_entry", "encode_forecast_entry"]
 
 
 def apply_anomaly(events: list[dict[str, Any]], event: dict[str, Any], limit: int) -> bool:
@@ -73,19 +49,15 @@ class ViewUpdater:
     """The view updates of one source partition's batch. Must run with an event of that
     partition current (the RocksDB stores read and write that partition's database)."""
 
-    def __init__(
-        self, settings: Settings, days: Any, recent: Any, forecasts: Any, caches: ViewCaches | None = None
-    ) -> None:
+    def __init__(self, settings: Settings, days: Any, recent: Any, forecasts: Any) -> None:
         self.settings = settings
         self.days, self.recent = days, recent
-        self.caches = caches or ViewCaches.sized(0)
-        self.generations = [c.generation for c in self.caches.all()]
         self.day_cache: dict[str, DayRecord] = {}
         self.dirty_days: set[str] = set()
         self.anomaly_cache: dict[str, list[dict[str, Any]]] = {}
         self.dirty_devices: set[str] = set()
         self.expired: set[str] = set()
-        self.closing = WindowCloser(settings.forecast_window_min * 60_000, forecasts, self.caches.windows)
+        self.closing = WindowCloser(settings.forecast_window_min * 60_000, forecasts)
 
     def apply(self, emitted: Iterable[NormalizedReading | AnomalyEvent]) -> None:
         """Apply records in the order they were produced."""
@@ -109,15 +81,13 @@ class ViewUpdater:
         key = day_key(rec.device_id, rec.channel, day)
         record = self.day_cache.get(key)
         if record is None:
-            record = self.caches.days.get(key)
-        if record is None:
             stored = self.days.get(key)
             if stored is None:
                 self.expired |= _expired(self.settings, self.days, rec.device_id, rec.channel, day)
                 record = DayRecord()
             else:
                 record = DayRecord.from_bytes(stored)
-        self.day_cache[key] = record
+            self.day_cache[key] = record
         if record.apply(rec.ts_end, rec.delta_kwh, rec.revision, rec.updated_at, rec.unit):
             self.dirty_days.add(key)
         if rec.unit == "kWh":
@@ -134,23 +104,11 @@ class ViewUpdater:
         """Write each changed key once (and delete the days that left the retention)."""
         for key in self.expired - self.dirty_days:
             writer.put(self.days, key, None)
-            self.caches.days.discard(key)
         for key in self.dirty_days:
             writer.put(self.days, key, self.day_cache[key].to_bytes())
         for device in self.dirty_devices:
             writer.put(self.recent, device, orjson.dumps(self.anomaly_cache[device]))
         self.closing.write(writer)
-
-    def remember(self) -> None:
-        """Keep this batch's decoded day records and window ends for the next batches (call
-        once the batch is stored)."""
-        days_gen, windows_gen = self.generations
-        for key, record in self.day_cache.items():
-            if key not in self.expired or key in self.dirty_days:
-                self.caches.days.put(key, record, days_gen)
-        for key, entry in self.closing.cache.items():
-            if entry["open"] is not None:
-                self.caches.windows.put(key, entry["open"], windows_gen)
 
 
 class WindowCloser:
@@ -162,10 +120,9 @@ class WindowCloser:
     is in the aggregates but not in the model (an online model does not relearn the past).
     """
 
-    def __init__(self, window_ms: int, table: Any, open_ends: StateCache[int] | None = None) -> None:
+    def __init__(self, window_ms: int, table: Any) -> None:
         self.window_ms = window_ms
         self.table = table
-        self.open_ends = open_ends if open_ends is not None else StateCache[int](0)
         self.cache: dict[str, dict[str, Any]] = {}
 
     def observe(
@@ -174,16 +131,12 @@ class WindowCloser:
         key = f"{device}|{channel}"
         entry = self.cache.get(key)
         if entry is None:
+            stored = self.table.get(key)
+            open_end, model_json = decode_forecast_entry(stored) if stored else (None, None)
             # The model is decoded only when a window closes (a reading that stays in the
             # open window needs ``open`` alone): building a River model per touched device
             # per batch was a seventh of a busy worker's time.
-            cached_end = self.open_ends.get(key)
-            if cached_end is not None:
-                entry = {"open": cached_end, "json": _UNREAD, "dirty": False}
-            else:
-                stored = self.table.get(key)
-                open_end, model_json = decode_forecast_entry(stored) if stored else (None, None)
-                entry = {"open": open_end, "json": model_json, "dirty": False}
+            entry = {"open": open_end, "json": model_json, "dirty": False}
             self.cache[key] = entry
         end = (ts_end - 1) // self.window_ms * self.window_ms + self.window_ms
         if entry["open"] is None:
@@ -193,20 +146,13 @@ class WindowCloser:
             return
         model = entry.get("model")
         if model is None:
-            raw = self._model_json(key, entry)
+            raw = entry["json"]
             model = DeviceForecaster.from_dict(orjson.loads(raw)) if raw else DeviceForecaster(self.window_ms)
             entry["model"] = model
         first = max(entry["open"], end - 2 * 86_400_000)  # after a long silence, learn the last two days
         for closed in range(first, end, self.window_ms):
             model.learn(closed, self._energy(device, channel, closed, days, day_cache))
         entry["open"], entry["dirty"], entry["learned"] = end, True, True
-
-    def _model_json(self, key: str, entry: dict[str, Any]) -> bytes | None:
-        raw: bytes | None = entry["json"]
-        if raw is _UNREAD:
-            stored = self.table.get(key)
-            raw = entry["json"] = decode_forecast_entry(stored)[1] if stored else None
-        return raw
 
     def _energy(
         self, device: str, channel: str, end: int, days: Any, day_cache: dict[str, DayRecord]
@@ -248,11 +194,9 @@ class WindowCloser:
         for key, entry in self.cache.items():
             if entry["dirty"]:
                 model = entry.get("model")
-                stored_json = self._model_json(key, entry) if model is None else None
-                if model is None and stored_json is None:
+                if model is None and entry["json"] is None:
                     model = entry["model"] = DeviceForecaster(self.window_ms)
-                model_json = orjson.dumps(model.to_dict()) if model else stored_json
-                assert model_json is not None
+                model_json = orjson.dumps(model.to_dict()) if model else entry["json"]
                 writer.put(self.table, key, encode_forecast_entry(entry["open"], model_json))
 
 

@@ -59,7 +59,6 @@ class Entry:
     """One reading in a channel window: its content and what was last derived from it."""
 
     __slots__ = (
-        "_encoded",
         "arrival",
         "delta",
         "flags",
@@ -122,11 +121,6 @@ class Entry:
         self.flags = flags
         self.run = run
         self.step = step
-        self._encoded: orjson.Fragment | None = None
-        """This entry's JSON, reused by ``DeviceState.to_bytes`` until the entry changes:
-        most of a window is unchanged from one write to the next, and encoding whole
-        windows was the largest cost of a busy worker (issue 8). Every mutation in this
-        module resets it (``_replace``, ``_rederive``)."""
 
     @classmethod
     def from_reading(cls, r: Reading, arrival: tuple[str, ...]) -> Entry:
@@ -160,13 +154,6 @@ class Entry:
 
     def to_list(self) -> list[Any]:
         return list(_entry_values(self))
-
-    def encoded(self) -> orjson.Fragment:
-        """The entry as a JSON array (cached; see ``_encoded``)."""
-        enc = self._encoded
-        if enc is None:
-            enc = self._encoded = orjson.Fragment(orjson.dumps(_entry_values(self)))
-        return enc
 
     @classmethod
     def from_list(cls, items: list[Any]) -> Entry:
@@ -240,7 +227,7 @@ class DeviceState:
                 "o": self.last_offset,
                 "p": {name: p.to_list() for name, p in sorted(self.profiles.items())},
                 "c": {
-                    name: [ch.kind, ch.anchored, [e.encoded() for e in ch.entries]]
+                    name: [ch.kind, ch.anchored, [e.to_list() for e in ch.entries]]
                     for name, ch in sorted(self.channels.items())
                 },
             }
@@ -361,7 +348,6 @@ def _better(r: Reading, e: Entry) -> bool:
 
 
 def _replace(e: Entry, r: Reading) -> None:
-    e._encoded = None
     e.value = r.value
     e.unit = r.unit
     e.original_value = r.original_value
@@ -408,7 +394,6 @@ def _rederive(
             break
         old_flags = e.flags
         e.ts_start, e.delta, e.run, e.step, e.flags = d.ts_start, d.delta, d.run, d.step, flags
-        e._encoded = None
         if j == start or changed:
             e.revision += 1
             _emit(device_id, channel, ch.kind, e, old_flags, d.notes, records, anomalies)

@@ -9,7 +9,7 @@ The table has as many partitions as the raw topic that feeds it.
 from __future__ import annotations
 
 from collections import OrderedDict
-from typing import Any, Generic, TypeVar
+from typing import Any
 
 import faust
 
@@ -17,8 +17,6 @@ from aurora_streams.domain.device import DeviceState
 from aurora_streams.settings import Settings
 
 __all__ = ["StateCache", "define_device_state", "load_state"]
-
-V = TypeVar("V")
 
 
 def define_device_state(app: faust.App, settings: Settings) -> Any:
@@ -58,45 +56,40 @@ def load_state(table: Any, device_id: str) -> DeviceState:
     return DeviceState() if data is None else DeviceState.from_bytes(data)
 
 
-class StateCache(Generic[V]):
-    """Decoded table values as this worker last wrote them, most recently used last.
+class StateCache:
+    """Decoded device states as this worker last wrote them, most recently used last.
 
     Decoding a device's window from the table was the largest cost of a busy worker (issue
-    8: a third of its time with 48-reading windows); the view tables' day records and
-    forecast window ends are cached the same way. Only the normalize agent writes these
-    tables, and it puts every value it wrote here, so a cached value equals the stored
-    one, with two exceptions that :meth:`clear` covers: a rebalance (another worker may
-    have advanced a partition that comes back; the app clears on every rebalance start)
-    and a failed batch (its values were changed in memory but not stored). A batch that
+    8: a third of its time with 48-reading windows). Only the normalize agent writes the
+    device table, and it puts every state it wrote here, so a cached state equals the
+    stored one, with two exceptions that :meth:`clear` covers: a rebalance (another worker
+    may have advanced a partition that comes back; the app clears on every rebalance start)
+    and a failed batch (its states were changed in memory but not stored). A batch that
     began before a clear does not repopulate the cache (``generation``).
     """
 
-    def __init__(self, max_entries: int) -> None:
-        self.max_entries = max_entries
+    def __init__(self, max_devices: int) -> None:
+        self.max_devices = max_devices
         self.generation = 0
-        self._values: OrderedDict[str, V] = OrderedDict()
+        self._states: OrderedDict[str, DeviceState] = OrderedDict()
 
     def __len__(self) -> int:
-        return len(self._values)
+        return len(self._states)
 
     def clear(self) -> None:
-        self._values.clear()
+        self._states.clear()
         self.generation += 1
 
-    def get(self, key: str) -> V | None:
-        value = self._values.get(key)
-        if value is not None:
-            self._values.move_to_end(key)
-        return value
+    def get(self, device_id: str) -> DeviceState | None:
+        state = self._states.get(device_id)
+        if state is not None:
+            self._states.move_to_end(device_id)
+        return state
 
-    def put(self, key: str, value: V, generation: int) -> None:
-        if generation != self.generation or self.max_entries <= 0:
+    def put(self, device_id: str, state: DeviceState, generation: int) -> None:
+        if generation != self.generation or self.max_devices <= 0:
             return
-        self._values[key] = value
-        self._values.move_to_end(key)
-        while len(self._values) > self.max_entries:
-            self._values.popitem(last=False)
-
-    def discard(self, key: str) -> None:
-        """Forget ``key`` (its stored value was deleted)."""
-        self._values.pop(key, None)
+        self._states[device_id] = state
+        self._states.move_to_end(device_id)
+        while len(self._states) > self.max_devices:
+            self._states.popitem(last=False)
