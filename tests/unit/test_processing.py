@@ -109,4 +109,3 @@ def test_a_bug_on_one_message_goes_to_the_dlq_and_processing_goes_on(monkeypatch
     [letter] = [decode_output(o.value) for o in outs[1]]
     assert letter["error_class"] == "ZeroDivisionError" and letter["error_reason"] == "internal_error"
     assert outs[2] and outs[2][0].topic == "meter.readings.normalized"
-
