@@ -71,6 +71,14 @@ class Settings(BaseSettings):
     output_compression: Literal["none", "lz4", "zstd", "snappy", "gzip"] = Field(
         "none", description="Compression of the normalize agent's outputs and changelog batches."
     )
+    produce_timeout_s: float = Field(
+        120.0,
+        gt=0,
+        description=(
+            "How long the normalize agent's producer retries a record before its batch fails; "
+            "the worker then stops without committing, so a restart re-delivers the batch."
+        ),
+    )
     output_encoding: Literal["json", "avro"] = Field(
         "json", description="Encoding of normalized, anomaly and DLQ records."
     )

@@ -82,6 +82,8 @@ class FastProducer:
                 "queue.buffering.max.kbytes": 1_048_576,
                 "partitioner": "murmur2_random",
                 "message.timeout.ms": message_timeout_ms,
+                # A record already sent waits for its request to time out, not the message.
+                "request.timeout.ms": min(30_000, message_timeout_ms),
                 "delivery.report.only.error": True,
                 "on_delivery": self._on_delivery,
             }

@@ -25,7 +25,9 @@ Under at-least-once, outputs and changelog records go through librdkafka
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import os
 import time
 import weakref
 from collections.abc import Iterator, Sequence
@@ -57,7 +59,11 @@ def attach_normalize(
 ) -> Any:
     """Register the normalize agent on ``app``."""
     fast = (
-        FastProducer(settings.bootstrap_servers, compression=settings.output_compression)
+        FastProducer(
+            settings.bootstrap_servers,
+            compression=settings.output_compression,
+            message_timeout_ms=round(settings.produce_timeout_s * 1000),
+        )
         if settings.processing_guarantee == "at_least_once"
         else None  # a transaction must cover outputs and changelog: Faust's producer
     )
@@ -70,11 +76,35 @@ def attach_normalize(
         async for events in stream.take_events(settings.batch_max, settings.batch_within_s):
             try:
                 await handle_batch(app, table, processor, events, settings, views, fast, cache)
-            except BaseException:
+            except BaseException as exc:
                 cache.clear()  # states changed in memory but not stored
+                withhold_acks(events)
+                if not isinstance(exc, asyncio.CancelledError):
+                    _stop_now(exc)
                 raise
 
     return normalize
+
+
+def withhold_acks(events: Sequence[Any]) -> None:
+    """Keep a failed batch's offsets from ever being committed.
+
+    ``take_events`` acknowledges a batch in a ``finally``, so a batch whose body raised (or
+    was cancelled at shutdown) would otherwise be committed without its outputs or state
+    stored, and never re-delivered. A message already marked acked is not acknowledged to
+    the consumer again, so the committed offset stops before the batch."""
+    for event in events:
+        event.message.acked = True
+
+
+def _stop_now(exc: BaseException) -> None:
+    """A batch could not be stored (broker or store failure): stop the worker at once,
+    without a commit. Going on would let later batches advance the device states past the
+    failed messages, whose re-delivery the replay fence would then drop; a restart
+    re-delivers the batch from the committed offset."""
+    log.critical("batch failed, stopping the worker so it is re-delivered: %r", exc, exc_info=exc)
+    logging.shutdown()
+    os._exit(70)  # EX_SOFTWARE; the orchestrator (or the operator) restarts the worker
 
 
 @contextmanager
