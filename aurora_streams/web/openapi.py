@@ -36,6 +36,7 @@ _DEVICE = {
 }
 _LIMIT = _q("limit", {"type": "integer", "minimum": 1, "maximum": 1000}, "page size")
 _CURSOR = _q("cursor", {"type": "string"}, "next_cursor of the previous page")
+_CHANNEL = {"type": "string", "pattern": "^[A-Za-z0-9]{0,8}$"}
 _TIME = {
     "description": "ISO-8601 with offset, or epoch milliseconds",
     "anyOf": [
@@ -209,11 +210,7 @@ def openapi() -> dict[str, Any]:
                     "parameters": [
                         _DEVICE,
                         _q("size", {"type": "string", "enum": ["15m", "1h", "1d"]}, "window size"),
-                        _q(
-                            "channel",
-                            {"type": "string", "pattern": "^[A-Za-z0-9]{0,8}$"},
-                            "channel, default E1",
-                        ),
+                        _q("channel", _CHANNEL, "channel, default E1"),
                         _q("from", _TIME, "start (inclusive)"),
                         _q("to", _TIME, "end (exclusive)"),
                         _LIMIT,
@@ -237,11 +234,7 @@ def openapi() -> dict[str, Any]:
                     "security": _SECURED,
                     "parameters": [
                         _DEVICE,
-                        _q(
-                            "channel",
-                            {"type": "string", "pattern": "^[A-Za-z0-9]{0,8}$"},
-                            "channel, default E1",
-                        ),
+                        _q("channel", _CHANNEL, "channel, default E1"),
                         _q("from", _TIME, "interval end after (exclusive of earlier)"),
                         _q("to", _TIME, "interval end before (exclusive)"),
                     ],
@@ -263,7 +256,7 @@ def openapi() -> dict[str, Any]:
                     "security": _SECURED,
                     "parameters": [
                         _DEVICE,
-                        _q("channel", {"type": "string", "pattern": "^[A-Za-z0-9]{0,8}$"}, "channel"),
+                        _q("channel", _CHANNEL, "channel"),
                         _q("horizon", {"type": "integer", "minimum": 1, "maximum": 336}, "windows ahead"),
                     ],
                     "responses": {

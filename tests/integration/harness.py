@@ -303,3 +303,70 @@ def run_async(coro: Any) -> Any:
 
 def json_msg(doc: Any, key: str | None, ts: int) -> SimMessage:
     return SimMessage(key.encode() if key else b"", orjson.dumps(doc), ts)
+
+
+def _dlq_keys(values: list[bytes]) -> set[tuple[int, int, int | None, str]]:
+    out = set()
+    for v in values:
+        d = decode_output(v)
+        out.add((d["source_partition"], d["source_offset"], d["reading_index"], d["error_reason"]))
+    return out
+
+
+def assert_matches(dep: Deployment, expected: Expected) -> None:
+    """The deployment's topics hold what the reference computed: the latest revision of every
+    normalized record and anomaly, the DLQ entries and the final device states (replays may
+    repeat records, never invent them)."""
+    s = dep.settings
+    exp_norm = latest_by(expected.outputs[s.topic_normalized], "event_id")
+    exp_anom = latest_by(expected.outputs[s.topic_anomalies], "anomaly_id")
+    norm = dep.read(
+        s.topic_normalized, idle_s=3.0, until=lambda r: len(r) >= len(expected.outputs[s.topic_normalized])
+    )
+    got_norm = latest_by([r.value for r in norm if r.value], "event_id")
+    assert got_norm.keys() == exp_norm.keys(), "normalized records missing or unexpected"
+    assert got_norm == exp_norm
+    # Every record ever produced is one the reference produced too (replays repeat, never invent).
+    assert {r.value for r in norm} <= set(expected.outputs[s.topic_normalized])
+    anom = dep.read(s.topic_anomalies, idle_s=1.0)
+    assert latest_by([r.value for r in anom if r.value], "anomaly_id") == exp_anom
+    dlq = dep.read(s.topic_dlq, idle_s=1.0)
+    assert _dlq_keys([r.value for r in dlq if r.value]) == _dlq_keys(expected.outputs[s.topic_dlq])
+    changelog = dep.read(s.changelog_topic, idle_s=2.0)
+    assert latest_states(changelog) == expected.states
+
+
+class TopicTail:
+    """A running count of a topic's records, read incrementally by one consumer so that
+    each poll is cheap (re-reading the whole topic lets a fast worker overshoot the kill
+    points)."""
+
+    def __init__(self, dep: Deployment, topic: str) -> None:
+        self._consumer = Consumer(
+            {
+                "bootstrap.servers": dep.bootstrap,
+                "group.id": f"tail-{topic}",
+                "enable.auto.commit": False,
+                "fetch.wait.max.ms": 20,
+            }
+        )
+        self._consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in range(dep.partitions)])
+        self.seen = 0
+
+    def __call__(self) -> int:
+        # One fetch per call: draining until quiet would wait for the worker to finish.
+        msgs = self._consumer.consume(10_000, 0.05)
+        self.seen += sum(1 for m in msgs if m.error() is None)
+        return self.seen
+
+    def close(self) -> None:
+        self._consumer.close()
+
+
+def wait_for(progress: Callable[[], int], target: int, timeout: float = 120.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if progress() >= target:
+            return
+        time.sleep(0.02)
+    raise TimeoutError(f"progress stuck below {target}")

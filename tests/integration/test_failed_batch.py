@@ -17,8 +17,7 @@ import pytest
 
 from aurora_streams.devbroker import start_broker, stop_process
 from aurora_streams.simulator import SimConfig, generate
-from tests.integration.harness import Deployment, free_port, reference
-from tests.integration.test_crash import _Tail, _wait_for, assert_matches
+from tests.integration.harness import Deployment, TopicTail, assert_matches, free_port, reference, wait_for
 from tests.integration.test_pipeline import FLEET
 
 
@@ -47,9 +46,9 @@ def test_a_batch_that_cannot_be_stored_stops_the_worker_and_is_redelivered(
         s = dep.settings
         expected = reference(s, dep.read(s.topic_raw, until=lambda r: len(r) >= sent))
         total = len(expected.outputs[s.topic_normalized])
-        progress = _Tail(dep, s.topic_normalized)
+        progress = TopicTail(dep, s.topic_normalized)
         a = dep.start_worker("a")
-        _wait_for(progress, total // 3)
+        wait_for(progress, total // 3)
         progress.close()
         os.kill(broker.pid, signal.SIGSTOP)
         try:
