@@ -13,6 +13,9 @@ __all__ = [
     "BATCH_DURATION",
     "BATCH_SIZE",
     "BUILD_INFO",
+    "CHECKPOINT_DURATION",
+    "CHECKPOINT_READINGS",
+    "CHECKPOINT_SEAL_DURATION",
     "DLQ_RECORDS",
     "E2E_LATENCY",
     "LAST_BATCH_TIMESTAMP",
@@ -39,21 +42,36 @@ RECORDS_PRODUCED: Final = Counter(
     "aurora_records_produced_total", "Records produced, by output topic.", ["topic"]
 )
 STATE_WRITES: Final = Counter(
-    "aurora_state_writes_total", "Device state table writes (one per touched device per batch)."
+    "aurora_state_writes_total", "Device state table writes (one per touched device per checkpoint)."
+)
+CHECKPOINT_DURATION: Final = Histogram(
+    "aurora_checkpoint_duration_seconds",
+    "Wall time to store a checkpoint: outputs and views, then device states, acknowledged.",
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0),
+)
+CHECKPOINT_SEAL_DURATION: Final = Histogram(
+    "aurora_checkpoint_seal_duration_seconds",
+    "Wall time the normalize agent stops to seal a checkpoint (views written, states encoded).",
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5),
+)
+CHECKPOINT_READINGS: Final = Histogram(
+    "aurora_checkpoint_messages",
+    "Raw messages acknowledged per checkpoint.",
+    buckets=(1, 10, 100, 1000, 5000, 10_000, 25_000, 50_000, 100_000),
 )
 BATCH_DURATION: Final = Histogram(
     "aurora_batch_duration_seconds",
-    "Wall time to process one partition's slice of an agent batch, outputs delivered.",
+    "Wall time to process an agent batch and queue its outputs (stored at the next checkpoint).",
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0),
 )
 BATCH_SIZE: Final = Histogram(
     "aurora_batch_messages",
-    "Raw messages per partition slice of an agent batch.",
+    "Raw messages per agent batch.",
     buckets=(1, 5, 10, 50, 100, 250, 500, 1000, 5000),
 )
 E2E_LATENCY: Final = Histogram(
     "aurora_record_e2e_latency_seconds",
-    "From the raw message's broker timestamp to its outputs being delivered.",
+    "From the raw message's broker timestamp to its outputs being queued to the broker.",
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0),
 )
 LAST_BATCH_TIMESTAMP: Final = Gauge(

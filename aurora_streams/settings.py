@@ -102,7 +102,7 @@ class Settings(BaseSettings):
     )
     max_window: int = Field(48, ge=2, le=10_000, description="Readings kept per channel.")
     state_cache_devices: int = Field(
-        20_000,
+        10_000,
         ge=0,
         description="Decoded device states kept in memory per worker (0: decode from the table every batch).",
     )
@@ -152,7 +152,31 @@ class Settings(BaseSettings):
     batch_max: int = Field(
         2000, ge=1, le=4096, description="Raw messages handled per agent batch (at most the stream buffer)."
     )
-    batch_within_s: float = Field(0.05, gt=0, description="Max wait to fill a batch.")
+    batch_within_s: float = Field(0.01, gt=0, description="Max wait to fill a batch.")
+    fetch_max_wait_ms: int = Field(
+        10,
+        ge=1,
+        le=30_000,
+        description="Longest a fetch of the raw topic waits at the broker for records (bounds idle latency).",
+    )
+    checkpoint_interval_s: float = Field(
+        5.0,
+        ge=0,
+        description=(
+            "How often the normalize agent stores its device states and views and acknowledges "
+            "its input (one state write per touched device per checkpoint); a crash re-delivers "
+            "up to this much input. 0: after every batch."
+        ),
+    )
+    checkpoint_max_readings: int = Field(
+        50_000, ge=1, description="Raw messages after which a checkpoint is due anyway (bounds memory)."
+    )
+    checkpoint_max_devices: int = Field(
+        5_000,
+        ge=1,
+        description="Devices touched after which a checkpoint is due anyway (bounds memory: their "
+        "states and view records are held until it is stored).",
+    )
     processing_guarantee: Literal["at_least_once", "exactly_once"] = Field(
         "at_least_once",
         description="exactly_once needs a broker with transactions (not the embedded one).",

@@ -114,6 +114,7 @@ class Follower(threading.Thread):
         self.last: float | None = None
         self.values: list[bytes] = []
         self.latencies_ms: list[float] = []
+        self.trace: list[tuple[float, float]] = []
         self.stop = threading.Event()
 
     def run(self) -> None:
@@ -139,6 +140,7 @@ class Follower(threading.Thread):
                 if self.latency:
                     sent = parse_timestamp(orjson.loads(m.value())["ingested_at"])
                     self.latencies_ms.append(wall - sent)
+                    self.trace.append((wall, wall - sent))
             if batch:
                 self.first = self.first or now
                 self.last = now
@@ -315,7 +317,7 @@ def steady(rate: float, seconds: float, devices: int) -> Iterator[SimMessage]:
 
 
 def run_latency(
-    env: dict[str, str], topics: dict[str, str], work: Path, rate: float, seconds: float
+    env: dict[str, str], topics: dict[str, str], work: Path, rate: float, seconds: float, broker_pid: int
 ) -> dict[str, Any]:
     env = {**env, **topics, "AURORA_DATADIR": str(work / "data-lat"), "AURORA_WEB_PORT": str(free_port())}
     env["AURORA_APP_ID"] = f"{topics['AURORA_TOPIC_RAW']}-app"
@@ -338,7 +340,9 @@ def run_latency(
             while follower.count < len(warm) and time.monotonic() < deadline:
                 time.sleep(0.1)
             follower.latencies_ms.clear()
+            follower.trace.clear()
             total = 0
+            cpu_before = _cpu_s(proc.pid), _cpu_s(broker_pid)
             started = time.perf_counter()
             for i, m in enumerate(steady(rate, seconds, 1000)):
                 if i < len(warm):
@@ -356,10 +360,19 @@ def run_latency(
             deadline = time.monotonic() + 60
             while follower.count < len(warm) + total and time.monotonic() < deadline:
                 time.sleep(0.1)
+            wall = time.perf_counter() - started
+            cpu = {
+                "worker_cpu_s": _cpu_s(proc.pid) - cpu_before[0],
+                "broker_cpu_s": _cpu_s(broker_pid) - cpu_before[1],
+                "wall_s": wall,
+            }
+            inside = _worker_histograms(int(env["AURORA_WEB_PORT"]))
         finally:
             _stop(proc)
             follower.stop.set()
             follower.join(10)
+    if os.environ.get("BENCH_LATENCY_TRACE"):
+        Path(os.environ["BENCH_LATENCY_TRACE"]).write_bytes(orjson.dumps(follower.trace))
     lat = sorted(follower.latencies_ms)
     return {
         "rate_per_s": rate,
@@ -368,7 +381,49 @@ def run_latency(
         "p50_ms": lat[len(lat) // 2],
         "p99_ms": lat[int(len(lat) * 0.99)],
         "max_ms": lat[-1],
+        "worker": inside,
+        **cpu,
     }
+
+
+_HISTOGRAMS = {
+    "aurora_record_e2e_latency_seconds": "e2e_to_queued",
+    "aurora_batch_duration_seconds": "batch",
+    "aurora_checkpoint_duration_seconds": "checkpoint",
+    "aurora_checkpoint_seal_duration_seconds": "seal",
+}
+
+
+def _worker_histograms(port: int) -> dict[str, Any]:
+    """Where the latency goes, from the worker's own histograms (/metrics): broker timestamp
+    to outputs queued, batch and checkpoint durations, as bucket upper bounds at p50/p99."""
+    from urllib.request import urlopen
+
+    from prometheus_client.parser import text_string_to_metric_families
+
+    with urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as resp:
+        text = resp.read().decode()
+    out: dict[str, Any] = {}
+    for family in text_string_to_metric_families(text):
+        label = _HISTOGRAMS.get(family.name)
+        if label is None:
+            continue
+        buckets = [(float(s.labels["le"]), s.value) for s in family.samples if s.name.endswith("_bucket")]
+        count = max((v for _, v in buckets), default=0.0)
+        total = sum(s.value for s in family.samples if s.name.endswith("_sum"))
+        if not count:
+            continue
+
+        def quantile(q: float, buckets: list[tuple[float, float]] = buckets, count: float = count) -> float:
+            return next(le for le, v in sorted(buckets) if v >= q * count)
+
+        out[label] = {
+            "count": count,
+            "mean_s": total / count,
+            "p50_le_s": quantile(0.5),
+            "p99_le_s": quantile(0.99),
+        }
+    return out
 
 
 def topic_set(name: str) -> dict[str, str]:
@@ -413,9 +468,10 @@ def one_run(
             if not args.no_quix:
                 result["quix_w1"] = run_quix(bootstrap, sets["w1"]["AURORA_TOPIC_RAW"], len(w1), work)
                 print(f"  quix W1 {result['quix_w1']['readings_per_s']:,.0f}/s", flush=True)
-            result["w1"] = run_worker(env, sets["w1"], ref["w1"], work, "w1", broker.pid)
-            w1_rate = result["w1"]["readings_per_s"]
-            print(f"  worker W1 {w1_rate:,.0f}/s {_cpu_note(result['w1'])}", flush=True)
+            if "w1" not in args.skip:
+                result["w1"] = run_worker(env, sets["w1"], ref["w1"], work, "w1", broker.pid)
+                w1_rate = result["w1"]["readings_per_s"]
+                print(f"  worker W1 {w1_rate:,.0f}/s {_cpu_note(result['w1'])}", flush=True)
             if "w2" not in args.skip:
                 produce(iter(w2), bootstrap=bootstrap, topic=sets["w2"]["AURORA_TOPIC_RAW"], progress=False)
                 result["w2"] = run_worker(env, sets["w2"], ref["w2"], work, "w2", broker.pid)
@@ -423,10 +479,11 @@ def one_run(
                 w2_rate = result["w2"]["readings_per_s"]
                 print(f"  worker W2 {w2_rate:,.0f}/s {_cpu_note(result['w2'])}", flush=True)
             if "latency" not in args.skip:
-                result["latency"] = run_latency(env, sets["lat"], work, 5000.0, args.latency_s)
+                result["latency"] = run_latency(env, sets["lat"], work, 5000.0, args.latency_s, broker.pid)
                 print(
                     f"  latency p50 {result['latency']['p50_ms']:.0f} ms "
-                    f"p99 {result['latency']['p99_ms']:.0f} ms",
+                    f"p99 {result['latency']['p99_ms']:.0f} ms; "
+                    f"inside the worker: {result['latency']['worker']}",
                     flush=True,
                 )
             if "state" not in args.skip:

@@ -3,22 +3,50 @@
 The raw topic is keyed by device already, so there is no ``group_by`` (no repartition
 topic): a device's readings arrive on one partition, in order, at one worker.
 
-Per batch of raw messages (``take_events``), for each source partition in turn:
+The agent works in **epochs**. Within an epoch, per batch of raw messages
+(``take_events``), for each source partition in turn:
 
 1. with an event of that partition current (Faust's RocksDB store and changelog use the
-   current event's partition), load the touched devices' states;
-2. run every message through :meth:`Processor.process`, in offset order;
-3. apply the normalized readings and anomalies to the view tables in memory
+   current event's partition), load the touched devices' states (the epoch's own in-memory
+   states first, then the decoded-state cache, then the table);
+2. run every message through :meth:`Processor.process`, in offset order, mutating the
+   epoch's states in memory;
+3. apply the normalized readings and anomalies to the epoch's view updates in memory
    (:class:`ViewUpdater`: day aggregates, recent anomalies, forecasts);
-4. produce all outputs (normalized, anomalies, DLQ, forecasts) and the views' changelog
-   records, and **wait until the broker has them**;
-5. only then write each touched device's state (one write per device per batch) and wait
-   for its changelog record too, before the batch's input is acknowledged.
+4. queue all outputs (normalized, anomalies, DLQ, forecasts) to the producer, without
+   waiting, and keep the batch's input unacknowledged.
 
-Step 4 before 5 is what makes a crash at any instant safe under at-least-once delivery: if
-the state write (or its changelog record) is lost, the messages are re-delivered and
-recompute the identical outputs (same ids, revisions, content) and view updates (which are
-idempotent); if it survived, the re-delivered readings are duplicates and produce nothing.
+An epoch ends with a **checkpoint**, after ``AURORA_CHECKPOINT_INTERVAL_S``, or once it
+holds ``AURORA_CHECKPOINT_MAX_READINGS`` readings or ``AURORA_CHECKPOINT_MAX_DEVICES``
+devices, whichever comes first (an idle timer ends it if the input pauses). At once, before
+the next batch:
+
+5. write the views' changed keys (local store, changelog queued) and encode each device
+   state the epoch touched (one write per device per epoch, however many of its readings
+   the epoch held), so later batches cannot change what is stored;
+
+then in the background, while the next epoch is processed:
+
+6. **wait until the broker has every output and view changelog record** queued so far;
+7. only then write the encoded device states and wait for their changelog records too;
+8. only then acknowledge the epoch's input (Faust commits it with its next commit).
+
+One checkpoint is stored at a time, in epoch order; the next epoch reads the states of the
+one being stored from memory. 6 before 7 before 8 is what makes a crash at any instant
+safe under at-least-once delivery: nothing of an epoch is acknowledged before its states
+are stored, so a crash (or a rebalance, which abandons the epoch) re-delivers its input
+from the committed offset, and it recomputes the identical outputs (same ids, revisions,
+content) and view updates (which are idempotent) from the last stored states; a state that
+was stored fences its own re-delivered readings, whose outputs were acknowledged before
+it. A checkpoint that fails stops the worker (exit 70) without a commit.
+
+Writing a device once per epoch instead of once per batch, and not waiting for the broker
+on the hot path, is what the epochs buy: a busy worker spent over a third of its time
+encoding and writing states and views, and was idle during the two broker round trips of
+every batch (issue 8). What it costs: a crash re-delivers up to an epoch or two of input.
+Under exactly-once every batch is its own epoch, stored before the next, so a transaction
+never commits outputs whose state is not in it.
+
 Under at-least-once, outputs and changelog records go through librdkafka
 (:class:`FastProducer`); under exactly-once, through Faust's transactional producer.
 """
@@ -42,11 +70,11 @@ from aurora_streams import metrics
 from aurora_streams.agents.delivery import FastProducer, TableWriter, deliver, flush
 from aurora_streams.agents.views import ViewUpdater
 from aurora_streams.domain.device import DeviceState
-from aurora_streams.processing import OutRecord, Processor
+from aurora_streams.processing import Processor
 from aurora_streams.settings import Settings
 from aurora_streams.tables.device_state import StateCache, load_state
 
-__all__ = ["attach_normalize"]
+__all__ = ["Epoch", "Epochs", "Sealed", "attach_normalize", "release_acks", "seal", "store", "withhold_acks"]
 
 log = logging.getLogger(__name__)
 
@@ -71,30 +99,66 @@ def attach_normalize(
     cache = StateCache(settings.state_cache_devices)
     app.state_caches.append(cache)  # type: ignore[attr-defined]  # AuroraApp: cleared on rebalance
 
+    epochs = Epochs(app, table, settings, fast, cache)
+
     @app.agent(raw_topic, name="normalize")
     async def normalize(stream: Any) -> None:
         async for events in stream.take_events(settings.batch_max, settings.batch_within_s):
+            # take_events acknowledges a batch when the loop body ends; the epoch's
+            # checkpoint does, once the batch's effects are stored.
+            withhold_acks(events)
             try:
-                await handle_batch(app, table, processor, events, settings, views, fast, cache)
+                async with epochs.lock:
+                    epoch = await epochs.current()
+                    await handle_batch(app, table, processor, events, settings, views, fast, cache, epoch)
+                    if fast is None or epoch.due(settings):
+                        await epochs.rotate()
             except BaseException as exc:
                 cache.clear()  # states changed in memory but not stored
-                withhold_acks(events)
                 if not isinstance(exc, asyncio.CancelledError):
                     _stop_now(exc)
                 raise
+
+    @app.timer(max(0.05, settings.checkpoint_interval_s / 4))  # type: ignore[untyped-decorator]
+    async def _checkpoint_when_idle() -> None:
+        # take_events yields nothing while the input is idle: without this, the last epoch
+        # before a pause would stay unstored and uncommitted until the next reading.
+        try:
+            async with epochs.lock:
+                epoch = await epochs.current()
+                if epoch.messages and epoch.due(settings):
+                    await epochs.rotate()
+        except BaseException as exc:
+            cache.clear()
+            if not isinstance(exc, asyncio.CancelledError):
+                _stop_now(exc)
+            raise
 
     return normalize
 
 
 def withhold_acks(events: Sequence[Any]) -> None:
-    """Keep a failed batch's offsets from ever being committed.
+    """Keep ``take_events`` from acknowledging ``events`` when the loop body ends.
 
     ``take_events`` acknowledges a batch in a ``finally``, so a batch whose body raised (or
-    was cancelled at shutdown) would otherwise be committed without its outputs or state
-    stored, and never re-delivered. A message already marked acked is not acknowledged to
-    the consumer again, so the committed offset stops before the batch."""
+    was cancelled at shutdown), or whose effects are only stored at a later checkpoint,
+    would otherwise be committed without its outputs or state stored, and never
+    re-delivered. A message already marked acked is not acknowledged to the consumer
+    again, so the committed offset stops before it until :func:`release_acks`."""
     for event in events:
         event.message.acked = True
+
+
+def release_acks(app: faust.App, messages: Sequence[Any]) -> None:
+    """Acknowledge withheld ``messages`` to the consumer (their offsets become committable),
+    as ``take_events`` would have. Only for messages of the current assignment
+    generation: a rebalance abandons them instead (see :class:`Epoch`)."""
+    consumer = app.consumer
+    on_out = app.sensors.on_message_out
+    for message in messages:
+        message.acked = False
+        if message.ack(consumer):
+            on_out(message.tp, message.offset, message)
 
 
 def _stop_now(exc: BaseException) -> None:
@@ -105,6 +169,11 @@ def _stop_now(exc: BaseException) -> None:
     log.critical("batch failed, stopping the worker so it is re-delivered: %r", exc, exc_info=exc)
     logging.shutdown()
     os._exit(70)  # EX_SOFTWARE; the orchestrator (or the operator) restarts the worker
+
+
+def _stop_if_failed(task: asyncio.Future[None]) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        _stop_now(task.exception())  # type: ignore[arg-type]
 
 
 @contextmanager
@@ -119,13 +188,90 @@ def _on_partition(event: Any) -> Iterator[None]:
 
 
 @dataclass
-class _Slice:
-    """One source partition's part of a batch, processed and not yet stored."""
+class _Partition:
+    """One source partition's part of an epoch: processed, not yet stored."""
 
-    events: list[Any]
+    event: Any
+    """An event of the partition, made current for its stores (see :func:`_on_partition`)."""
+    updater: ViewUpdater
     states: dict[str, DeviceState] = field(default_factory=dict)
-    outputs: list[OutRecord] = field(default_factory=list)
-    updater: ViewUpdater | None = None
+
+
+class Epoch:
+    """The batches processed since the last checkpoint.
+
+    Their outputs are produced, their device states and view updates are held here in
+    memory, and their input messages are withheld from the consumer until
+    :func:`checkpoint` has stored everything. ``generation`` is the decoded-state cache's
+    at the epoch's start: the app clears the cache when a rebalance starts, and an epoch
+    that spans a rebalance is abandoned (:func:`_abandon`), never stored or acknowledged,
+    because partitions it held may now be another worker's.
+    """
+
+    def __init__(self, generation: int, prior: Sealed | None = None) -> None:
+        self.generation = generation
+        self.started = time.monotonic()
+        self.messages: list[Any] = []
+        self.partitions: dict[int, _Partition] = {}
+        self.prior: dict[str, DeviceState] = {}
+        """The previous epoch's states: it may still be being stored, so its devices
+        are read from here, not from the table (same generation only)."""
+        if prior is not None and prior.generation == generation:
+            for part in prior.partitions.values():
+                self.prior.update(part.states)
+
+    def due(self, settings: Settings) -> bool:
+        return (
+            len(self.messages) >= settings.checkpoint_max_readings
+            or time.monotonic() - self.started >= settings.checkpoint_interval_s
+            or sum(len(part.states) for part in self.partitions.values()) >= settings.checkpoint_max_devices
+        )
+
+
+class Epochs:
+    """The normalize agent's current epoch and the checkpoint being stored.
+
+    The agent (per batch) and an idle timer take ``lock`` to process into the current
+    epoch or to end it, so an epoch is sealed between batches, never during one. At most
+    one checkpoint is stored at a time, in epoch order: :meth:`rotate` waits for the
+    previous one before sealing the next."""
+
+    def __init__(
+        self, app: faust.App, table: Any, settings: Settings, fast: FastProducer | None, cache: StateCache
+    ) -> None:
+        self.app, self.table, self.settings, self.fast, self.cache = app, table, settings, fast, cache
+        self.lock = asyncio.Lock()
+        self.epoch = Epoch(cache.generation)
+        self.storing: asyncio.Future[None] | None = None
+
+    async def current(self) -> Epoch:
+        """The epoch to process into; a new one if a rebalance began since it started."""
+        if self.epoch.generation != self.cache.generation:
+            if self.storing is not None:
+                await self.storing  # it sees the new generation and stores nothing more
+            self.epoch = _abandon(self.epoch, self.cache)
+        return self.epoch
+
+    async def rotate(self) -> None:
+        """Seal the current epoch, start storing it, and begin the next one."""
+        if self.storing is not None:
+            await self.storing  # one checkpoint at a time, in order
+        sealed = seal(self.epoch, self.fast)
+        self.storing = asyncio.ensure_future(store(self.app, self.table, sealed, self.fast, self.cache))
+        if self.fast is None:
+            await self.storing  # exactly-once: stored before the next batch
+        else:
+            self.storing.add_done_callback(_stop_if_failed)
+        self.epoch = Epoch(self.cache.generation, prior=sealed)
+
+
+def _abandon(epoch: Epoch, cache: StateCache) -> Epoch:
+    """A rebalance started during ``epoch``: drop its states and views unstored and never
+    acknowledge its input. After the rebalance Faust seeks every assigned partition to its
+    committed offset, so what the epoch processed is re-delivered to whoever owns it."""
+    if epoch.messages:
+        log.info("rebalance: %d readings of an unstored epoch will be re-delivered", len(epoch.messages))
+    return Epoch(cache.generation)
 
 
 async def handle_batch(
@@ -137,47 +283,27 @@ async def handle_batch(
     views: Views,
     fast: FastProducer | None,
     cache: StateCache,
+    epoch: Epoch,
 ) -> None:
-    """Process one ``take_events`` batch (see module docstring): every partition's slice is
-    computed first, then all outputs and view changelogs are acknowledged together, then all
-    device states are written and acknowledged. Two broker round trips per batch, however
-    many partitions it spans."""
+    """Process one ``take_events`` batch into ``epoch`` (see module docstring): per source
+    partition in offset order, then queue every output. Nothing is stored or acknowledged
+    here; outputs are awaited only under exactly-once (Faust's producer)."""
     started = time.perf_counter()
-    generation = cache.generation
-    by_partition: dict[int, _Slice] = {}
+    by_partition: dict[int, list[Any]] = {}
     for event in events:
-        by_partition.setdefault(event.message.partition, _Slice([])).events.append(event)
-    for piece in by_partition.values():
-        with _on_partition(piece.events[0]):
-            _compute(table, processor, settings, views, cache, piece)
-    writers = {p: TableWriter(fast, p) for p in by_partition}
-    # 1. Outputs, then the views (idempotent: replaying a batch re-applies nothing).
+        by_partition.setdefault(event.message.partition, []).append(event)
+    outputs = []
+    for p, part_events in by_partition.items():
+        part = epoch.partitions.get(p)
+        if part is None:
+            part = epoch.partitions[p] = _Partition(part_events[0], ViewUpdater(settings, *views))
+        with _on_partition(part.event):
+            outputs.extend(_compute(table, processor, cache, part, part_events, epoch.prior))
     if fast is None:
-        await deliver(app, [o for piece in by_partition.values() for o in piece.outputs])
+        await deliver(app, outputs)
     else:
-        for piece in by_partition.values():
-            fast.produce_all(piece.outputs)
-    views_dirty = False
-    for p, piece in by_partition.items():
-        assert piece.updater is not None
-        with _on_partition(piece.events[0]):
-            piece.updater.write(writers[p])
-        views_dirty = views_dirty or piece.updater.dirty
-    if fast is not None or views_dirty:
-        # The device state fences replays, so nothing it covers may be lost: the outputs and
-        # the views' changelog are acknowledged before it is written.
-        await flush(app, fast)
-    # 2. The device states (acknowledged before the input is: see module docstring).
-    for p, piece in by_partition.items():
-        with _on_partition(piece.events[0]):
-            for device_id, state in piece.states.items():
-                writers[p].put(table, device_id, state.to_bytes())
-        metrics.STATE_WRITES.inc(len(piece.states))
-    if fast is not None:
-        await flush(app, fast)
-    for piece in by_partition.values():
-        for device_id, state in piece.states.items():
-            cache.put(device_id, state, generation)
+        fast.produce_all(outputs)
+    epoch.messages.extend(event.message for event in events)
     now = time.time()
     metrics.E2E_LATENCY.observe(max(0.0, now - min(e.message.timestamp for e in events)))
     metrics.BATCH_DURATION.observe(time.perf_counter() - started)
@@ -187,20 +313,30 @@ async def handle_batch(
 
 
 def _compute(
-    table: Any, processor: Processor, settings: Settings, views: Views, cache: StateCache, piece: _Slice
-) -> None:
+    table: Any,
+    processor: Processor,
+    cache: StateCache,
+    part: _Partition,
+    events: Sequence[Any],
+    epoch_prior: dict[str, DeviceState],
+) -> list[Any]:
     """Run a partition's messages through the processor, in offset order, and apply what
-    they produced to the views in memory."""
-    states = piece.states
+    they produced to the epoch's views in memory. Returns the outputs to produce."""
+    states = part.states
+
+    prior = epoch_prior
 
     def load(device_id: str) -> DeviceState:
-        cached = cache.get(device_id)
-        return cached if cached is not None else load_state(table, device_id)
+        state = prior.get(device_id)
+        if state is None:
+            state = cache.get(device_id)
+        return state if state is not None else load_state(table, device_id)
 
     emitted: list[Any] = []
-    for event in piece.events:
+    outputs = []
+    for event in events:
         msg = event.message
-        piece.outputs.extend(
+        outputs.extend(
             processor.process(
                 msg.key,
                 msg.value,
@@ -212,9 +348,70 @@ def _compute(
                 emitted=emitted,
             )
         )
-    piece.updater = ViewUpdater(settings, *views)
-    piece.updater.apply(emitted)
-    piece.outputs.extend(piece.updater.forecast_records())
+    part.updater.apply(emitted)
+    outputs.extend(part.updater.forecast_records())
+    return outputs
+
+
+@dataclass
+class Sealed:
+    """An epoch at its end: views written, states encoded, input still withheld."""
+
+    generation: int
+    messages: list[Any]
+    partitions: dict[int, _Partition]
+    encoded: dict[int, list[tuple[str, bytes]]]
+    writers: dict[int, TableWriter]
+    views_dirty: bool
+    started: float
+
+
+def seal(epoch: Epoch, fast: FastProducer | None) -> Sealed:
+    """Step 5 of the module docstring, synchronously: nothing that runs after it can change
+    what the checkpoint stores."""
+    started = time.perf_counter()
+    writers = {p: TableWriter(fast, p) for p in epoch.partitions}
+    views_dirty = False
+    encoded = {}
+    for p, part in epoch.partitions.items():
+        with _on_partition(part.event):
+            part.updater.write(writers[p])
+        views_dirty = views_dirty or part.updater.dirty
+        encoded[p] = [(device_id, state.to_bytes()) for device_id, state in part.states.items()]
+    metrics.CHECKPOINT_SEAL_DURATION.observe(time.perf_counter() - started)
+    return Sealed(epoch.generation, epoch.messages, epoch.partitions, encoded, writers, views_dirty, started)
+
+
+async def store(
+    app: faust.App, table: Any, sealed: Sealed, fast: FastProducer | None, cache: StateCache
+) -> None:
+    """Steps 6-8 of the module docstring: store a sealed epoch and acknowledge its input."""
+    if not sealed.messages:
+        return
+    if fast is not None or sealed.views_dirty:
+        # The device state fences replays, so nothing it covers may be lost: the outputs and
+        # the views' changelog are acknowledged before it is written.
+        await flush(app, fast)
+    if sealed.generation != cache.generation:
+        return  # rebalanced: the partitions may be another worker's now (see _abandon)
+    writes = 0
+    for p, encoded in sealed.encoded.items():
+        writer = sealed.writers[p]
+        with _on_partition(sealed.partitions[p].event):
+            for device_id, data in encoded:
+                writer.put(table, device_id, data)
+        writes += len(encoded)
+    metrics.STATE_WRITES.inc(writes)
+    if fast is not None:
+        await flush(app, fast)
+    if sealed.generation != cache.generation:
+        return  # stored but not acknowledged: re-delivery finds it fenced
+    for part in sealed.partitions.values():
+        for device_id, state in part.states.items():
+            cache.put(device_id, state, sealed.generation)
+    release_acks(app, sealed.messages)
+    metrics.CHECKPOINT_DURATION.observe(time.perf_counter() - sealed.started)
+    metrics.CHECKPOINT_READINGS.observe(len(sealed.messages))
 
 
 _exported: dict[str, int] = {}

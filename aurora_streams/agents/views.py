@@ -3,16 +3,18 @@ output topics): ``device_days`` (a device channel's day of reading slots), ``rec
 and ``forecasts``, plus the ``meter.forecasts`` records of every model that learned.
 
 :class:`ViewUpdater` takes the normalized readings and anomaly events that one source
-partition's batch produced (the same objects the output records were encoded from), applies
+partition's batches produced (the same objects the output records were encoded from), applies
 them to cached day records and anomaly lists (idempotent: a slot or an anomaly is replaced
 only by a newer version), feeds each closed window to its channel's forecaster, and writes
-each changed key once in :meth:`write`. The normalize agent calls :meth:`write` after the
-outputs (and these forecasts) are acknowledged by the broker and before the device states
-are written, so the device state, which fences replays, is never ahead of the views.
+each changed key once in :meth:`write`. The normalize agent calls :meth:`write` at its
+checkpoint, before waiting for the outputs (and these forecasts) and the views' changelog
+to be acknowledged by the broker, and before the device states are written, so the device
+state, which fences replays, is never ahead of the views.
 """
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable
 from typing import Any
 
@@ -46,8 +48,9 @@ def apply_anomaly(events: list[dict[str, Any]], event: dict[str, Any], limit: in
 
 
 class ViewUpdater:
-    """The view updates of one source partition's batch. Must run with an event of that
-    partition current (the RocksDB stores read and write that partition's database)."""
+    """The view updates of one source partition's epoch (one or more batches, see
+    ``agents.normalize``), held in memory until :meth:`write`. Must run with an event of
+    that partition current (the RocksDB stores read and write that partition's database)."""
 
     def __init__(self, settings: Settings, days: Any, recent: Any, forecasts: Any) -> None:
         self.settings = settings
@@ -60,7 +63,7 @@ class ViewUpdater:
         self.closing = WindowCloser(settings.forecast_window_min * 60_000, forecasts)
 
     def apply(self, emitted: Iterable[NormalizedReading | AnomalyEvent]) -> None:
-        """Apply records in the order they were produced."""
+        """Apply records in the order they were produced (batch after batch)."""
         for rec in emitted:
             if isinstance(rec, NormalizedReading):
                 self._reading(rec)
@@ -94,6 +97,7 @@ class ViewUpdater:
             self.closing.observe(rec.device_id, rec.channel, rec.ts_end, self.days, self.day_cache)
 
     def forecast_records(self) -> list[OutRecord]:
+        """The forecasts of the models that learned since the last call."""
         return self.closing.forecast_records(self.settings)
 
     @property
@@ -172,12 +176,12 @@ class WindowCloser:
         return total
 
     def forecast_records(self, settings: Settings) -> list[OutRecord]:
-        """One ``meter.forecasts`` record per channel whose model learned in this batch
-        (keyed by device, so a device's forecasts stay in order)."""
+        """One ``meter.forecasts`` record per channel whose model learned since the last
+        call (keyed by device, so a device's forecasts stay in order)."""
         horizon = max(1, settings.forecast_publish_hours * 3_600_000 // self.window_ms)
         out = []
         for key, entry in self.cache.items():
-            if not entry.get("learned"):
+            if not entry.pop("learned", False):
                 continue
             device, channel = key.split("|", 1)
             record = forecast_record(device, channel, entry["model"], horizon)
@@ -194,10 +198,20 @@ class WindowCloser:
         for key, entry in self.cache.items():
             if entry["dirty"]:
                 model = entry.get("model")
-                if model is None and entry["json"] is None:
-                    model = entry["model"] = DeviceForecaster(self.window_ms)
-                model_json = orjson.dumps(model.to_dict()) if model else entry["json"]
+                if model is not None:
+                    model_json = orjson.dumps(model.to_dict())
+                elif entry["json"]:
+                    model_json = entry["json"]
+                else:
+                    model_json = _fresh_model_json(self.window_ms)
                 writer.put(self.table, key, encode_forecast_entry(entry["open"], model_json))
+
+
+@functools.cache
+def _fresh_model_json(window_ms: int) -> bytes:
+    """A new channel's forecaster, encoded once: a worker meeting many new devices held a
+    River model per device until its checkpoint was stored (issue 8's state benchmark)."""
+    return orjson.dumps(DeviceForecaster(window_ms).to_dict())
 
 
 def encode_forecast_entry(open_end: int | None, model_json: bytes) -> bytes:
