@@ -501,6 +501,12 @@ def one_run(
                 )
         finally:
             stop_process(broker)
+            keep = os.environ.get("BENCH_KEEP_LOGS")
+            if keep:  # the worker and broker logs of every run, for a look after the fact
+                dest = Path(keep) / f"run-{tag}"
+                dest.mkdir(parents=True, exist_ok=True)
+                for log in work.glob("*.log"):
+                    shutil.copy(log, dest / log.name)
             shutil.rmtree(work, ignore_errors=True)
     return result
 

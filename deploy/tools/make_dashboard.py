@@ -75,6 +75,21 @@ TIMESERIES: list[tuple[str, str, list[tuple[str, str]]]] = [
         "s",
         [("p99", "histogram_quantile(0.99, sum by (le) (rate(aurora_batch_duration_seconds_bucket[5m])))")],
     ),
+    (
+        "Checkpoints: stored p99, sealed p99 (the agent's pause)",
+        "s",
+        [
+            (
+                "stored p99",
+                "histogram_quantile(0.99, sum by (le) (rate(aurora_checkpoint_duration_seconds_bucket[5m])))",
+            ),
+            (
+                "sealed p99",
+                "histogram_quantile(0.99, sum by (le) "
+                "(rate(aurora_checkpoint_seal_duration_seconds_bucket[5m])))",
+            ),
+        ],
+    ),
     ("State: table keys and data dir", "short", [("{{table}}", "sum by (table) (aurora_table_keys)")]),
     ("Data dir bytes", "bytes", [("{{instance}}", "aurora_state_dir_bytes")]),
     (

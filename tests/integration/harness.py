@@ -320,9 +320,9 @@ def assert_matches(dep: Deployment, expected: Expected) -> None:
     s = dep.settings
     exp_norm = latest_by(expected.outputs[s.topic_normalized], "event_id")
     exp_anom = latest_by(expected.outputs[s.topic_anomalies], "anomaly_id")
-    norm = dep.read(
-        s.topic_normalized, idle_s=3.0, until=lambda r: len(r) >= len(expected.outputs[s.topic_normalized])
-    )
+    # Wait for every expected event id, not for a count: replays add repeated records, so
+    # a count can be reached while a restarted worker has yet to produce the last ones.
+    norm = dep.read(s.topic_normalized, idle_s=3.0, until=_has_ids(exp_norm.keys(), "event_id"))
     got_norm = latest_by([r.value for r in norm if r.value], "event_id")
     assert got_norm.keys() == exp_norm.keys(), "normalized records missing or unexpected"
     assert got_norm == exp_norm
@@ -332,8 +332,38 @@ def assert_matches(dep: Deployment, expected: Expected) -> None:
     assert latest_by([r.value for r in anom if r.value], "anomaly_id") == exp_anom
     dlq = dep.read(s.topic_dlq, idle_s=1.0)
     assert _dlq_keys([r.value for r in dlq if r.value]) == _dlq_keys(expected.outputs[s.topic_dlq])
-    changelog = dep.read(s.changelog_topic, idle_s=2.0)
-    assert latest_states(changelog) == expected.states
+    assert stored_states(dep, expected.states) == expected.states
+
+
+def stored_states(dep: Deployment, expected: dict[str, bytes], timeout_s: float = 60.0) -> dict[str, bytes]:
+    """The latest device states in the changelog, once they equal ``expected`` (or after
+    ``timeout_s``, for the caller's assertion to show the difference). The last states are
+    stored by a worker's last checkpoint, up to a checkpoint interval after its last output
+    (see agents.normalize)."""
+    topic = dep.settings.changelog_topic
+    try:
+        changelog = dep.read(
+            topic, idle_s=1.0, until=lambda r: latest_states(r) == expected, timeout_s=timeout_s
+        )
+    except TimeoutError:
+        changelog = dep.read(topic, idle_s=1.0)
+    return latest_states(changelog)
+
+
+def _has_ids(ids: Iterable[str], id_field: str) -> Callable[[list[Record]], bool]:
+    """``until`` for :func:`read_topic`: every id in ``ids`` has been read."""
+    missing = set(ids)
+    seen = 0
+
+    def check(records: list[Record]) -> bool:
+        nonlocal seen
+        for r in records[seen:]:
+            if r.value:
+                missing.discard(decode_output(r.value)[id_field])
+        seen = len(records)
+        return not missing
+
+    return check
 
 
 class TopicTail:

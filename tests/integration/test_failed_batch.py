@@ -34,14 +34,6 @@ def own_broker(tmp_path: Path) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
         stop_process(proc)
 
 
-@pytest.mark.xfail(
-    strict=False,
-    reason=(
-        "open (issue 8 notes): the worker stops with 70 as it must, but in one clean-clone CI run "
-        "the restarted worker's outputs were 16 normalized records short of the reference, "
-        "the count of records the frozen broker never acknowledged; not yet explained"
-    ),
-)
 def test_a_batch_that_cannot_be_stored_stops_the_worker_and_is_redelivered(
     own_broker: tuple[str, subprocess.Popen[bytes]], tmp_path: Path
 ) -> None:

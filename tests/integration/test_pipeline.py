@@ -8,7 +8,7 @@ from collections import Counter
 from aurora_streams.codecs import decode_output
 from aurora_streams.domain.flags import ANOMALY_FLAGS, Flag
 from aurora_streams.simulator import SimConfig, generate
-from tests.integration.harness import Deployment, latest_states, reference
+from tests.integration.harness import Deployment, reference, stored_states
 
 #: Every anomaly kind injected well above production rates.
 FLEET = SimConfig(
@@ -62,10 +62,7 @@ def test_fleet_through_one_worker_matches_reference(deployment: Deployment) -> N
         for v in values:
             exp_by_device.setdefault(_key_of(v), []).append(v)
         assert by_device == exp_by_device, topic
-    changelog = deployment.read(
-        s.changelog_topic, until=lambda r: len(latest_states(r)) >= len(expected.states)
-    )
-    assert latest_states(changelog) == expected.states
+    assert stored_states(deployment, expected.states) == expected.states
     metrics = worker.metrics()
     for name in (
         "aurora_readings_processed_total",  # throughput
