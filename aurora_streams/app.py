@@ -86,7 +86,9 @@ class _ProbingConsumer(aiokafka_driver.Consumer):  # type: ignore[misc]
         if buffer.size > buffer.max_messages:
             return False
         channels = conductor._tp_index.get(tp)
-        return bool(channels) and not any(chan.queue.full() for chan in channels)
+        if not channels:
+            return False
+        return all(not chan.queue.full() for chan in channels)
 
     async def _drain_messages(self, fetcher: Any) -> None:  # pragma: no cover - Faust's loop
         """Faust's fetch loop (faust-streaming 0.15.3, ``Consumer._drain_messages``) with one

@@ -143,10 +143,12 @@ class FastProducer:
 class TableWriter:
     """Writes table values of one source partition: the local store, then the changelog.
 
-    With a :class:`FastProducer` the value goes to the RocksDB store directly and its
-    changelog record through librdkafka, to the source partition as Faust would send it; the
-    caller must ``await flush(...)`` before the batch's input is acknowledged (the normalize
-    agent does). Without one, Faust's table path is used (``table[key] = value``), whose
+    With a :class:`FastProducer` each value is queued in one RocksDB write batch per table
+    (written by :meth:`commit`: Faust's per-key store path, with its locked key index, was
+    a twentieth of a busy worker's time) and its changelog record goes through librdkafka,
+    to the source partition as Faust would send it; the caller must ``commit()`` and then
+    ``await flush(...)`` before the input is acknowledged (the normalize agent does).
+    Without one, Faust's table path is used (``table[key] = value``) at once, whose
     changelog records Faust flushes before it commits. Persisted changelog offsets are not
     recorded on the fast path, so a restart with a data dir replays the changelog from the
     start: slower to recover, never wrong (records are whole values, applied in order).
@@ -154,6 +156,7 @@ class TableWriter:
 
     def __init__(self, fast: FastProducer | None, partition: int) -> None:
         self.fast, self.partition = fast, partition
+        self._batches: dict[Any, Any] = {}
 
     def put(self, table: Any, key: str, value: bytes | None) -> None:
         if self.fast is None:
@@ -162,12 +165,24 @@ class TableWriter:
             else:
                 table[key] = value
             return
+        batch = self._batches.get(table)
+        if batch is None:
+            from rocksdict import WriteBatch
+
+            batch = self._batches[table] = WriteBatch(raw_mode=True)
+        raw_key = key.encode()
         if value is None:
-            del table.data[key]
+            batch.delete(raw_key)
         else:
-            table.data[key] = value
+            batch.put(raw_key, value)
         topic = table.changelog_topic.get_topic_name()
-        self.fast.produce(topic, key.encode(), value, self.partition, count=False)
+        self.fast.produce(topic, raw_key, value, self.partition, count=False)
+
+    def commit(self) -> None:
+        """Write the queued values to the partition's local stores (one batch per table)."""
+        batches, self._batches = self._batches, {}
+        for table, batch in batches.items():
+            table.data._db_for_partition(self.partition).write(batch)
 
 
 async def flush(app: faust.App, fast: FastProducer | None) -> None:

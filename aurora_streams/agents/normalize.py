@@ -376,6 +376,7 @@ def seal(epoch: Epoch, fast: FastProducer | None) -> Sealed:
     for p, part in epoch.partitions.items():
         with _on_partition(part.event):
             part.updater.write(writers[p])
+            writers[p].commit()
         views_dirty = views_dirty or part.updater.dirty
         encoded[p] = [(device_id, state.to_bytes()) for device_id, state in part.states.items()]
     metrics.CHECKPOINT_SEAL_DURATION.observe(time.perf_counter() - started)
@@ -400,6 +401,7 @@ async def store(
         with _on_partition(sealed.partitions[p].event):
             for device_id, data in encoded:
                 writer.put(table, device_id, data)
+            writer.commit()
         writes += len(encoded)
     metrics.STATE_WRITES.inc(writes)
     if fast is not None:

@@ -227,7 +227,7 @@ class DeviceState:
                 "o": self.last_offset,
                 "p": {name: p.to_list() for name, p in sorted(self.profiles.items())},
                 "c": {
-                    name: [ch.kind, ch.anchored, [e.to_list() for e in ch.entries]]
+                    name: [ch.kind, ch.anchored, list(map(_entry_values, ch.entries))]
                     for name, ch in sorted(self.channels.items())
                 },
             }
