@@ -172,7 +172,7 @@ class Settings(BaseSettings):
         50_000, ge=1, description="Raw messages after which a checkpoint is due anyway (bounds memory)."
     )
     checkpoint_max_devices: int = Field(
-        5_000,
+        3_000,
         ge=1,
         description="Devices touched after which a checkpoint is due anyway (bounds memory: their "
         "states and view records are held until it is stored).",
