@@ -21,6 +21,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import faust
+from rocksdict import WriteBatch
 
 from aurora_streams import metrics
 from aurora_streams.errors import AuroraError
@@ -167,8 +168,6 @@ class TableWriter:
             return
         batch = self._batches.get(table)
         if batch is None:
-            from rocksdict import WriteBatch
-
             batch = self._batches[table] = WriteBatch(raw_mode=True)
         raw_key = key.encode()
         if value is None:

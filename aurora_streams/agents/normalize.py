@@ -58,8 +58,8 @@ import logging
 import os
 import time
 import weakref
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Iterator, Sequence
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -107,32 +107,20 @@ def attach_normalize(
             # take_events acknowledges a batch when the loop body ends; the epoch's
             # checkpoint does, once the batch's effects are stored.
             withhold_acks(events)
-            try:
-                async with epochs.lock:
-                    epoch = await epochs.current()
-                    await handle_batch(app, table, processor, events, settings, views, fast, cache, epoch)
-                    if fast is None or epoch.due(settings):
-                        await epochs.rotate()
-            except BaseException as exc:
-                cache.clear()  # states changed in memory but not stored
-                if not isinstance(exc, asyncio.CancelledError):
-                    _stop_now(exc)
-                raise
+            async with epochs.exclusive():
+                epoch = await epochs.current()
+                await handle_batch(app, table, processor, events, settings, views, fast, cache, epoch)
+                if fast is None or epoch.due(settings):
+                    await epochs.rotate()
 
     @app.timer(max(0.05, settings.checkpoint_interval_s / 4))  # type: ignore[untyped-decorator]
     async def _checkpoint_when_idle() -> None:
         # take_events yields nothing while the input is idle: without this, the last epoch
         # before a pause would stay unstored and uncommitted until the next reading.
-        try:
-            async with epochs.lock:
-                epoch = await epochs.current()
-                if epoch.messages and epoch.due(settings):
-                    await epochs.rotate()
-        except BaseException as exc:
-            cache.clear()
-            if not isinstance(exc, asyncio.CancelledError):
-                _stop_now(exc)
-            raise
+        async with epochs.exclusive():
+            epoch = await epochs.current()
+            if epoch.messages and epoch.due(settings):
+                await epochs.rotate()
 
     return normalize
 
@@ -201,8 +189,8 @@ class Epoch:
     """The batches processed since the last checkpoint.
 
     Their outputs are produced, their device states and view updates are held here in
-    memory, and their input messages are withheld from the consumer until
-    :func:`checkpoint` has stored everything. ``generation`` is the decoded-state cache's
+    memory, and their input messages are withheld from the consumer until :func:`seal`
+    and :func:`store` have stored everything. ``generation`` is the decoded-state cache's
     at the epoch's start: the app clears the cache when a rebalance starts, and an epoch
     that spans a rebalance is abandoned (:func:`_abandon`), never stored or acknowledged,
     because partitions it held may now be another worker's.
@@ -243,6 +231,19 @@ class Epochs:
         self.lock = asyncio.Lock()
         self.epoch = Epoch(cache.generation)
         self.storing: asyncio.Future[None] | None = None
+
+    @asynccontextmanager
+    async def exclusive(self) -> AsyncIterator[None]:
+        """Hold ``lock``; if the body fails, forget the states changed in memory but not
+        stored and stop the worker (see :func:`_stop_now`), unless it is being cancelled."""
+        try:
+            async with self.lock:
+                yield
+        except BaseException as exc:
+            self.cache.clear()
+            if not isinstance(exc, asyncio.CancelledError):
+                _stop_now(exc)
+            raise
 
     async def current(self) -> Epoch:
         """The epoch to process into; a new one if a rebalance began since it started."""
@@ -318,13 +319,11 @@ def _compute(
     cache: StateCache,
     part: _Partition,
     events: Sequence[Any],
-    epoch_prior: dict[str, DeviceState],
+    prior: dict[str, DeviceState],
 ) -> list[Any]:
     """Run a partition's messages through the processor, in offset order, and apply what
     they produced to the epoch's views in memory. Returns the outputs to produce."""
     states = part.states
-
-    prior = epoch_prior
 
     def load(device_id: str) -> DeviceState:
         state = prior.get(device_id)

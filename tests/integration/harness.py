@@ -209,6 +209,14 @@ class Deployment:
             iter(messages), bootstrap=self.bootstrap, topic=self.settings.topic_raw, progress=False
         )
 
+    def produce_with_reference(self, messages: Iterable[SimMessage]) -> tuple[list[Record], Expected]:
+        """Produce ``messages`` to the raw topic and read them back as the broker stored them
+        (partition, offset, timestamp): the raw records and what the pure core makes of them."""
+        sent = self.produce(messages)
+        s = self.settings
+        raw = self.read(s.topic_raw, until=lambda r: len(r) >= sent)
+        return raw, reference(s, raw)
+
     def start_worker(self, label: str, *, datadir: Path | None = None) -> Worker:
         port = free_port()
         datadir = datadir or self.workdir / f"data-{label}"

@@ -10,7 +10,7 @@ import time
 from confluent_kafka import Consumer, TopicPartition
 
 from aurora_streams.simulator import SimConfig, generate
-from tests.integration.harness import Deployment, Record, TopicTail, assert_matches, reference, wait_for
+from tests.integration.harness import Deployment, Record, TopicTail, assert_matches, wait_for
 from tests.integration.test_pipeline import FLEET
 
 
@@ -45,10 +45,8 @@ def test_a_paused_stream_is_checkpointed_committed_and_written_once_per_device(
     dep = deployment
     dep.extra_env["AURORA_CHECKPOINT_INTERVAL_S"] = "2"
     cfg = SimConfig(**{**FLEET.__dict__, "seed": 5, "devices": 50})
-    sent = dep.produce(generate(cfg, limit=3_000))
-    s = dep.settings
-    raw: list[Record] = dep.read(s.topic_raw, until=lambda r: len(r) >= sent)
-    expected = reference(s, raw)
+    raw, expected = dep.produce_with_reference(generate(cfg, limit=3_000))
+    sent, s = len(raw), dep.settings
     progress = TopicTail(dep, s.topic_normalized)
     w = dep.start_worker("a")
     wait_for(progress, len(expected.outputs[s.topic_normalized]))

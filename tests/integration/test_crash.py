@@ -10,11 +10,9 @@ from __future__ import annotations
 from aurora_streams.simulator import SimConfig, generate
 from tests.integration.harness import (
     Deployment,
-    Record,
     TopicTail,
     Worker,
     assert_matches,
-    reference,
     wait_for,
 )
 from tests.integration.test_pipeline import FLEET
@@ -25,10 +23,8 @@ def test_sigkill_three_times_mid_stream(deployment: Deployment) -> None:
     # Slow batches down so kills land mid-stream rather than after the end.
     dep.extra_env["AURORA_BATCH_MAX"] = "5"
     cfg = SimConfig(**{**FLEET.__dict__, "seed": 11, "devices": 100})
-    sent = dep.produce(generate(cfg, limit=8_000))
+    _, expected = dep.produce_with_reference(generate(cfg, limit=8_000))
     s = dep.settings
-    raw: list[Record] = dep.read(s.topic_raw, until=lambda r: len(r) >= sent)
-    expected = reference(s, raw)
     total = len(expected.outputs[s.topic_normalized])
     progress = TopicTail(dep, s.topic_normalized)
 
@@ -71,10 +67,7 @@ def _metric(text: str, name: str) -> float:
 def test_two_workers_give_the_same_results_as_one(deployment: Deployment) -> None:
     dep = deployment
     cfg = SimConfig(**{**FLEET.__dict__, "seed": 23, "devices": 100})
-    sent = dep.produce(generate(cfg, limit=8_000))
-    s = dep.settings
-    raw = dep.read(s.topic_raw, until=lambda r: len(r) >= sent)
-    expected = reference(s, raw)
+    _, expected = dep.produce_with_reference(generate(cfg, limit=8_000))
     a = dep.start_worker("a")
     b = dep.start_worker("b")
     a.wait_ready()

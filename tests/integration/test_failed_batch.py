@@ -17,7 +17,7 @@ import pytest
 
 from aurora_streams.devbroker import start_broker, stop_process
 from aurora_streams.simulator import SimConfig, generate
-from tests.integration.harness import Deployment, TopicTail, assert_matches, free_port, reference, wait_for
+from tests.integration.harness import Deployment, TopicTail, assert_matches, free_port, wait_for
 from tests.integration.test_pipeline import FLEET
 
 
@@ -42,9 +42,9 @@ def test_a_batch_that_cannot_be_stored_stops_the_worker_and_is_redelivered(
     dep.create_topics()
     dep.extra_env.update({"AURORA_PRODUCE_TIMEOUT_S": "2", "AURORA_BATCH_MAX": "5"})
     try:
-        sent = dep.produce(generate(SimConfig(**{**FLEET.__dict__, "seed": 31, "devices": 60}), limit=4000))
+        cfg = SimConfig(**{**FLEET.__dict__, "seed": 31, "devices": 60})
+        _, expected = dep.produce_with_reference(generate(cfg, limit=4000))
         s = dep.settings
-        expected = reference(s, dep.read(s.topic_raw, until=lambda r: len(r) >= sent))
         total = len(expected.outputs[s.topic_normalized])
         progress = TopicTail(dep, s.topic_normalized)
         a = dep.start_worker("a")
