@@ -12,7 +12,6 @@ from __future__ import annotations
 import base64
 import io
 import re
-from dataclasses import fields
 from datetime import UTC, datetime
 from functools import cache
 from importlib import resources
@@ -151,18 +150,12 @@ def _encode(name: str, record: dict[str, Any], encoding: Encoding) -> bytes:
     return orjson.dumps(_json_ready(name, record))
 
 
-def _shallow(obj: Any, names: tuple[str, ...]) -> dict[str, Any]:
-    # dataclasses.asdict deep-copies every value; the records hold only scalars and a
-    # tuple of strings, so a shallow read is enough and several times cheaper.
-    return {name: getattr(obj, name) for name in names}
-
-
-_NORMALIZED_FIELDS: Final = tuple(f.name for f in fields(NormalizedReading))
-_ANOMALY_FIELDS: Final = tuple(f.name for f in fields(AnomalyEvent))
+_NORMALIZED_FIELDS: Final = NormalizedReading._fields
+_ANOMALY_FIELDS: Final = AnomalyEvent._fields
 
 
 def encode_normalized(rec: NormalizedReading, encoding: Encoding = "json") -> bytes:
-    d = _shallow(rec, _NORMALIZED_FIELDS)
+    d: dict[str, Any] = dict(zip(_NORMALIZED_FIELDS, rec, strict=True))
     d["flags"] = list(rec.flags)
     return _encode(NORMALIZED_READING, d, encoding)
 
@@ -170,7 +163,7 @@ def encode_normalized(rec: NormalizedReading, encoding: Encoding = "json") -> by
 def anomaly_fields(event: AnomalyEvent) -> dict[str, Any]:
     """The fields of ``aurora.AnomalyEvent`` (instants as epoch ms), as ``decode_output``
     returns them."""
-    return _shallow(event, _ANOMALY_FIELDS)
+    return dict(zip(_ANOMALY_FIELDS, event, strict=True))
 
 
 def encode_anomaly(event: AnomalyEvent, encoding: Encoding = "json") -> bytes:

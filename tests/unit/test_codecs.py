@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from dataclasses import asdict
 from pathlib import Path
 
 import fastavro
@@ -68,7 +67,7 @@ def test_schema_files_are_valid_avro() -> None:
 def test_normalized_round_trip(encoding: str) -> None:
     data = codecs.encode_normalized(NORMALIZED, encoding)  # type: ignore[arg-type]
     back = codecs.decode_output(data)
-    assert back == {**asdict(NORMALIZED), "flags": ["gap"]}
+    assert back == {**NORMALIZED._asdict(), "flags": ["gap"]}
     assert back["ts_end"] == NORMALIZED.ts_end and back["flags"] == ["gap"] and back["revision"] == 2
     if encoding == "json":
         doc = orjson.loads(data)
@@ -160,7 +159,7 @@ def test_truncated_avro_body_and_wrong_schema() -> None:
     with pytest.raises(InvalidReading) as info:
         codecs.decode_raw(good + b"\x00", max_bytes=10_000)
     assert info.value.reason == "avro_malformed"
-    wrong = codecs.avro_encode(codecs.ANOMALY_EVENT, asdict(ANOMALY))
+    wrong = codecs.avro_encode(codecs.ANOMALY_EVENT, ANOMALY._asdict())
     with pytest.raises(InvalidReading) as info:
         codecs.decode_raw(wrong, max_bytes=10_000)
     assert info.value.reason == "avro_wrong_schema"

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from dataclasses import replace
 from typing import Any
 
 from aurora_streams.domain.device import ApplyResult, DeviceState, apply
@@ -25,7 +24,7 @@ def reg(ts: int, value: float, **kw: Any) -> Reading:
         interval_s=kw.pop("interval_s", None),
         ingested_at_ms=kw.pop("ingested_at_ms", ts),
     )
-    return replace(base, **kw)
+    return base._replace(**kw)
 
 
 def ivl(ts: int, value: float, interval_s: int = 1800, **kw: Any) -> Reading:
@@ -41,7 +40,7 @@ def ivl(ts: int, value: float, interval_s: int = 1800, **kw: Any) -> Reading:
         interval_s=interval_s,
         ingested_at_ms=kw.pop("ingested_at_ms", ts),
     )
-    return replace(base, **kw)
+    return base._replace(**kw)
 
 
 class Driver:
