@@ -50,7 +50,9 @@ __all__ = ["STATE_VERSION", "ApplyResult", "ChannelState", "DeviceState", "Entry
 #: keep a decoder for the old one.
 STATE_VERSION: Final = 1
 
-_FLAG_ORDER: Final = tuple(Flag)
+_FLAG_RANK: Final = {f.value: i for i, f in enumerate(Flag)}
+_FLAG_VALUE: Final[dict[str, str]] = {f.value: f.value for f in Flag}
+"""A flag (member or its string) -> its plain string: records carry ``str``, not members."""
 _EPS: Final = 1e-9
 _HOUR_MS: Final = 3_600_000.0
 
@@ -515,33 +517,34 @@ def _derive_register(pred: Entry, e: Entry, max_kw: float, rules: DeviceRules, o
 
 
 def _ordered(flags: Iterable[str]) -> tuple[str, ...]:
-    present = set(flags)
-    return tuple(f.value for f in _FLAG_ORDER if f in present)
+    """The distinct ``flags`` as wire strings, in declaration order of :class:`Flag`."""
+    return tuple(sorted({_FLAG_VALUE[f] for f in flags}, key=_FLAG_RANK.__getitem__))
 
 
 def _record(device_id: str, channel: str, kind: Kind, e: Entry, eid: str) -> NormalizedReading:
+    # Positional, in field order: built once per output record.
     return NormalizedReading(
-        event_id=eid,
-        device_id=device_id,
-        channel=channel,
-        kind=kind,
-        ts_start=e.ts_start,
-        ts_end=e.ts,
-        value_kwh=e.value,
-        register_kwh=e.value if kind == "register" else None,
-        delta_kwh=e.delta,
-        unit=e.unit,
-        quality=e.quality,
-        method=e.method,
-        reason_code=e.reason_code,
-        flags=e.flags,
-        revision=e.revision,
-        updated_at=e.updated_at,
-        source=e.source,
-        ingested_at=e.ingested_at,
-        original_value=e.original_value,
-        original_unit=e.original_unit,
-        interval_s=e.interval_s,
+        eid,
+        device_id,
+        channel,
+        kind,
+        e.ts_start,
+        e.ts,
+        e.value,
+        e.value if kind == "register" else None,
+        e.delta,
+        e.unit,
+        e.quality,
+        e.method,
+        e.reason_code,
+        e.flags,
+        e.revision,
+        e.updated_at,
+        e.source,
+        e.ingested_at,
+        e.original_value,
+        e.original_unit,
+        e.interval_s,
     )
 
 

@@ -64,6 +64,9 @@ def parse_timestamp(raw: object, *, naive_zone: str | None = None) -> int:
     if isinstance(raw, int):
         ms = raw
     elif isinstance(raw, str):
+        cached = _PARSED.get((raw, naive_zone))
+        if cached is not None:
+            return cached
         text = raw.strip()
         if not text:
             raise TimestampError("invalid_timestamp", "empty timestamp")
@@ -86,19 +89,39 @@ def parse_timestamp(raw: object, *, naive_zone: str | None = None) -> int:
         )
     if not MIN_EPOCH_MS <= ms < MAX_EPOCH_MS:
         raise TimestampError("absurd_timestamp", f"timestamp {raw!r} is outside 2000..2100")
+    if isinstance(raw, str):
+        if len(_PARSED) >= _CACHE_MAX:
+            _PARSED.clear()
+        _PARSED[raw, naive_zone] = ms
     return ms
 
 
-@lru_cache(maxsize=4096)
-def _day_prefix(day: int) -> str:
-    return (_EPOCH + timedelta(days=day)).strftime("%Y-%m-%dT")
+# Hot path (one or two instants per reading): a fleet's readings share their interval
+# boundaries, so recent results are kept; bounded dicts, emptied when full.
+_CACHE_MAX: Final = 65_536
+_PARSED: Final[dict[tuple[str, str | None], int]] = {}
+_FORMATTED: Final[dict[int, str]] = {}
+_MINUTES: Final[dict[int, str]] = {}
 
 
 def format_ms(ms: int) -> str:
-    """ISO-8601 UTC with millisecond precision and a ``Z`` suffix (hot path: arithmetic on
-    the time of day, the date part cached per day)."""
-    day, rest = divmod(ms, 86_400_000)
+    """ISO-8601 UTC with millisecond precision and a ``Z`` suffix.
+
+    Recent results are kept (three instants per output record)."""
+    text = _FORMATTED.get(ms)
+    if text is None:
+        if len(_FORMATTED) >= _CACHE_MAX:
+            _FORMATTED.clear()
+        text = _FORMATTED[ms] = _format(ms)
+    return text
+
+
+def _format(ms: int) -> str:
+    minute, rest = divmod(ms, 60_000)
+    prefix = _MINUTES.get(minute)
+    if prefix is None:
+        if len(_MINUTES) >= _CACHE_MAX:
+            _MINUTES.clear()
+        prefix = _MINUTES[minute] = (_EPOCH + timedelta(minutes=minute)).strftime("%Y-%m-%dT%H:%M:")
     seconds, millis = divmod(rest, 1000)
-    hours, seconds = divmod(seconds, 3600)
-    minutes, seconds = divmod(seconds, 60)
-    return f"{_day_prefix(day)}{hours:02d}:{minutes:02d}:{seconds:02d}.{millis:03d}Z"
+    return f"{prefix}{seconds:02d}.{millis:03d}Z"
