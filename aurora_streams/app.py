@@ -190,6 +190,25 @@ class _Transport(aiokafka_driver.Transport):  # type: ignore[misc]
     Consumer = _ProbingConsumer
 
 
+class RawSchema(faust.Schema[bytes, bytes]):  # type: ignore[misc]
+    """The raw topic's schema: events carry the message's key and value bytes as they are.
+
+    The normalize agent reads ``event.message.key`` and ``.value`` and decodes them itself
+    (``codecs.decode_raw``, whose failures go to the DLQ), so Faust's serializer chain
+    (``raw`` both ways) only cost time per message: 3.5 % of a busy worker (issue 8)."""
+
+    def __init__(self) -> None:
+        super().__init__(key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw")
+
+    def compile(self, app: Any, **_: Any) -> Any:
+        create_event = app.create_event
+
+        async def decode(message: Any, *, propagate: bool = False) -> Any:
+            return create_event(message.key, message.value, message.headers, message)
+
+        return decode
+
+
 class AuroraApp(faust.App):  # type: ignore[misc]
     aurora_settings: Settings
     state_caches: list[Any]
@@ -237,14 +256,7 @@ def create_app(settings: Settings) -> AuroraApp:
     )
     app.aurora_settings = settings
     app.state_caches = []
-    raw = app.topic(
-        settings.topic_raw,
-        key_type=bytes,
-        value_type=bytes,
-        key_serializer="raw",
-        value_serializer="raw",
-        partitions=settings.partitions,
-    )
+    raw = app.topic(settings.topic_raw, schema=RawSchema(), partitions=settings.partitions)
     device_state = define_device_state(app, settings)
     days, recent, forecasts = define_view_tables(app, settings)
     attach_normalize(app, raw, device_state, build_processor(settings), settings, (days, recent, forecasts))
