@@ -8,7 +8,8 @@ Per reading, with Quix's RocksDB state keyed by device: parse the JSON, keep the
 register value per channel and the delta from it (a counter reset gives a null delta; an
 older or equal timestamp is flagged and changes no state), emit one record per reading to
 OUT_TOPIC; and a 15-minute tumbling window summing the deltas per device (event time from
-the reading), emitted as windows close. At-least-once, Quix's defaults otherwise.
+the reading), emitted as windows close. At-least-once, and the worker's session timeout and heartbeat;
+Quix's defaults otherwise.
 """
 
 from __future__ import annotations
@@ -63,6 +64,11 @@ def main() -> None:
         state_dir=state_dir,
         processing_guarantee="at-least-once",
         loglevel="WARNING",
+        # The worker's group settings (AURORA_SESSION_TIMEOUT_S, AURORA_HEARTBEAT_INTERVAL_S):
+        # the embedded broker forms a group only after half the session timeout, and with
+        # librdkafka's default (45 s) Quix waited 22 s for its partitions, which made its
+        # from-start figure mostly waiting.
+        consumer_extra_config={"session.timeout.ms": 10_000, "heartbeat.interval.ms": 1_000},
     )
     readings = app.topic(raw, value_deserializer="json", timestamp_extractor=ts_ms)
     normalized = app.topic(out, value_serializer="json")

@@ -231,6 +231,7 @@ def run_worker(
     result: dict[str, Any] = {
         "records": follower.count,
         "seconds": follower.last - started,
+        "first_record_s": follower.first - started,
         "readings_per_s": n / (follower.last - started),
         "readings_per_s_first_to_last": n / max(1e-9, follower.last - follower.first),
         "peak_rss_mb": peak / 1024 if peak else None,
@@ -243,6 +244,13 @@ def run_worker(
         if not result["matches_reference"]:
             raise RuntimeError(f"{label}: the worker's normalized records differ from the reference")
     return result
+
+
+def _rates(r: dict[str, Any]) -> str:
+    return (
+        f"{r['readings_per_s']:,.0f}/s from start ({r['readings_per_s_first_to_last']:,.0f}/s from the "
+        f"first record, at {r['first_record_s']:.1f} s)"
+    )
 
 
 def _cpu_note(r: dict[str, Any]) -> str:
@@ -293,10 +301,12 @@ def run_quix(bootstrap: str, raw: str, n: int, work: Path) -> dict[str, Any]:
             _stop(proc)
             follower.stop.set()
             follower.join(10)
-    assert follower.last is not None
+    assert follower.last is not None and follower.first is not None
     return {
         "seconds": follower.last - started,
+        "first_record_s": follower.first - started,
         "readings_per_s": n / (follower.last - started),
+        "readings_per_s_first_to_last": n / max(1e-9, follower.last - follower.first),
         "peak_rss_mb": peak / 1024 if peak else None,
     }
 
@@ -467,17 +477,15 @@ def one_run(
             print(f"  bare loop {result['bare_loop']['readings_per_s']:,.0f}/s", flush=True)
             if not args.no_quix:
                 result["quix_w1"] = run_quix(bootstrap, sets["w1"]["AURORA_TOPIC_RAW"], len(w1), work)
-                print(f"  quix W1 {result['quix_w1']['readings_per_s']:,.0f}/s", flush=True)
+                print(f"  quix W1 {_rates(result['quix_w1'])}", flush=True)
             if "w1" not in args.skip:
                 result["w1"] = run_worker(env, sets["w1"], ref["w1"], work, "w1", broker.pid)
-                w1_rate = result["w1"]["readings_per_s"]
-                print(f"  worker W1 {w1_rate:,.0f}/s {_cpu_note(result['w1'])}", flush=True)
+                print(f"  worker W1 {_rates(result['w1'])} {_cpu_note(result['w1'])}", flush=True)
             if "w2" not in args.skip:
                 produce(iter(w2), bootstrap=bootstrap, topic=sets["w2"]["AURORA_TOPIC_RAW"], progress=False)
                 result["w2"] = run_worker(env, sets["w2"], ref["w2"], work, "w2", broker.pid)
                 result["w2"]["messages"] = len(w2)
-                w2_rate = result["w2"]["readings_per_s"]
-                print(f"  worker W2 {w2_rate:,.0f}/s {_cpu_note(result['w2'])}", flush=True)
+                print(f"  worker W2 {_rates(result['w2'])} {_cpu_note(result['w2'])}", flush=True)
             if "latency" not in args.skip:
                 result["latency"] = run_latency(env, sets["lat"], work, 5000.0, args.latency_s, broker.pid)
                 print(
@@ -544,13 +552,18 @@ def main() -> None:
         "summary": {
             "w1_readings_per_s": summarize(runs, "w1", "readings_per_s"),
             "w1_peak_rss_mb": summarize(runs, "w1", "peak_rss_mb"),
+            "w1_readings_per_s_first_to_last": summarize(runs, "w1", "readings_per_s_first_to_last"),
             "w2_readings_per_s": summarize(runs, "w2", "readings_per_s"),
+            "w2_readings_per_s_first_to_last": summarize(runs, "w2", "readings_per_s_first_to_last"),
             "latency_p50_ms": summarize(runs, "latency", "p50_ms"),
             "latency_p99_ms": summarize(runs, "latency", "p99_ms"),
             "state_peak_rss_mb": summarize(runs, "state", "peak_rss_mb"),
             "state_data_dir_bytes": summarize(runs, "state", "data_dir_bytes"),
             "baseline_bare_loop_readings_per_s": summarize(runs, "bare_loop", "readings_per_s"),
             "baseline_quix_w1_readings_per_s": summarize(runs, "quix_w1", "readings_per_s"),
+            "baseline_quix_w1_readings_per_s_first_to_last": summarize(
+                runs, "quix_w1", "readings_per_s_first_to_last"
+            ),
         },
         "runs": runs,
     }
