@@ -215,12 +215,14 @@ def run_worker(
     log = work / f"worker-{label}.log"
     broker_cpu = _cpu_s(broker_pid) if broker_pid else None
     worker_cpu: float | None = None
+    histograms: dict[str, Any] = {}
     with open(log, "wb") as out:
         started = time.perf_counter()
         proc = _worker(env, out, label)
         try:
             peak = _run_until(proc, follower, n, log)
             worker_cpu = _cpu_s(proc.pid)
+            histograms = _worker_histograms(int(env["AURORA_WEB_PORT"]))
             if broker_pid:
                 broker_cpu = _cpu_s(broker_pid) - (broker_cpu or 0.0)
         finally:
@@ -238,6 +240,7 @@ def run_worker(
         "data_dir_bytes": _du(work / f"data-{label}"),
         "worker_cpu_s": worker_cpu,
         "broker_cpu_s": broker_cpu,
+        "worker": histograms,
     }
     if not isinstance(expected, int):
         result["matches_reference"] = sorted(follower.values) == sorted(expected)
@@ -401,12 +404,14 @@ _HISTOGRAMS = {
     "aurora_batch_duration_seconds": "batch",
     "aurora_checkpoint_duration_seconds": "checkpoint",
     "aurora_checkpoint_seal_duration_seconds": "seal",
+    "aurora_checkpoint_messages": "checkpoint_messages",
 }
 
 
 def _worker_histograms(port: int) -> dict[str, Any]:
-    """Where the latency goes, from the worker's own histograms (/metrics): broker timestamp
-    to outputs queued, batch and checkpoint durations, as bucket upper bounds at p50/p99."""
+    """Where the time goes, from the worker's own histograms (/metrics): broker timestamp to
+    outputs queued, batch and checkpoint durations (seconds) and messages per checkpoint,
+    as count, mean and bucket upper bounds at p50/p99."""
     from urllib.request import urlopen
 
     from prometheus_client.parser import text_string_to_metric_families
@@ -429,9 +434,9 @@ def _worker_histograms(port: int) -> dict[str, Any]:
 
         out[label] = {
             "count": count,
-            "mean_s": total / count,
-            "p50_le_s": quantile(0.5),
-            "p99_le_s": quantile(0.99),
+            "mean": total / count,
+            "p50_le": quantile(0.5),
+            "p99_le": quantile(0.99),
         }
     return out
 

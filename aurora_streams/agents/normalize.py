@@ -70,6 +70,7 @@ from aurora_streams import metrics
 from aurora_streams.agents.delivery import FastProducer, TableWriter, deliver, flush
 from aurora_streams.agents.views import ViewUpdater
 from aurora_streams.domain.device import DeviceState
+from aurora_streams.domain.forecast import DeviceForecaster
 from aurora_streams.processing import Processor
 from aurora_streams.settings import Settings
 from aurora_streams.tables.device_state import StateCache, load_state
@@ -78,8 +79,9 @@ __all__ = ["Epoch", "Epochs", "Sealed", "attach_normalize", "release_acks", "sea
 
 log = logging.getLogger(__name__)
 
-Views = tuple[Any, Any, Any]
-"""The view tables: device_days, recent_anomalies, forecasts (see tables.views)."""
+Views = tuple[Any, ...]
+"""The view tables: device_days, recent_anomalies, forecasts (see tables.views); inside
+the agent, followed by the decoded-forecaster cache (see :class:`ViewUpdater`)."""
 
 
 def attach_normalize(
@@ -96,10 +98,12 @@ def attach_normalize(
         else None  # a transaction must cover outputs and changelog: Faust's producer
     )
 
-    cache = StateCache(settings.state_cache_devices)
-    app.state_caches.append(cache)  # type: ignore[attr-defined]  # AuroraApp: cleared on rebalance
+    cache = StateCache[DeviceState](settings.state_cache_devices)
+    models = StateCache[tuple[int, DeviceForecaster]](settings.state_cache_devices)
+    app.state_caches.extend((cache, models))  # type: ignore[attr-defined]  # AuroraApp: cleared on rebalance
+    views = (*views, models)
 
-    epochs = Epochs(app, table, settings, fast, cache)
+    epochs = Epochs(app, table, settings, fast, cache, models)
 
     @app.agent(raw_topic, name="normalize")
     async def normalize(stream: Any) -> None:
@@ -225,9 +229,16 @@ class Epochs:
     previous one before sealing the next."""
 
     def __init__(
-        self, app: faust.App, table: Any, settings: Settings, fast: FastProducer | None, cache: StateCache
+        self,
+        app: faust.App,
+        table: Any,
+        settings: Settings,
+        fast: FastProducer | None,
+        cache: StateCache[DeviceState],
+        models: StateCache[Any],
     ) -> None:
         self.app, self.table, self.settings, self.fast, self.cache = app, table, settings, fast, cache
+        self.models = models
         self.lock = asyncio.Lock()
         self.epoch = Epoch(cache.generation)
         self.storing: asyncio.Future[None] | None = None
@@ -241,6 +252,7 @@ class Epochs:
                 yield
         except BaseException as exc:
             self.cache.clear()
+            self.models.clear()
             if not isinstance(exc, asyncio.CancelledError):
                 _stop_now(exc)
             raise
@@ -266,7 +278,7 @@ class Epochs:
         self.epoch = Epoch(self.cache.generation, prior=sealed)
 
 
-def _abandon(epoch: Epoch, cache: StateCache) -> Epoch:
+def _abandon(epoch: Epoch, cache: StateCache[DeviceState]) -> Epoch:
     """A rebalance started during ``epoch``: drop its states and views unstored and never
     acknowledge its input. After the rebalance Faust seeks every assigned partition to its
     committed offset, so what the epoch processed is re-delivered to whoever owns it."""
@@ -283,7 +295,7 @@ async def handle_batch(
     settings: Settings,
     views: Views,
     fast: FastProducer | None,
-    cache: StateCache,
+    cache: StateCache[DeviceState],
     epoch: Epoch,
 ) -> None:
     """Process one ``take_events`` batch into ``epoch`` (see module docstring): per source
@@ -316,7 +328,7 @@ async def handle_batch(
 def _compute(
     table: Any,
     processor: Processor,
-    cache: StateCache,
+    cache: StateCache[DeviceState],
     part: _Partition,
     events: Sequence[Any],
     prior: dict[str, DeviceState],
@@ -383,7 +395,7 @@ def seal(epoch: Epoch, fast: FastProducer | None) -> Sealed:
 
 
 async def store(
-    app: faust.App, table: Any, sealed: Sealed, fast: FastProducer | None, cache: StateCache
+    app: faust.App, table: Any, sealed: Sealed, fast: FastProducer | None, cache: StateCache[DeviceState]
 ) -> None:
     """Steps 6-8 of the module docstring: store a sealed epoch and acknowledge its input."""
     if not sealed.messages:

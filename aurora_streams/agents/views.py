@@ -27,6 +27,7 @@ from aurora_streams.domain.forecast import DeviceForecaster, forecast_record
 from aurora_streams.domain.model import AnomalyEvent, NormalizedReading
 from aurora_streams.processing import OutRecord
 from aurora_streams.settings import Settings
+from aurora_streams.tables.device_state import StateCache
 
 __all__ = ["ViewUpdater", "apply_anomaly", "decode_forecast_entry", "encode_forecast_entry"]
 
@@ -52,7 +53,14 @@ class ViewUpdater:
     ``agents.normalize``), held in memory until :meth:`write`. Must run with an event of
     that partition current (the RocksDB stores read and write that partition's database)."""
 
-    def __init__(self, settings: Settings, days: Any, recent: Any, forecasts: Any) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        days: Any,
+        recent: Any,
+        forecasts: Any,
+        models: StateCache[tuple[int, DeviceForecaster]] | None = None,
+    ) -> None:
         self.settings = settings
         self.days, self.recent = days, recent
         self.day_cache: dict[str, DayRecord] = {}
@@ -60,7 +68,7 @@ class ViewUpdater:
         self.anomaly_cache: dict[str, list[dict[str, Any]]] = {}
         self.dirty_devices: set[str] = set()
         self.expired: set[str] = set()
-        self.closing = WindowCloser(settings.forecast_window_min * 60_000, forecasts)
+        self.closing = WindowCloser(settings.forecast_window_min * 60_000, forecasts, models)
 
     def apply(self, emitted: Iterable[NormalizedReading | AnomalyEvent]) -> None:
         """Apply records in the order they were produced (batch after batch)."""
@@ -124,16 +132,33 @@ class WindowCloser:
     is in the aggregates but not in the model (an online model does not relearn the past).
     """
 
-    def __init__(self, window_ms: int, table: Any) -> None:
+    def __init__(
+        self, window_ms: int, table: Any, models: StateCache[tuple[int, DeviceForecaster]] | None = None
+    ) -> None:
         self.window_ms = window_ms
         self.table = table
         self.cache: dict[str, dict[str, Any]] = {}
+        self.models = models
+        """Decoded forecasters as last written, across epochs: decoding one from the table
+        was ~50 us per device per epoch (issue 8). Cleared with the device state cache (a
+        rebalance); entries are put when written, if no clear happened since this epoch
+        began (``generation``)."""
+        self.generation = models.generation if models is not None else 0
 
     def observe(
         self, device: str, channel: str, ts_end: int, days: Any, day_cache: dict[str, DayRecord]
     ) -> None:
         key = f"{device}|{channel}"
         entry = self.cache.get(key)
+        if entry is None and self.models is not None:
+            cached = self.models.get(key)
+            if cached is not None:
+                entry = self.cache[key] = {
+                    "open": cached[0],
+                    "json": None,
+                    "model": cached[1],
+                    "dirty": False,
+                }
         if entry is None:
             stored = self.table.get(key)
             open_end, model_json = decode_forecast_entry(stored) if stored else (None, None)
@@ -195,6 +220,7 @@ class WindowCloser:
         return any(entry["dirty"] for entry in self.cache.values())
 
     def write(self, writer: TableWriter) -> None:
+        models = self.models
         for key, entry in self.cache.items():
             if entry["dirty"]:
                 model = entry.get("model")
@@ -205,6 +231,11 @@ class WindowCloser:
                 else:
                     model_json = _fresh_model_json(self.window_ms)
                 writer.put(self.table, key, encode_forecast_entry(entry["open"], model_json))
+                if models is not None:
+                    if model is not None:
+                        models.put(key, (entry["open"], model), self.generation)
+                    else:
+                        models.discard(key)  # the table holds a newer value than any cached
 
 
 @functools.cache

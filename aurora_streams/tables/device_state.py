@@ -9,7 +9,7 @@ The table has as many partitions as the raw topic that feeds it.
 from __future__ import annotations
 
 from collections import OrderedDict
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 import faust
 
@@ -17,6 +17,8 @@ from aurora_streams.domain.device import DeviceState
 from aurora_streams.settings import Settings
 
 __all__ = ["StateCache", "define_device_state", "load_state"]
+
+V = TypeVar("V")
 
 
 def define_device_state(app: faust.App, settings: Settings) -> Any:
@@ -56,8 +58,10 @@ def load_state(table: Any, device_id: str) -> DeviceState:
     return DeviceState() if data is None else DeviceState.from_bytes(data)
 
 
-class StateCache:
-    """Decoded device states as this worker last wrote them, most recently used last.
+class StateCache(Generic[V]):
+    """Decoded device states (or other decoded table values: the views keep their
+    forecasters in one, see ``agents.views``) as this worker last wrote them, most recently
+    used last.
 
     Decoding a device's window from the table was the largest cost of a busy worker (issue
     8: a third of its time with 48-reading windows). Only the normalize agent writes the
@@ -71,7 +75,7 @@ class StateCache:
     def __init__(self, max_devices: int) -> None:
         self.max_devices = max_devices
         self.generation = 0
-        self._states: OrderedDict[str, DeviceState] = OrderedDict()
+        self._states: OrderedDict[str, V] = OrderedDict()
 
     def __len__(self) -> int:
         return len(self._states)
@@ -80,16 +84,19 @@ class StateCache:
         self._states.clear()
         self.generation += 1
 
-    def get(self, device_id: str) -> DeviceState | None:
+    def get(self, device_id: str) -> V | None:
         state = self._states.get(device_id)
         if state is not None:
             self._states.move_to_end(device_id)
         return state
 
-    def put(self, device_id: str, state: DeviceState, generation: int) -> None:
+    def put(self, device_id: str, state: V, generation: int) -> None:
         if generation != self.generation or self.max_devices <= 0:
             return
         self._states[device_id] = state
         self._states.move_to_end(device_id)
         while len(self._states) > self.max_devices:
             self._states.popitem(last=False)
+
+    def discard(self, device_id: str) -> None:
+        self._states.pop(device_id, None)

@@ -1,0 +1,68 @@
+"""The views' forecaster cache across epochs (agents.views.WindowCloser)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+
+from aurora_streams.agents.delivery import TableWriter
+from aurora_streams.agents.views import WindowCloser, decode_forecast_entry
+from aurora_streams.domain.aggregates import DayRecord
+from aurora_streams.domain.forecast import DeviceForecaster
+from aurora_streams.tables.device_state import StateCache
+
+WINDOW = 900_000
+T0 = 1_735_653_600_000  # 2025-01-01T00:00+10:00, a window boundary
+KEY = "d1|E1"
+
+
+class _Unreadable(dict[str, bytes]):
+    def get(self, key: str, default: Any = None) -> Any:
+        raise AssertionError(f"the table was read for {key!r}")
+
+
+def _epoch(table: dict[str, bytes], models: StateCache[Any], *ends: int) -> WindowCloser:
+    """One epoch of the closer: observe readings ending at ``ends``, then write."""
+    closer = WindowCloser(WINDOW, table, models)
+    days: dict[str, bytes] = {}
+    day_cache: dict[str, DayRecord] = {}
+    for end in ends:
+        closer.observe("d1", "E1", end, days, day_cache)
+    closer.write(TableWriter(None, 0))
+    return closer
+
+
+def test_a_written_forecaster_is_reused_by_the_next_epoch_without_a_table_read() -> None:
+    table: dict[str, bytes] = {}
+    models = StateCache[Any](10)
+    first = _epoch(table, models, T0 + WINDOW, T0 + 2 * WINDOW)  # the first window closes
+    model = first.cache[KEY]["model"]
+    assert isinstance(model, DeviceForecaster) and model.learned == 1
+    assert models.get(KEY) == (T0 + 2 * WINDOW, model)
+
+    unreadable = _Unreadable(table)
+    second = _epoch(unreadable, models, T0 + 3 * WINDOW)
+    assert second.cache[KEY]["model"] is model and model.learned == 2
+    open_end, model_json = decode_forecast_entry(unreadable[KEY])
+    assert open_end == T0 + 3 * WINDOW
+    assert orjson.loads(model_json) == orjson.loads(orjson.dumps(model.to_dict()))
+
+
+def test_after_a_clear_the_table_is_read_and_an_older_epoch_puts_nothing() -> None:
+    table: dict[str, bytes] = {}
+    models = StateCache[Any](10)
+    _epoch(table, models, T0 + WINDOW, T0 + 2 * WINDOW)
+    stored = table[KEY]
+    models.clear()  # a rebalance
+
+    third = _epoch(table, models, T0 + 2 * WINDOW)  # inside the open window: read, not written
+    assert third.cache[KEY].get("model") is None and third.cache[KEY]["open"] == T0 + 2 * WINDOW
+    assert table[KEY] == stored
+
+    begun_before = WindowCloser(WINDOW, table, models)
+    models.clear()
+    begun_before.observe("d1", "E1", T0 + 3 * WINDOW, {}, {})
+    begun_before.write(TableWriter(None, 0))
+    assert decode_forecast_entry(table[KEY])[0] == T0 + 3 * WINDOW
+    assert models.get(KEY) is None
