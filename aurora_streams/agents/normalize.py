@@ -18,8 +18,8 @@ The agent works in **epochs**. Within an epoch, per batch of raw messages
 
 An epoch ends with a **checkpoint**, after ``AURORA_CHECKPOINT_INTERVAL_S``, or once it
 holds ``AURORA_CHECKPOINT_MAX_READINGS`` readings or ``AURORA_CHECKPOINT_MAX_DEVICES``
-devices, whichever comes first (an idle timer ends it if the input pauses). At once, before
-the next batch:
+devices that were not in memory before it (see :meth:`Epoch.due`), whichever comes first
+(an idle timer ends it if the input pauses). At once, before the next batch:
 
 5. write the views' changed keys (local store, changelog queued) and encode each device
    state the epoch touched (one write per device per epoch, however many of its readings
@@ -187,6 +187,8 @@ class _Partition:
     """An event of the partition, made current for its stores (see :func:`_on_partition`)."""
     updater: ViewUpdater
     states: dict[str, DeviceState] = field(default_factory=dict)
+    loaded: int = 0
+    """Devices of ``states`` decoded from the table or new: not held in memory before."""
 
 
 class Epoch:
@@ -213,11 +215,19 @@ class Epoch:
                 self.prior.update(part.states)
 
     def due(self, settings: Settings) -> bool:
-        return (
-            len(self.messages) >= settings.checkpoint_max_readings
-            or time.monotonic() - self.started >= settings.checkpoint_interval_s
-            or sum(len(part.states) for part in self.partitions.values()) >= settings.checkpoint_max_devices
-        )
+        """Whether the epoch should end: its interval passed, or it holds enough readings, or
+        enough devices that were not in memory before it (``checkpoint_max_devices``: what
+        an epoch adds to the worker's memory; a device whose state came from the decoded
+        state cache or the previous epoch adds only its view records), or as many devices
+        as the state cache."""
+        if len(self.messages) >= settings.checkpoint_max_readings:
+            return True
+        if time.monotonic() - self.started >= settings.checkpoint_interval_s:
+            return True
+        parts = self.partitions.values()
+        return sum(part.loaded for part in parts) >= settings.checkpoint_max_devices or sum(
+            len(part.states) for part in parts
+        ) >= max(settings.checkpoint_max_devices, settings.state_cache_devices)
 
 
 class Epochs:
@@ -341,7 +351,10 @@ def _compute(
         state = prior.get(device_id)
         if state is None:
             state = cache.get(device_id)
-        return state if state is not None else load_state(table, device_id)
+        if state is None:
+            part.loaded += 1
+            state = load_state(table, device_id)
+        return state
 
     emitted: list[Any] = []
     outputs = []

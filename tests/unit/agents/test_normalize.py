@@ -92,7 +92,7 @@ def _settings(**kw: Any) -> Settings:
     return Settings(**kw)
 
 
-def test_an_epoch_is_due_after_its_interval_readings_or_devices() -> None:
+def test_an_epoch_is_due_after_its_interval_readings_or_devices_new_to_memory() -> None:
     s = _settings(checkpoint_interval_s=60, checkpoint_max_readings=10, checkpoint_max_devices=3)
     epoch = Epoch(0)
     assert not epoch.due(s)
@@ -104,9 +104,20 @@ def test_an_epoch_is_due_after_its_interval_readings_or_devices() -> None:
     epoch = Epoch(0)
     part = _Partition(None, None)  # type: ignore[arg-type]
     part.states.update({"a": DeviceState(), "b": DeviceState()})
+    part.loaded = 2
     epoch.partitions[0] = part
     assert not epoch.due(s)
     part.states["c"] = DeviceState()
+    part.loaded = 3
+    assert epoch.due(s)
+
+    # Devices whose states were in memory already (the cache, the previous epoch) count
+    # only towards the state cache's size.
+    s = _settings(checkpoint_interval_s=60, checkpoint_max_devices=3, state_cache_devices=5)
+    part.loaded = 0
+    part.states.update({"d": DeviceState()})
+    assert not epoch.due(s)
+    part.states["e"] = DeviceState()
     assert epoch.due(s)
 
     assert Epoch(0).due(_settings(checkpoint_interval_s=0))
