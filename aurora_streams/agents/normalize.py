@@ -103,7 +103,7 @@ def attach_normalize(
     app.state_caches.extend((cache, models))  # type: ignore[attr-defined]  # AuroraApp: cleared on rebalance
     views = (*views, models)
 
-    epochs = Epochs(app, table, settings, fast, cache, models)
+    epochs = Epochs(app, table, settings, fast, cache, models, processor, views)
 
     @app.agent(raw_topic, name="normalize")
     async def normalize(stream: Any) -> None:
@@ -113,7 +113,7 @@ def attach_normalize(
             withhold_acks(events)
             async with epochs.exclusive():
                 epoch = await epochs.current()
-                await handle_batch(app, table, processor, events, settings, views, fast, cache, epoch)
+                await epochs.process(events, epoch)
                 if fast is None or epoch.due(settings):
                     await epochs.rotate()
 
@@ -246,9 +246,11 @@ class Epochs:
         fast: FastProducer | None,
         cache: StateCache[DeviceState],
         models: StateCache[Any],
+        processor: Processor,
+        views: Views,
     ) -> None:
         self.app, self.table, self.settings, self.fast, self.cache = app, table, settings, fast, cache
-        self.models = models
+        self.models, self.processor, self.views = models, processor, views
         self.lock = asyncio.Lock()
         self.epoch = Epoch(cache.generation)
         self.storing: asyncio.Future[None] | None = None
@@ -287,6 +289,37 @@ class Epochs:
             self.storing.add_done_callback(_stop_if_failed)
         self.epoch = Epoch(self.cache.generation, prior=sealed)
 
+    async def process(self, events: Sequence[Any], epoch: Epoch) -> None:
+        """Process one ``take_events`` batch into ``epoch`` (see module docstring): per source
+        partition in offset order, then queue every output. Nothing is stored or acknowledged
+        here; outputs are awaited only under exactly-once (Faust's producer)."""
+        started = time.perf_counter()
+        by_partition: dict[int, list[Any]] = {}
+        for event in events:
+            by_partition.setdefault(event.message.partition, []).append(event)
+        outputs = []
+        for p, part_events in by_partition.items():
+            part = epoch.partitions.get(p)
+            if part is None:
+                part = epoch.partitions[p] = _Partition(
+                    part_events[0], ViewUpdater(self.settings, *self.views)
+                )
+            with _on_partition(part.event):
+                outputs.extend(
+                    _compute(self.table, self.processor, self.cache, part, part_events, epoch.prior)
+                )
+        if self.fast is None:
+            await deliver(self.app, outputs)
+        else:
+            self.fast.produce_all(outputs)
+        epoch.messages.extend(event.message for event in events)
+        now = time.time()
+        metrics.E2E_LATENCY.observe(max(0.0, now - min(e.message.timestamp for e in events)))
+        metrics.BATCH_DURATION.observe(time.perf_counter() - started)
+        metrics.BATCH_SIZE.observe(len(events))
+        metrics.LAST_BATCH_TIMESTAMP.set(now)
+        _export_stats(self.processor)
+
 
 def _abandon(epoch: Epoch, cache: StateCache[DeviceState]) -> Epoch:
     """A rebalance started during ``epoch``: drop its states and views unstored and never
@@ -295,44 +328,6 @@ def _abandon(epoch: Epoch, cache: StateCache[DeviceState]) -> Epoch:
     if epoch.messages:
         log.info("rebalance: %d readings of an unstored epoch will be re-delivered", len(epoch.messages))
     return Epoch(cache.generation)
-
-
-async def handle_batch(
-    app: faust.App,
-    table: Any,
-    processor: Processor,
-    events: Sequence[Any],
-    settings: Settings,
-    views: Views,
-    fast: FastProducer | None,
-    cache: StateCache[DeviceState],
-    epoch: Epoch,
-) -> None:
-    """Process one ``take_events`` batch into ``epoch`` (see module docstring): per source
-    partition in offset order, then queue every output. Nothing is stored or acknowledged
-    here; outputs are awaited only under exactly-once (Faust's producer)."""
-    started = time.perf_counter()
-    by_partition: dict[int, list[Any]] = {}
-    for event in events:
-        by_partition.setdefault(event.message.partition, []).append(event)
-    outputs = []
-    for p, part_events in by_partition.items():
-        part = epoch.partitions.get(p)
-        if part is None:
-            part = epoch.partitions[p] = _Partition(part_events[0], ViewUpdater(settings, *views))
-        with _on_partition(part.event):
-            outputs.extend(_compute(table, processor, cache, part, part_events, epoch.prior))
-    if fast is None:
-        await deliver(app, outputs)
-    else:
-        fast.produce_all(outputs)
-    epoch.messages.extend(event.message for event in events)
-    now = time.time()
-    metrics.E2E_LATENCY.observe(max(0.0, now - min(e.message.timestamp for e in events)))
-    metrics.BATCH_DURATION.observe(time.perf_counter() - started)
-    metrics.BATCH_SIZE.observe(len(events))
-    metrics.LAST_BATCH_TIMESTAMP.set(now)
-    _export_stats(processor)
 
 
 def _compute(
