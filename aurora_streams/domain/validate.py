@@ -142,7 +142,7 @@ def _reading(
     default_source: object,
 ) -> Reading:
     channel = item.get("channel", "E1")
-    if channel not in _VALID_CHANNELS and not _valid_channel(channel):
+    if not isinstance(channel, str) or (channel not in _VALID_CHANNELS and not _valid_channel(channel)):
         raise InvalidReading(
             "invalid_value",
             f"field 'channel' must be 1-8 letters or digits, got {channel!r}"[:160],
@@ -254,12 +254,12 @@ def _reading(
     )
 
 
-_VALID_CHANNELS: Final[set[object]] = set()
+_VALID_CHANNELS: Final[set[str]] = set()
 """Channel names already checked: a fleet has a handful, and the check runs per reading."""
 
 
-def _valid_channel(channel: object) -> bool:
-    if not isinstance(channel, str) or not _CHANNEL_RE.match(channel):
+def _valid_channel(channel: str) -> bool:
+    if not _CHANNEL_RE.match(channel):
         return False
     if len(_VALID_CHANNELS) < 1024:
         _VALID_CHANNELS.add(channel)

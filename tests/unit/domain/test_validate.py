@@ -87,6 +87,9 @@ def test_units(unit: str, value: float, expected: float, norm: str) -> None:
         ({"quality": "Z"}, "invalid_value", "quality"),
         ({"reason_code": 5000}, "invalid_value", "reason_code"),
         ({"channel": "E 1"}, "invalid_value", "channel"),
+        ({"channel": {}}, "invalid_value", "channel"),  # unhashable: not a crash (schemathesis)
+        ({"channel": ["E1"]}, "invalid_value", "channel"),
+        ({"ts": ["2025-01-01T00:00:00Z"]}, "invalid_type", "ts"),
         ({"source": 3}, "invalid_type", "source"),
     ],
 )
