@@ -152,7 +152,7 @@ class Settings(BaseSettings):
     batch_max: int = Field(
         2000, ge=1, le=4096, description="Raw messages handled per agent batch (at most the stream buffer)."
     )
-    batch_within_s: float = Field(0.01, gt=0, description="Max wait to fill a batch.")
+    batch_within_s: float = Field(0.025, gt=0, description="Max wait to fill a batch.")
     fetch_max_wait_ms: int = Field(
         10,
         ge=1,
