@@ -24,6 +24,7 @@ import asyncio
 from typing import Any
 
 import faust
+from faust.tables import TableManager
 from faust.transport.consumer import CONSUMER_FETCHING
 from faust.transport.drivers import aiokafka as aiokafka_driver
 from faust.types import TP
@@ -190,6 +191,16 @@ class _Transport(aiokafka_driver.Transport):  # type: ignore[misc]
     Consumer = _ProbingConsumer
 
 
+class _TableManager(TableManager):  # type: ignore[misc]
+    async def on_start(self) -> None:
+        # Faust sleeps a second here first, so that tables defined while the app starts can
+        # still register; every table of ours exists before the app starts, and the sleep
+        # was a seventh of a worker's time to its first output (issue 8).
+        if not self.should_stop:
+            await self._update_channels()
+            await self.recovery.start()
+
+
 class RawSchema(faust.Schema[bytes, bytes]):  # type: ignore[misc]
     """The raw topic's schema: events carry the message's key and value bytes as they are.
 
@@ -253,6 +264,7 @@ def create_app(settings: Settings) -> AuroraApp:
         web_port=settings.web_port,
         web_in_thread=False,
         Monitor=AuroraMonitor,
+        TableManager=_TableManager,
     )
     app.aurora_settings = settings
     app.state_caches = []
