@@ -1,0 +1,56 @@
+"""Timestamps: parsing and formatting, including their hot-path caches (domain.timeutil)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from aurora_streams.domain import timeutil
+from aurora_streams.domain.timeutil import (
+    MAX_EPOCH_MS,
+    MIN_EPOCH_MS,
+    TimestampError,
+    format_ms,
+    parse_timestamp,
+)
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+instants = st.integers(min_value=MIN_EPOCH_MS, max_value=MAX_EPOCH_MS - 1)
+
+
+def _reference(ms: int) -> str:
+    return (_EPOCH + timedelta(milliseconds=ms)).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+@given(instants)
+def test_format_matches_datetime_and_parses_back(ms: int) -> None:
+    first = format_ms(ms)
+    assert first == _reference(ms)
+    assert format_ms(ms) == first  # from the cache
+    assert parse_timestamp(first) == ms
+    assert parse_timestamp(first) == ms  # from the cache
+
+
+def test_caches_stay_bounded_and_correct_after_being_emptied(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(timeutil, "_CACHE_MAX", 8)
+    base = 1_735_653_600_000
+    for i in range(50):
+        ms = base + i * 61_001
+        assert format_ms(ms) == _reference(ms)
+        assert parse_timestamp(_reference(ms)) == ms
+        assert len(timeutil._FORMATTED) <= 8 and len(timeutil._PARSED) <= 8 and len(timeutil._MINUTES) <= 8
+
+
+def test_a_naive_time_is_cached_per_zone() -> None:
+    text = "2025-01-15T12:00:00"
+    sydney = parse_timestamp(text, naive_zone="Australia/Sydney")  # daylight saving: UTC+11
+    brisbane = parse_timestamp(text, naive_zone="Australia/Brisbane")  # none: UTC+10
+    assert brisbane - sydney == 3_600_000
+    assert sydney == parse_timestamp("2025-01-15T01:00:00Z")
+    assert parse_timestamp(text, naive_zone="Australia/Sydney") == sydney
+    with pytest.raises(TimestampError) as info:
+        parse_timestamp(text)  # cached for zones, still rejected without one
+    assert info.value.reason == "naive_timestamp"
