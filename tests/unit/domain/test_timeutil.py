@@ -36,6 +36,8 @@ def test_format_matches_datetime_and_parses_back(ms: int) -> None:
 
 def test_caches_stay_bounded_and_correct_after_being_emptied(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(timeutil, "_CACHE_MAX", 8)
+    for cache in ("_FORMATTED", "_PARSED", "_MINUTES"):  # earlier tests have filled them
+        monkeypatch.setattr(timeutil, cache, {})
     base = 1_735_653_600_000
     for i in range(50):
         ms = base + i * 61_001
