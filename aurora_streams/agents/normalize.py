@@ -79,9 +79,8 @@ __all__ = ["Epoch", "Epochs", "Sealed", "attach_normalize", "release_acks", "sea
 
 log = logging.getLogger(__name__)
 
-Views = tuple[Any, ...]
-"""The view tables: device_days, recent_anomalies, forecasts (see tables.views); inside
-the agent, followed by the decoded-forecaster cache (see :class:`ViewUpdater`)."""
+Views = tuple[Any, Any, Any]
+"""The view tables: device_days, recent_anomalies, forecasts (see tables.views)."""
 
 
 def attach_normalize(
@@ -101,7 +100,6 @@ def attach_normalize(
     cache = StateCache[DeviceState](settings.state_cache_devices)
     models = StateCache[tuple[int, DeviceForecaster]](settings.state_cache_devices)
     app.state_caches.extend((cache, models))  # type: ignore[attr-defined]  # AuroraApp: cleared on rebalance
-    views = (*views, models)
 
     epochs = Epochs(app, table, settings, fast, cache, models, processor, views)
 
@@ -245,7 +243,7 @@ class Epochs:
         settings: Settings,
         fast: FastProducer | None,
         cache: StateCache[DeviceState],
-        models: StateCache[Any],
+        models: StateCache[tuple[int, DeviceForecaster]],
         processor: Processor,
         views: Views,
     ) -> None:
@@ -302,7 +300,7 @@ class Epochs:
             part = epoch.partitions.get(p)
             if part is None:
                 part = epoch.partitions[p] = _Partition(
-                    part_events[0], ViewUpdater(self.settings, *self.views)
+                    part_events[0], ViewUpdater(self.settings, *self.views, self.models)
                 )
             with _on_partition(part.event):
                 outputs.extend(

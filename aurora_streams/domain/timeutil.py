@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta, tzinfo
 from functools import lru_cache
-from typing import Final
+from typing import Any, Final
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 __all__ = [
@@ -90,9 +90,7 @@ def parse_timestamp(raw: object, *, naive_zone: str | None = None) -> int:
     if not MIN_EPOCH_MS <= ms < MAX_EPOCH_MS:
         raise TimestampError("absurd_timestamp", f"timestamp {raw!r} is outside 2000..2100")
     if isinstance(raw, str):
-        if len(_PARSED) >= _CACHE_MAX:
-            _PARSED.clear()
-        _PARSED[raw, naive_zone] = ms
+        _keep(_PARSED, (raw, naive_zone), ms)
     return ms
 
 
@@ -104,24 +102,26 @@ _FORMATTED: Final[dict[int, str]] = {}
 _MINUTES: Final[dict[int, str]] = {}
 
 
+def _keep(cache: dict[Any, Any], key: Any, value: Any) -> Any:
+    """Store ``value`` under ``key`` in a bounded cache (emptied when full); return it."""
+    if len(cache) >= _CACHE_MAX:
+        cache.clear()
+    cache[key] = value
+    return value
+
+
 def format_ms(ms: int) -> str:
     """ISO-8601 UTC with millisecond precision and a ``Z`` suffix.
 
     Recent results are kept (three instants per output record)."""
     text = _FORMATTED.get(ms)
-    if text is None:
-        if len(_FORMATTED) >= _CACHE_MAX:
-            _FORMATTED.clear()
-        text = _FORMATTED[ms] = _format(ms)
-    return text
+    return text if text is not None else _keep(_FORMATTED, ms, _format(ms))
 
 
 def _format(ms: int) -> str:
     minute, rest = divmod(ms, 60_000)
     prefix = _MINUTES.get(minute)
     if prefix is None:
-        if len(_MINUTES) >= _CACHE_MAX:
-            _MINUTES.clear()
-        prefix = _MINUTES[minute] = (_EPOCH + timedelta(minutes=minute)).strftime("%Y-%m-%dT%H:%M:")
+        prefix = _keep(_MINUTES, minute, (_EPOCH + timedelta(minutes=minute)).strftime("%Y-%m-%dT%H:%M:"))
     seconds, millis = divmod(rest, 1000)
     return f"{prefix}{seconds:02d}.{millis:03d}Z"
