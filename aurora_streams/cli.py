@@ -6,6 +6,7 @@ import functools
 import gc
 import logging
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -347,6 +348,11 @@ def dev(devices: int, rate: float, with_postgres: bool, postgres_port: int) -> N
     host, port = s.bootstrap_servers.split(",")[0].rsplit(":", 1)
     logdir = Path(s.datadir) / "logs"
     logdir.mkdir(parents=True, exist_ok=True)
+    # The embedded broker keeps nothing between runs (memory storage), so table state an
+    # earlier run left in the data dir is ahead of the fresh topics: its replay fence would
+    # drop every new reading as already applied. The tables start empty, like the broker.
+    for tables in Path(s.datadir).glob("v*/tables"):
+        shutil.rmtree(tables)
     children: list[tuple[str, subprocess.Popen[bytes]]] = []
 
     def stop_all(*_: Any) -> None:
