@@ -29,6 +29,7 @@ from faust.transport.consumer import CONSUMER_FETCHING
 from faust.transport.drivers import aiokafka as aiokafka_driver
 from faust.types import TP
 
+from aurora_streams.agents.intake import RawIntake
 from aurora_streams.agents.normalize import attach_normalize
 from aurora_streams.agents.sink import attach_sink
 from aurora_streams.kafka_offsets import probe_end_offsets_async
@@ -73,10 +74,42 @@ class _ProbingConsumer(aiokafka_driver.Consumer):  # type: ignore[misc]
             await self._thread.call_thread(reset, *unset)
         return committed
 
+    def _intake_now(self, intake: RawIntake) -> bool:
+        """Whether a raw-topic message can go to the intake at once: flow not suspended (no
+        rebalance under way) and room in the intake. Otherwise it waits, interruptibly."""
+        return not (self.suspend_flow.is_set() or not self.app.flow_control.is_active() or intake.full())
+
+    async def _deliver_raw(self, intake: RawIntake, message: Any) -> None:
+        """Hand a raw message to the intake when it can, and to Faust's channels that read the
+        raw topic too (the sink's), each interruptible by a rebalance.
+
+        The message counts one reference for the intake (dropped by the agent's checkpoint)
+        and the conductor adds one per stream. A guard reference keeps it from being
+        acknowledged in full until both deliveries are done: if a rebalance cuts either
+        short, the guard is never dropped, so the offset never becomes committable, and the
+        partition's new owner re-reads it from the committed offset (as Faust does for a
+        delivery it cuts short). When the intake is the only reader (the fast path in
+        :meth:`_drain_messages`), no reference is counted: the agent's one ack is final."""
+        message.incref(2)  # the intake's, and the guard
+        if self._intake_now(intake):
+            intake.put(message)
+        else:
+            putting = intake.put_when_ready(message, self.app.flow_control)
+            if putting not in (await self.wait_first(putting, self.suspend_flow.wait())).done:
+                return
+        if self.app.raw_shared:  # type: ignore[attr-defined]
+            if self._delivers_now(message.tp):
+                await self.callback(message)
+            else:
+                delivering = self.callback(message)
+                if delivering not in (await self.wait_first(delivering, self.suspend_flow.wait())).done:
+                    return
+        message.decref()
+
     def _delivers_now(self, tp: TP) -> bool:
-        """Whether handing a raw-topic message to its stream cannot block: flow not
-        suspended (no rebalance under way), Faust's producer buffer ebbed, and room in the
-        stream's queue. Those are the only places the conductor's callback waits."""
+        """Whether handing a message to its streams through the conductor cannot block: flow
+        not suspended (no rebalance under way), Faust's producer buffer ebbed, and room in
+        every stream's queue. Those are the only places the conductor's callback waits."""
         app = self.app
         if self.suspend_flow.is_set() or not app.flow_control.is_active():
             return False
@@ -93,10 +126,11 @@ class _ProbingConsumer(aiokafka_driver.Consumer):  # type: ignore[misc]
 
     async def _drain_messages(self, fetcher: Any) -> None:  # pragma: no cover - Faust's loop
         """Faust's fetch loop (faust-streaming 0.15.3, ``Consumer._drain_messages``) with one
-        change: a raw-topic message whose delivery cannot block is handed to its stream
-        directly, not through ``wait_first``, which makes four tasks per message to let a
-        rebalance interrupt a blocked delivery. It was a third of a busy worker's time
-        (issue 8); a delivery that could block still goes through ``wait_first``."""
+        change: a raw-topic message goes to the normalize agent's :class:`RawIntake`, not
+        through the conductor and a stream (see ``agents.intake``), and directly when that
+        cannot block: ``wait_first``, which lets a rebalance interrupt a blocked delivery,
+        makes four tasks per message and was a third of a busy worker's time (issue 8). A
+        delivery that could block still goes through ``wait_first``."""
         callback = self.callback
         getmany = self.getmany
         consumer_should_stop = self._stopped.is_set
@@ -108,7 +142,11 @@ class _ProbingConsumer(aiokafka_driver.Consumer):  # type: ignore[misc]
         commit_every = self._commit_every
         acks_enabled_for = self.app.topics.acks_enabled_for
         raw_topic = self.app.aurora_settings.topic_raw  # type: ignore[attr-defined]
-        delivers_now = self._delivers_now
+        intake: RawIntake = self.app.raw_intake  # type: ignore[attr-defined]
+        intake_now = self._intake_now
+        put = intake.put
+        deliver_raw = self._deliver_raw
+        shared = self.app.raw_shared  # type: ignore[attr-defined]
         yield_every = 100
         num_since_yield = 0
         sleep = asyncio.sleep
@@ -132,10 +170,12 @@ class _ProbingConsumer(aiokafka_driver.Consumer):  # type: ignore[misc]
                             if commit_every is not None and self._n_acked >= commit_every:
                                 self._n_acked = 0
                                 await self.commit()
-                            if tp.topic == raw_topic and delivers_now(tp):
-                                await callback(message)
-                            else:
+                            if tp.topic != raw_topic:
                                 await self.wait_first(callback(message), self.suspend_flow.wait())
+                            elif not shared and intake_now(intake):
+                                put(message)
+                            else:
+                                await deliver_raw(intake, message)
                             set_read_offset(tp, offset)
                     unset_flag(CONSUMER_FETCHING)
         except self.consumer_stopped_errors:
@@ -201,38 +241,32 @@ class _TableManager(TableManager):  # type: ignore[misc]
             await self.recovery.start()
 
 
-class RawSchema(faust.Schema[bytes, bytes]):  # type: ignore[misc]
-    """The raw topic's schema: events carry the message's key and value bytes as they are.
-
-    The normalize agent reads ``event.message.key`` and ``.value`` and decodes them itself
-    (``codecs.decode_raw``, whose failures go to the DLQ), so Faust's serializer chain
-    (``raw`` both ways) only cost time per message: 3.5 % of a busy worker (issue 8)."""
-
-    def __init__(self) -> None:
-        super().__init__(key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw")
-
-    def compile(self, app: Any, **_: Any) -> Any:
-        create_event = app.create_event
-
-        async def decode(message: Any, *, propagate: bool = False) -> Any:
-            return create_event(message.key, message.value, message.headers, message)
-
-        return decode
-
-
 class AuroraApp(faust.App):  # type: ignore[misc]
     aurora_settings: Settings
     state_caches: list[Any]
     """Caches of decoded table values (tables.device_state.StateCache), cleared whenever a
     rebalance starts: partitions may come back advanced by another worker."""
 
+    raw_intake: RawIntake
+    """Raw-topic messages fetched and not yet taken by the normalize agent; cleared whenever
+    a rebalance starts, like Faust's stream queues."""
+    raw_shared: bool
+    """Whether a Faust agent reads the raw topic too (the sink): its messages then also go
+    through Faust's conductor to that agent's stream."""
+
     def on_rebalance_start(self) -> None:
         super().on_rebalance_start()
+        self.raw_intake.clear()
         for cache in self.state_caches:
             cache.clear()
 
     def _new_transport(self) -> Any:
         return _Transport(self.conf.broker_consumer, self)
+
+
+_RAW_INTAKE_MESSAGES = 8192
+"""Raw messages fetched ahead of the agent: four batches (``AURORA_BATCH_MAX``), as a
+stream's buffer would hold (``stream_buffer_maxsize``)."""
 
 
 def create_app(settings: Settings) -> AuroraApp:
@@ -258,11 +292,16 @@ def create_app(settings: Settings) -> AuroraApp:
         broker_max_poll_records=min(settings.batch_max, 500),  # larger polls stall rebalances (notes §4.1)
         # Faust stops fetching a partition whose stream queue passes 4/5 of this (flow control)
         # until it halves. At its default, 4096, next to a take_events batch of up to 2,000,
-        # interleaved partitions were paused and resumed in turn and W1 ran at half speed,
-        # the worker idle half the time waiting for input (issue 8: 6,300-6,700/s with
-        # 2,000-record polls; 11,400/s at 8192, 12,400/s at 16384, which cost the 100,000-meter
-        # state run 20 MB more).
+        # interleaved partitions were paused and resumed in turn and W1 ran at half speed
+        # (issue 8). The raw topic no longer goes through a stream queue (agents.intake);
+        # the sink's streams still do.
         stream_buffer_maxsize=8192,
+        # A rebalance or a stop does not wait for events being processed: both agents are
+        # idempotent under re-delivery (the normalize agent fences replays, the sink
+        # upserts), and the normalize agent holds its messages across checkpoints, which a
+        # rebalance abandons (Faust's wait_empty would wait for them forever when the sink
+        # reads the raw topic too). Pitfalls §4.1.
+        stream_wait_empty=False,
         table_standby_replicas=settings.standby_replicas,
         table_cleanup_interval=30.0,
         web_enabled=True,
@@ -275,10 +314,17 @@ def create_app(settings: Settings) -> AuroraApp:
     )
     app.aurora_settings = settings
     app.state_caches = []
-    raw = app.topic(settings.topic_raw, schema=RawSchema(), partitions=settings.partitions)
+    # The consumer hands raw messages to the normalize agent's intake, not to a stream (see
+    # agents.intake). The sink's stream subscribes the raw topic when it runs; otherwise the
+    # topic is subscribed here, with no stream to deliver to.
+    raw = app.topic(settings.topic_raw, partitions=settings.partitions)
+    app.raw_shared = settings.database_url is not None
+    if not app.raw_shared:
+        app.topics.add(raw)
+    app.raw_intake = RawIntake(maxsize=max(_RAW_INTAKE_MESSAGES, 2 * settings.batch_max))
     device_state = define_device_state(app, settings)
     days, recent, forecasts = define_view_tables(app, settings)
-    attach_normalize(app, raw, device_state, build_processor(settings), settings, (days, recent, forecasts))
+    attach_normalize(app, device_state, build_processor(settings), settings, (days, recent, forecasts))
     if settings.database_url:
         attach_sink(app, settings)
     attach_ingest(app, settings)

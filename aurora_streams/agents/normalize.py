@@ -3,8 +3,9 @@
 The raw topic is keyed by device already, so there is no ``group_by`` (no repartition
 topic): a device's readings arrive on one partition, in order, at one worker.
 
-The agent works in **epochs**. Within an epoch, per batch of raw messages
-(``take_events``), for each source partition in turn:
+The agent works in **epochs**. Within an epoch, per batch of raw messages (taken from the
+worker's :class:`~aurora_streams.agents.intake.RawIntake`, into which the consumer's fetch loop
+hands them without Faust's per-message stream path), for each source partition in turn:
 
 1. with an event of that partition current (Faust's RocksDB store and changelog use the
    current event's partition), load the touched devices' states (the epoch's own in-memory
@@ -68,6 +69,7 @@ from faust.streams import _current_event
 
 from aurora_streams import metrics
 from aurora_streams.agents.delivery import FastProducer, TableWriter, deliver, flush
+from aurora_streams.agents.intake import RawIntake
 from aurora_streams.agents.views import ViewUpdater
 from aurora_streams.domain.device import DeviceState
 from aurora_streams.domain.forecast import DeviceForecaster
@@ -75,7 +77,7 @@ from aurora_streams.processing import Processor
 from aurora_streams.settings import Settings
 from aurora_streams.tables.device_state import StateCache, load_state
 
-__all__ = ["Epoch", "Epochs", "Sealed", "attach_normalize", "release_acks", "seal", "store", "withhold_acks"]
+__all__ = ["Epoch", "Epochs", "Sealed", "attach_normalize", "release_acks", "seal", "store"]
 
 log = logging.getLogger(__name__)
 
@@ -83,10 +85,8 @@ Views = tuple[Any, Any, Any]
 """The view tables: device_days, recent_anomalies, forecasts (see tables.views)."""
 
 
-def attach_normalize(
-    app: faust.App, raw_topic: Any, table: Any, processor: Processor, settings: Settings, views: Views
-) -> Any:
-    """Register the normalize agent on ``app``."""
+def attach_normalize(app: Any, table: Any, processor: Processor, settings: Settings, views: Views) -> None:
+    """Run the normalize agent in ``app``: a task taking batches from ``app.raw_intake``."""
     fast = (
         FastProducer(
             settings.bootstrap_servers,
@@ -99,56 +99,42 @@ def attach_normalize(
 
     cache = StateCache[DeviceState](settings.state_cache_devices)
     models = StateCache[tuple[int, DeviceForecaster]](settings.state_cache_devices)
-    app.state_caches.extend((cache, models))  # type: ignore[attr-defined]  # AuroraApp: cleared on rebalance
+    app.state_caches.extend((cache, models))  # AuroraApp: cleared on rebalance
+    intake: RawIntake = app.raw_intake
 
     epochs = Epochs(app, table, settings, fast, cache, models, processor, views)
 
-    @app.agent(raw_topic, name="normalize")
-    async def normalize(stream: Any) -> None:
-        async for events in stream.take_events(settings.batch_max, settings.batch_within_s):
-            # take_events acknowledges a batch when the loop body ends; the epoch's
-            # checkpoint does, once the batch's effects are stored.
-            withhold_acks(events)
+    @app.task  # type: ignore[untyped-decorator]
+    async def normalize() -> None:
+        while True:
+            generation, messages = await intake.take(settings.batch_max, settings.batch_within_s)
             async with epochs.exclusive():
+                if generation != intake.generation:
+                    continue  # taken before a rebalance began: re-delivered from the committed offset
                 epoch = await epochs.current()
-                await epochs.process(events, epoch)
+                await epochs.process(messages, epoch)
                 if fast is None or epoch.due(settings):
                     await epochs.rotate()
 
     @app.timer(max(0.05, settings.checkpoint_interval_s / 4))  # type: ignore[untyped-decorator]
     async def _checkpoint_when_idle() -> None:
-        # take_events yields nothing while the input is idle: without this, the last epoch
-        # before a pause would stay unstored and uncommitted until the next reading.
+        # The agent waits for input while it is idle: without this, the last epoch before a
+        # pause would stay unstored and uncommitted until the next reading.
         async with epochs.exclusive():
             epoch = await epochs.current()
             if epoch.messages and epoch.due(settings):
                 await epochs.rotate()
 
-    return normalize
-
-
-def withhold_acks(events: Sequence[Any]) -> None:
-    """Keep ``take_events`` from acknowledging ``events`` when the loop body ends.
-
-    ``take_events`` acknowledges a batch in a ``finally``, so a batch whose body raised (or
-    was cancelled at shutdown), or whose effects are only stored at a later checkpoint,
-    would otherwise be committed without its outputs or state stored, and never
-    re-delivered. A message already marked acked is not acknowledged to the consumer
-    again, so the committed offset stops before it until :func:`release_acks`."""
-    for event in events:
-        event.message.acked = True
-
 
 def release_acks(app: faust.App, messages: Sequence[Any]) -> None:
-    """Acknowledge withheld ``messages`` to the consumer (their offsets become committable),
-    as ``take_events`` would have. Only for messages of the current assignment
-    generation: a rebalance abandons them instead (see :class:`Epoch`)."""
+    """Drop the agent's reference to stored ``messages``: an offset becomes committable once
+    every reader of its message has (the sink's stream holds one too when it reads the raw
+    topic). Only for messages of the current assignment generation: a rebalance abandons
+    them instead (see :class:`Epoch`). Faust's monitor does not count raw messages in or
+    out: they never pass through its streams."""
     consumer = app.consumer
-    on_out = app.sensors.on_message_out
     for message in messages:
-        message.acked = False
-        if message.ack(consumer):
-            on_out(message.tp, message.offset, message)
+        message.ack(consumer)
 
 
 def _stop_now(exc: BaseException) -> None:
@@ -287,36 +273,74 @@ class Epochs:
             self.storing.add_done_callback(_stop_if_failed)
         self.epoch = Epoch(self.cache.generation, prior=sealed)
 
-    async def process(self, events: Sequence[Any], epoch: Epoch) -> None:
-        """Process one ``take_events`` batch into ``epoch`` (see module docstring): per source
-        partition in offset order, then queue every output. Nothing is stored or acknowledged
-        here; outputs are awaited only under exactly-once (Faust's producer)."""
+    async def process(self, messages: Sequence[Any], epoch: Epoch) -> None:
+        """Process one batch of raw messages into ``epoch`` (see module docstring): per
+        source partition in offset order, then queue every output. Nothing is stored or
+        acknowledged here; outputs are awaited only under exactly-once (Faust's producer)."""
         started = time.perf_counter()
         by_partition: dict[int, list[Any]] = {}
-        for event in events:
-            by_partition.setdefault(event.message.partition, []).append(event)
+        for message in messages:
+            by_partition.setdefault(message.partition, []).append(message)
         outputs = []
-        for p, part_events in by_partition.items():
+        inbound = self.app.monitor.stream_inbound_time
+        for p, part_messages in by_partition.items():
             part = epoch.partitions.get(p)
             if part is None:
+                first = part_messages[0]
                 part = epoch.partitions[p] = _Partition(
-                    part_events[0], ViewUpdater(self.settings, *self.views, self.models)
+                    self.app.create_event(first.key, first.value, first.headers, first),
+                    ViewUpdater(self.settings, *self.views, self.models),
                 )
             with _on_partition(part.event):
-                outputs.extend(
-                    _compute(self.table, self.processor, self.cache, part, part_events, epoch.prior)
-                )
+                outputs.extend(self._compute(part, part_messages, epoch.prior))
+            # Faust warns of a stalled stream for a partition whose stream saw nothing lately.
+            inbound[part_messages[0].tp] = time.monotonic()
         if self.fast is None:
             await deliver(self.app, outputs)
         else:
             self.fast.produce_all(outputs)
-        epoch.messages.extend(event.message for event in events)
+        epoch.messages.extend(messages)
         now = time.time()
-        metrics.E2E_LATENCY.observe(max(0.0, now - min(e.message.timestamp for e in events)))
+        metrics.E2E_LATENCY.observe(max(0.0, now - min(m.timestamp for m in messages)))
         metrics.BATCH_DURATION.observe(time.perf_counter() - started)
-        metrics.BATCH_SIZE.observe(len(events))
+        metrics.BATCH_SIZE.observe(len(messages))
         metrics.LAST_BATCH_TIMESTAMP.set(now)
         _export_stats(self.processor)
+
+    def _compute(self, part: _Partition, messages: Sequence[Any], prior: dict[str, DeviceState]) -> list[Any]:
+        """Run a partition's messages through the processor, in offset order, and apply what
+        they produced to the epoch's views in memory. Returns the outputs to produce."""
+        states = part.states
+        table, cache = self.table, self.cache
+
+        def load(device_id: str) -> DeviceState:
+            state = prior.get(device_id)
+            if state is None:
+                state = cache.get(device_id)
+            if state is None:
+                part.loaded += 1
+                state = load_state(table, device_id)
+            return state
+
+        emitted: list[Any] = []
+        outputs = []
+        process = self.processor.process
+        for msg in messages:
+            outputs.extend(
+                process(
+                    msg.key,
+                    msg.value,
+                    partition=msg.partition,
+                    offset=msg.offset,
+                    timestamp_ms=round(msg.timestamp * 1000),
+                    states=states,
+                    load=load,
+                    emitted=emitted,
+                )
+            )
+        part.updater.apply(emitted)
+        outputs.extend(part.updater.forecast_records())
+        return outputs
 
 
 def _abandon(epoch: Epoch, cache: StateCache[DeviceState]) -> Epoch:
@@ -326,48 +350,6 @@ def _abandon(epoch: Epoch, cache: StateCache[DeviceState]) -> Epoch:
     if epoch.messages:
         log.info("rebalance: %d readings of an unstored epoch will be re-delivered", len(epoch.messages))
     return Epoch(cache.generation)
-
-
-def _compute(
-    table: Any,
-    processor: Processor,
-    cache: StateCache[DeviceState],
-    part: _Partition,
-    events: Sequence[Any],
-    prior: dict[str, DeviceState],
-) -> list[Any]:
-    """Run a partition's messages through the processor, in offset order, and apply what
-    they produced to the epoch's views in memory. Returns the outputs to produce."""
-    states = part.states
-
-    def load(device_id: str) -> DeviceState:
-        state = prior.get(device_id)
-        if state is None:
-            state = cache.get(device_id)
-        if state is None:
-            part.loaded += 1
-            state = load_state(table, device_id)
-        return state
-
-    emitted: list[Any] = []
-    outputs = []
-    for event in events:
-        msg = event.message
-        outputs.extend(
-            processor.process(
-                msg.key,
-                msg.value,
-                partition=msg.partition,
-                offset=msg.offset,
-                timestamp_ms=round(msg.timestamp * 1000),
-                states=states,
-                load=load,
-                emitted=emitted,
-            )
-        )
-    part.updater.apply(emitted)
-    outputs.extend(part.updater.forecast_records())
-    return outputs
 
 
 @dataclass

@@ -1,6 +1,6 @@
-"""A failed batch's offsets are never committed (``take_events`` acknowledges a batch in a
-``finally``, even when the agent's body raised); a stored epoch's are, once; and when an
-epoch ends."""
+"""A stored epoch's messages are acknowledged once, and only when every reader of them has
+(the sink's stream may hold a reference too); a failed or abandoned epoch's never are; and
+when an epoch ends."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from typing import Any
 
 from faust.types.tuples import ConsumerMessage, Message
 
-from aurora_streams.agents.normalize import Epoch, Sealed, _Partition, release_acks, withhold_acks
+from aurora_streams.agents.normalize import Epoch, Sealed, _Partition, release_acks
 from aurora_streams.domain.device import DeviceState
 from aurora_streams.settings import Settings
 
@@ -30,62 +30,44 @@ class _Consumer:
 
 
 @dataclass
-class _Event:
-    message: Message
+class _App:
+    consumer: _Consumer = field(default_factory=_Consumer)
 
 
-def _events(offsets: range) -> list[Any]:
+def _messages(offsets: range, readers: int = 1) -> list[Any]:
+    """Messages as the intake holds them: one reference per reader (the intake's own)."""
     out = []
     for offset in offsets:
         m = ConsumerMessage("raw", 0, offset, 0.0, 0, None, b"k", b"v", None)
-        m.incref()
-        out.append(_Event(m))
+        m.incref(readers)
+        out.append(m)
     return out
-
-
-def test_a_normal_batch_reaches_the_consumer() -> None:
-    consumer = _Consumer()
-    for event in _events(range(3)):
-        event.message.ack(consumer)
-    assert consumer.acked == [0, 1, 2]
-
-
-def test_a_withheld_batch_never_reaches_the_consumer() -> None:
-    consumer = _Consumer()
-    failed = _events(range(3, 6))
-    withhold_acks(failed)
-    for event in failed:  # what take_events' finally does
-        assert event.message.ack(consumer) is False
-    assert consumer.acked == []
-
-
-@dataclass
-class _Sensors:
-    out: list[int] = field(default_factory=list)
-
-    def on_message_out(self, tp: Any, offset: int, message: Message) -> None:
-        self.out.append(offset)
-
-
-@dataclass
-class _App:
-    consumer: _Consumer = field(default_factory=_Consumer)
-    sensors: _Sensors = field(default_factory=_Sensors)
 
 
 def test_released_messages_reach_the_consumer_once() -> None:
     app = _App()
-    held = _events(range(6, 9))
-    withhold_acks(held)
-    for event in held:  # take_events' finally, at the end of the batch
-        event.message.ack(app.consumer)
+    held = _messages(range(6, 9))
+    assert app.consumer.acked == []  # held by the epoch: nothing committable
+    release_acks(app, held)  # type: ignore[arg-type]  # the checkpoint
+    assert app.consumer.acked == [6, 7, 8]
+    release_acks(app, held)  # type: ignore[arg-type]  # acknowledged already: nothing more
+    assert app.consumer.acked == [6, 7, 8]
+
+
+def test_a_message_the_sink_reads_too_is_committable_once_both_have_acknowledged() -> None:
+    app = _App()
+    shared = _messages(range(3), readers=2)
+    release_acks(app, shared)  # type: ignore[arg-type]  # the normalize checkpoint first
     assert app.consumer.acked == []
-    release_acks(app, [e.message for e in held])  # type: ignore[arg-type]  # the checkpoint
-    assert app.consumer.acked == [6, 7, 8]
-    assert app.sensors.out == [6, 7, 8]
-    for event in held:  # acknowledged already: nothing more reaches the consumer
-        assert event.message.ack(app.consumer) is False
-    assert app.consumer.acked == [6, 7, 8]
+    for m in shared:  # then the sink's take_events
+        m.ack(app.consumer)  # type: ignore[arg-type]
+    assert app.consumer.acked == [0, 1, 2]
+    later = _messages(range(3, 5), readers=2)
+    for m in later:  # the sink first this time
+        m.ack(app.consumer)  # type: ignore[arg-type]
+    assert app.consumer.acked == [0, 1, 2]
+    release_acks(app, later)  # type: ignore[arg-type]
+    assert app.consumer.acked == [0, 1, 2, 3, 4]
 
 
 def _settings(**kw: Any) -> Settings:
@@ -96,9 +78,9 @@ def test_an_epoch_is_due_after_its_interval_readings_or_devices_new_to_memory() 
     s = _settings(checkpoint_interval_s=60, checkpoint_max_readings=10, checkpoint_max_devices=3)
     epoch = Epoch(0)
     assert not epoch.due(s)
-    epoch.messages.extend(m.message for m in _events(range(9)))
+    epoch.messages.extend(_messages(range(9)))
     assert not epoch.due(s)
-    epoch.messages.append(_events(range(9, 10))[0].message)
+    epoch.messages.append(_messages(range(9, 10))[0])
     assert epoch.due(s)
 
     epoch = Epoch(0)
