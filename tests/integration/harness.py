@@ -408,3 +408,31 @@ def wait_for(progress: Callable[[], int], target: int, timeout: float = 120.0) -
             return
         time.sleep(0.02)
     raise TimeoutError(f"progress stuck below {target}")
+
+
+def committed_offsets(dep: Deployment, topic: str) -> dict[int, int]:
+    """The worker group's committed offset per partition of ``topic`` (negative: none)."""
+    group = dep.settings.app_id
+    c = Consumer({"bootstrap.servers": dep.bootstrap, "group.id": group, "enable.auto.commit": False})
+    try:
+        parts = c.committed([TopicPartition(topic, p) for p in range(dep.partitions)], timeout=10)
+        return {tp.partition: tp.offset for tp in parts}
+    finally:
+        c.close()
+
+
+def log_ends(records: Iterable[Record]) -> dict[int, int]:
+    """Each partition's next offset after ``records``. From the records read, not
+    ListOffsets: the embedded broker undercounts log ends (DESIGN.md, Brokers)."""
+    ends: dict[int, int] = {}
+    for r in records:
+        ends[r.partition] = max(ends.get(r.partition, 0), r.offset + 1)
+    return ends
+
+
+def wait_committed(dep: Deployment, topic: str, ends: dict[int, int], timeout: float = 30.0) -> None:
+    """Wait until the group has committed ``topic`` up to ``ends`` on every partition."""
+    deadline = time.monotonic() + timeout
+    while committed_offsets(dep, topic) != ends and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert committed_offsets(dep, topic) == ends

@@ -5,32 +5,17 @@ and a stream that pauses is still checkpointed and committed."""
 from __future__ import annotations
 
 import re
-import time
-
-from confluent_kafka import Consumer, TopicPartition
 
 from aurora_streams.simulator import SimConfig, generate
-from tests.integration.harness import Deployment, Record, TopicTail, assert_matches, wait_for
+from tests.integration.harness import (
+    Deployment,
+    TopicTail,
+    assert_matches,
+    log_ends,
+    wait_committed,
+    wait_for,
+)
 from tests.integration.test_pipeline import FLEET
-
-
-def _committed(dep: Deployment) -> dict[int, int]:
-    s = dep.settings
-    c = Consumer({"bootstrap.servers": dep.bootstrap, "group.id": s.app_id, "enable.auto.commit": False})
-    try:
-        parts = c.committed([TopicPartition(s.topic_raw, p) for p in range(dep.partitions)], timeout=10)
-        return {tp.partition: tp.offset for tp in parts}
-    finally:
-        c.close()
-
-
-def _ends(raw: list[Record]) -> dict[int, int]:
-    # From the records read, not ListOffsets: the embedded broker undercounts log ends
-    # (DESIGN.md, Brokers).
-    ends: dict[int, int] = {}
-    for r in raw:
-        ends[r.partition] = max(ends.get(r.partition, 0), r.offset + 1)
-    return ends
 
 
 def _metric(text: str, name: str) -> float:
@@ -54,11 +39,7 @@ def test_a_paused_stream_is_checkpointed_committed_and_written_once_per_device(
 
     # Nothing more arrives: the idle timer must end the epoch, store it and let Faust
     # commit every offset (within the interval, the commit interval and some slack).
-    ends = _ends(raw)
-    deadline = time.monotonic() + 30
-    while _committed(dep) != ends and time.monotonic() < deadline:
-        time.sleep(0.5)
-    assert _committed(dep) == ends
+    wait_committed(dep, s.topic_raw, log_ends(raw))
     assert_matches(dep, expected)
 
     metrics = w.metrics()

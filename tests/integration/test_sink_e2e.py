@@ -12,7 +12,7 @@ import pytest
 from aurora_streams.codecs import decode_output
 from aurora_streams.devpostgres import LocalPostgres
 from aurora_streams.simulator import SimConfig, SimMessage, generate, produce
-from tests.integration.harness import Deployment, latest_by, run_async
+from tests.integration.harness import Deployment, latest_by, log_ends, run_async, wait_committed
 from tests.integration.test_pipeline import FLEET
 
 
@@ -78,6 +78,9 @@ def test_simulator_to_worker_to_database(deployment: Deployment, database: str) 
     sent = dep.produce(generate(FLEET, limit=4000))
     dep.start_worker("sink").wait_ready()
     assert_db_matches_topic(dep, database, sent)
+    # The sink and the normalize agent both read the raw topic: its offsets are committed
+    # once both have stored every message.
+    wait_committed(dep, dep.settings.topic_raw, log_ends(dep.read(dep.settings.topic_raw)))
     # The 15-minute view aggregates what is stored.
     total = query(database, "SELECT sum(kwh) FROM readings_15m")[0][0]
     assert total == pytest.approx(
