@@ -401,17 +401,20 @@ def _rederive(
             _emit(device_id, channel, ch.kind, e, old_flags, d.notes, records, anomalies)
 
 
-@dataclass(slots=True)
 class _Derived:
-    """What :func:`_derive` computes for one entry."""
+    """What :func:`_derive` computes for one entry. ``notes``: anomaly flag -> (score,
+    human-readable detail). A plain slotted class: built once per derived entry, and a
+    dataclass's default factories cost more than its fields."""
 
-    ts_start: int | None = None
-    delta: float | None = None
-    run: int = 0
-    step: int | None = None
-    flags: set[str] = field(default_factory=set)
-    notes: dict[str, tuple[float, str]] = field(default_factory=dict)
-    """Anomaly flag -> (score, human-readable detail)."""
+    __slots__ = ("delta", "flags", "notes", "run", "step", "ts_start")
+
+    def __init__(self, flags: set[str]) -> None:
+        self.ts_start: int | None = None
+        self.delta: float | None = None
+        self.run = 0
+        self.step: int | None = None
+        self.flags = flags
+        self.notes: dict[str, tuple[float, str]] = {}
 
     def raise_flag(self, flag: Flag, score: float, detail: str) -> None:
         self.flags.add(flag)
@@ -420,7 +423,7 @@ class _Derived:
 
 def _derive(kind: Kind, pred: Entry | None, e: Entry, max_kw: float, rules: DeviceRules) -> _Derived:
     """The record of ``e`` given its predecessor in time order (None: first of the channel)."""
-    out = _Derived(flags=set(e.arrival))
+    out = _Derived(set(e.arrival))
     qflag = QUALITY_FLAGS.get(e.quality)
     if qflag is not None:
         out.flags.add(qflag)
@@ -562,20 +565,25 @@ def _emit(
     ``cleared`` one per anomaly flag its previous revision carried and this one does not."""
     eid = event_id(device_id, channel, e.ts)
     records.append(_record(device_id, channel, kind, e, eid))
-
-    def event(flag: str, score: float, detail: str, cleared: bool) -> AnomalyEvent:
-        return AnomalyEvent(
-            anomaly_id(eid, flag), eid, device_id, channel, e.ts, flag, score, detail,
-            e.revision, cleared, e.ingested_at,
-        )  # fmt: skip
-
+    if not (e.flags or old_flags):
+        return
     for flag in e.flags:
         if flag in ANOMALY_FLAGS:
             score, detail = notes.get(flag, (1.0, flag))
-            anomalies.append(event(flag, score, detail, False))
+            anomalies.append(_event(eid, device_id, channel, e, flag, score, detail, False))
     for flag in old_flags:
         if flag in ANOMALY_FLAGS and flag not in e.flags:
-            anomalies.append(event(flag, 0.0, f"{flag} withdrawn by revision {e.revision}", True))
+            detail = f"{flag} withdrawn by revision {e.revision}"
+            anomalies.append(_event(eid, device_id, channel, e, flag, 0.0, detail, True))
+
+
+def _event(
+    eid: str, device_id: str, channel: str, e: Entry, flag: str, score: float, detail: str, cleared: bool
+) -> AnomalyEvent:
+    return AnomalyEvent(
+        anomaly_id(eid, flag), eid, device_id, channel, e.ts, flag, score, detail, e.revision, cleared,
+        e.ingested_at,
+    )  # fmt: skip
 
 
 def _late(r: Reading, latest: int, rules: DeviceRules) -> ApplyResult:

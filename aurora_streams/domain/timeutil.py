@@ -113,9 +113,13 @@ def _keep(cache: dict[Any, Any], key: Any, value: Any) -> Any:
 def format_ms(ms: int) -> str:
     """ISO-8601 UTC with millisecond precision and a ``Z`` suffix.
 
-    Recent results are kept (three instants per output record)."""
+    Recent whole-second instants are kept: interval boundaries repeat across a fleet. Others
+    (a broker timestamp is unique per message) are formatted each time: kept, they pushed
+    the boundaries out of the cache before they repeated."""
     text = _FORMATTED.get(ms)
-    return text if text is not None else _keep(_FORMATTED, ms, _format(ms))
+    if text is not None:
+        return text
+    return _keep(_FORMATTED, ms, _format(ms)) if ms % 1000 == 0 else _format(ms)
 
 
 def _format(ms: int) -> str:
