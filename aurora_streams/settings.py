@@ -149,8 +149,12 @@ class Settings(BaseSettings):
     sink_max_backoff_s: float = Field(10.0, gt=0, description="Cap of the retry backoff.")
 
     # --- worker tuning -----------------------------------------------------------------
-    batch_max: int = Field(
-        2000, ge=1, le=4096, description="Raw messages handled per agent batch (at most the stream buffer)."
+    batch_max: int = Field(2000, ge=1, le=4096, description="Raw messages handled per agent batch.")
+    batch_max_bytes: int = Field(
+        1_048_576,
+        ge=1,
+        description="Raw message bytes per agent batch (at least one message): 2,000 gateway batches "
+        "of 48 readings would hold the event loop for seconds.",
     )
     batch_within_s: float = Field(0.025, gt=0, description="Max wait to fill a batch.")
     fetch_max_wait_ms: int = Field(

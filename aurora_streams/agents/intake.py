@@ -46,7 +46,10 @@ class RawIntake:
         self.generation = 0
         """Advanced by every :meth:`clear`: a batch taken in another generation is void."""
         self._messages: list[Any] = []
+        self._bytes = 0
+        """Value bytes of ``_messages``."""
         self._want = sys.maxsize
+        self._want_bytes = sys.maxsize
         self._filled: asyncio.Event | None = None
         self._room: asyncio.Event | None = None
 
@@ -60,7 +63,10 @@ class RawIntake:
         """Append ``message`` (the caller checked :meth:`full`; this never blocks)."""
         messages = self._messages
         messages.append(message)
-        if len(messages) >= self._want and self._filled is not None:
+        value = message.value
+        if value is not None:
+            self._bytes += len(value)
+        if (len(messages) >= self._want or self._bytes >= self._want_bytes) and self._filled is not None:
             self._filled.set()
 
     async def put_when_ready(self, message: Any, flow_control: Any) -> None:
@@ -76,17 +82,31 @@ class RawIntake:
                 room = self._room = asyncio.Event()
             await room.wait()
 
-    async def take(self, max_messages: int, within_s: float) -> tuple[int, list[Any]]:
+    async def take(
+        self, max_messages: int, within_s: float, max_bytes: int = sys.maxsize
+    ) -> tuple[int, list[Any]]:
         """The next batch and the generation it was taken in: waits for a first message,
-        then up to ``within_s`` seconds for ``max_messages``, and returns at most that many,
-        oldest first (as Faust's ``take_events``)."""
+        then up to ``within_s`` seconds for ``max_messages`` or ``max_bytes`` of values,
+        and returns the oldest messages up to either bound (at least one message), as
+        Faust's ``take_events`` does with a count."""
         if not self._messages:
-            await self._wait_for(1, None)
-        if len(self._messages) < max_messages:
-            await self._wait_for(max_messages, within_s)
+            await self._wait_for(1, sys.maxsize, None)
+        if len(self._messages) < max_messages and self._bytes < max_bytes:
+            await self._wait_for(max_messages, max_bytes, within_s)
         messages = self._messages
-        batch = messages[:max_messages]
-        del messages[:max_messages]
+        n = min(max_messages, len(messages))
+        size = 0
+        if self._bytes > max_bytes:
+            for i in range(n):
+                size += len(messages[i].value or b"")
+                if size >= max_bytes:
+                    n = i + 1
+                    break
+        else:
+            size = self._bytes if n == len(messages) else sum(len(m.value or b"") for m in messages[:n])
+        batch = messages[:n]
+        del messages[:n]
+        self._bytes -= size
         self._made_room()
         return self.generation, batch
 
@@ -94,6 +114,7 @@ class RawIntake:
         """Drop every message not yet taken (a rebalance started: they will be fetched
         again from the committed offsets) and start a new generation."""
         self._messages.clear()
+        self._bytes = 0
         self.generation += 1
         self._made_room()
 
@@ -103,13 +124,13 @@ class RawIntake:
             self._room = None
             room.set()
 
-    async def _wait_for(self, count: int, timeout: float | None) -> None:
-        # Set by put() when ``count`` messages are here; an Event per wait, as waits are
-        # per batch (not per message).
+    async def _wait_for(self, count: int, size: int, timeout: float | None) -> None:
+        # Set by put() when ``count`` messages or ``size`` bytes are here; an Event per
+        # wait, as waits are per batch (not per message).
         filled = self._filled = asyncio.Event()
-        self._want = count
+        self._want, self._want_bytes = count, size
         try:
-            if len(self._messages) >= count:
+            if len(self._messages) >= count or self._bytes >= size:
                 return
             if timeout is None:
                 await filled.wait()
@@ -118,4 +139,4 @@ class RawIntake:
                     await asyncio.wait_for(filled.wait(), timeout)
         finally:
             self._filled = None
-            self._want = sys.maxsize
+            self._want = self._want_bytes = sys.maxsize

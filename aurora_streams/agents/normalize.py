@@ -107,7 +107,9 @@ def attach_normalize(app: Any, table: Any, processor: Processor, settings: Setti
     @app.task  # type: ignore[untyped-decorator]
     async def normalize() -> None:
         while True:
-            generation, messages = await intake.take(settings.batch_max, settings.batch_within_s)
+            generation, messages = await intake.take(
+                settings.batch_max, settings.batch_within_s, settings.batch_max_bytes
+            )
             async with epochs.exclusive():
                 if generation != intake.generation:
                     continue  # taken before a rebalance began: re-delivered from the committed offset
