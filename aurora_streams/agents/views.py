@@ -22,12 +22,13 @@ import orjson
 
 from aurora_streams.agents.delivery import TableWriter
 from aurora_streams.codecs import anomaly_fields, encode_forecast
-from aurora_streams.domain.aggregates import DayRecord, day_key, day_of
+from aurora_streams.domain.aggregates import DayRecord, day_key, day_key_prefix, day_of
 from aurora_streams.domain.forecast import DeviceForecaster, forecast_record
 from aurora_streams.domain.model import AnomalyEvent, NormalizedReading
 from aurora_streams.processing import OutRecord
 from aurora_streams.settings import Settings
 from aurora_streams.tables.device_state import StateCache
+from aurora_streams.tables.views import keys_with_prefix, partition_store
 
 __all__ = ["ViewUpdater", "apply_anomaly", "decode_forecast_entry", "encode_forecast_entry"]
 
@@ -258,7 +259,10 @@ def decode_forecast_entry(value: bytes) -> tuple[int | None, bytes]:
 
 
 def _expired(settings: Settings, days: Any, device: str, channel: str, day: int) -> set[str]:
-    """A new day for this channel: its stored days that fell out of the retention."""
+    """A new day for this channel: its stored days that fell out of the retention. One scan
+    of the channel's keys in the partition's store: a point read per day that might be
+    stored was 31 reads per channel at every UTC midnight, 3% of a busy worker (issue 8)."""
     cutoff = day - settings.aggregate_retention_days
-    keys = (day_key(device, channel, old) for old in range(cutoff - 30, cutoff + 1))
-    return {key for key in keys if days.get(key) is not None}
+    prefix = day_key_prefix(device, channel)
+    stored = keys_with_prefix(partition_store(days), prefix)
+    return {key for key in stored if int(key[len(prefix) :]) <= cutoff}

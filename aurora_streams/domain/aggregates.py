@@ -20,7 +20,7 @@ from typing import Any, Final
 
 import orjson
 
-__all__ = ["DAY_MS", "SIZES", "Bucket", "DayRecord", "bucket_windows", "day_key", "day_of"]
+__all__ = ["DAY_MS", "SIZES", "Bucket", "DayRecord", "bucket_windows", "day_key", "day_key_prefix", "day_of"]
 
 DAY_MS: Final = 86_400_000
 SIZES: Final[Mapping[str, int]] = {"15m": 900_000, "1h": 3_600_000, "1d": DAY_MS}
@@ -34,6 +34,12 @@ def day_of(ts_end: int) -> int:
 
 def day_key(device_id: str, channel: str, day: int) -> str:
     return f"{device_id}|{channel}|{day}"
+
+
+def day_key_prefix(device_id: str, channel: str) -> str:
+    """What every :func:`day_key` of the channel starts with, and no other channel's (device
+    ids and channel names cannot hold ``|``)."""
+    return f"{device_id}|{channel}|"
 
 
 class DayRecord:

@@ -15,10 +15,11 @@ from __future__ import annotations
 from typing import Any
 
 import faust
+from faust.streams import current_event
 
 from aurora_streams.settings import Settings
 
-__all__ = ["define_view_tables"]
+__all__ = ["define_view_tables", "keys_with_prefix", "partition_store"]
 
 
 def _raw_table(app: faust.App, settings: Settings, name: str, help: str) -> Any:
@@ -39,3 +40,28 @@ def define_view_tables(app: faust.App, settings: Settings) -> tuple[Any, Any, An
     recent = _raw_table(app, settings, "recent_anomalies", "Per device: its latest anomaly events.")
     forecasts = _raw_table(app, settings, "forecasts", "Per device|channel: the online forecaster's state.")
     return days, recent, forecasts
+
+
+def partition_store(table: Any) -> Any:
+    """The RocksDB database (``rocksdict.Rdict``, raw keys) of ``table``'s partition of the
+    current event: the one its reads and writes go to (see ``agents.normalize``)."""
+    event = current_event()
+    if event is None:
+        raise RuntimeError("a partition's store is reached only with an event of it current")
+    return table.data._db_for_partition(event.message.partition)
+
+
+def keys_with_prefix(db: Any, prefix: str) -> list[str]:
+    """The keys of ``db`` that start with ``prefix``, in key order: one seek and a short
+    scan, where a point read per candidate key costs a read each."""
+    raw = prefix.encode()
+    it = db.iter()
+    it.seek(raw)
+    keys = []
+    while it.valid():
+        key = it.key()
+        if not key.startswith(raw):
+            break
+        keys.append(key.decode())
+        it.next()
+    return keys

@@ -1,16 +1,23 @@
-"""The views' forecaster cache across epochs (agents.views.WindowCloser)."""
+"""The views' forecaster cache across epochs (agents.views.WindowCloser), and the expiry of
+day records past the retention."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import orjson
+import pytest
+from rocksdict import Options, Rdict
 
+from aurora_streams.agents import views
 from aurora_streams.agents.delivery import TableWriter
 from aurora_streams.agents.views import WindowCloser, decode_forecast_entry
-from aurora_streams.domain.aggregates import DayRecord
+from aurora_streams.domain.aggregates import DayRecord, day_key, day_key_prefix
 from aurora_streams.domain.forecast import DeviceForecaster
+from aurora_streams.settings import Settings
 from aurora_streams.tables.device_state import StateCache
+from aurora_streams.tables.views import keys_with_prefix
 
 WINDOW = 900_000
 T0 = 1_735_653_600_000  # 2025-01-01T00:00+10:00, a window boundary
@@ -66,3 +73,38 @@ def test_after_a_clear_the_table_is_read_and_an_older_epoch_puts_nothing() -> No
     begun_before.write(TableWriter(None, 0))
     assert decode_forecast_entry(table[KEY])[0] == T0 + 3 * WINDOW
     assert models.get(KEY) is None
+
+
+def test_keys_with_prefix_finds_one_channels_days_only(tmp_path: Path) -> None:
+    db = Rdict(str(tmp_path / "days"), options=Options(raw_mode=True))
+    try:
+        for key in (
+            "d1|E1|20000",
+            "d1|E1|20005",
+            "d1|E10|20001",
+            "d10|E1|20002",
+            "d1|B1|19999",
+            "d2|E1|20000",
+        ):
+            db[key.encode()] = b"{}"
+        assert keys_with_prefix(db, day_key_prefix("d1", "E1")) == ["d1|E1|20000", "d1|E1|20005"]
+        assert keys_with_prefix(db, day_key_prefix("d3", "E1")) == []
+    finally:
+        db.close()
+
+
+def test_a_new_day_expires_the_channels_days_past_the_retention(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    db = Rdict(str(tmp_path / "days"), options=Options(raw_mode=True))
+    monkeypatch.setattr(views, "partition_store", lambda _table: db)
+    try:
+        for day in (19_900, 19_960, 19_964, 19_965, 19_999):  # one far older than 30 days past it
+            db[day_key("d1", "E1", day).encode()] = b"{}"
+        db[day_key("d1", "E2", 19_900).encode()] = b"{}"  # another channel's
+        settings = Settings(aggregate_retention_days=35)
+        assert views._expired(settings, None, "d1", "E1", 20_000) == {
+            day_key("d1", "E1", day) for day in (19_900, 19_960, 19_964, 19_965)
+        }
+    finally:
+        db.close()
