@@ -33,9 +33,8 @@ def _alive(pid: int) -> bool:
         return False
 
 
-@pytest.mark.parametrize("with_postgres", [False, True], ids=["broker-only", "with-postgres"])
-def test_dev_runs_everything_and_stops_cleanly(tmp_path: Path, with_postgres: bool) -> None:
-    broker_port, web_port, pg_port = free_port(), free_port(), free_port()
+def _dev_env(tmp_path: Path) -> tuple[dict[str, str], int]:
+    broker_port, web_port = free_port(), free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("AURORA_")}
     env.update(
         {
@@ -45,7 +44,24 @@ def test_dev_runs_everything_and_stops_cleanly(tmp_path: Path, with_postgres: bo
             "AURORA_SESSION_TIMEOUT_S": "6",
         }
     )
-    extra = ["--with-postgres", "--postgres-port", str(pg_port)] if with_postgres else []
+    return env, web_port
+
+
+def _new_readings(web_port: int) -> float:
+    """Readings the worker counted as new (not replays of what it had stored)."""
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{web_port}/metrics", timeout=2) as resp:
+            body = resp.read().decode()
+    except OSError:
+        return 0.0
+    return sum(
+        float(v) for v in re.findall(r'^aurora_readings_processed_total\{outcome="new"\} (\S+)', body, re.M)
+    )
+
+
+def _run_dev(env: dict[str, str], web_port: int, extra: list[str], deadline: float) -> None:
+    """Start `aurora-streams dev`, wait until its worker has normalized new readings, then
+    stop it with Ctrl-C and check that every child it named has exited."""
     proc = subprocess.Popen(
         [sys.executable, "-m", "aurora_streams", "dev", "--devices", "20", "--rate", "200", *extra],
         env=env,
@@ -55,7 +71,7 @@ def test_dev_runs_everything_and_stops_cleanly(tmp_path: Path, with_postgres: bo
     )
     assert proc.stderr is not None
     banner: list[str] = []
-    deadline = time.monotonic() + 90
+    pids: list[int] = []
     try:
         while time.monotonic() < deadline:
             line = proc.stderr.readline()
@@ -68,21 +84,12 @@ def test_dev_runs_everything_and_stops_cleanly(tmp_path: Path, with_postgres: bo
         assert "aurora-streams dev is running" in text, text
         pids = [int(p) for p in re.findall(r"pid (\d+)", text)]
         assert len(pids) == 3
-        processed = 0.0
-        while time.monotonic() < deadline and processed == 0:
+        while time.monotonic() < deadline and _new_readings(web_port) == 0:
             time.sleep(1)
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{web_port}/metrics", timeout=2) as resp:
-                    body = resp.read().decode()
-            except OSError:
-                continue
-            processed = sum(
-                float(v) for v in re.findall(r"^aurora_readings_processed_total\{[^}]*\} (\S+)", body, re.M)
-            )
-        assert processed > 0
+        assert _new_readings(web_port) > 0
         with urllib.request.urlopen(f"http://127.0.0.1:{web_port}/healthz", timeout=2) as resp:
             assert resp.status == 200
-        if with_postgres:
+        if "--with-postgres" in extra:
             url = re.search(r"sink\s+(postgresql://\S+)", text)
             assert url, text
             wait_rows(url[1], "SELECT count(*) FROM readings", 1, timeout=60)
@@ -90,9 +97,27 @@ def test_dev_runs_everything_and_stops_cleanly(tmp_path: Path, with_postgres: bo
         proc.send_signal(signal.SIGINT)
         proc.wait(60)
     assert not any(_alive(pid) for pid in pids)
+
+
+@pytest.mark.parametrize("with_postgres", [False, True], ids=["broker-only", "with-postgres"])
+def test_dev_runs_everything_and_stops_cleanly(tmp_path: Path, with_postgres: bool) -> None:
+    env, web_port = _dev_env(tmp_path)
+    pg_port = free_port()
+    extra = ["--with-postgres", "--postgres-port", str(pg_port)] if with_postgres else []
+    _run_dev(env, web_port, extra, time.monotonic() + 90)
     if with_postgres:
         with pytest.raises(OSError):
             socket.create_connection(("127.0.0.1", pg_port), timeout=1).close()
         shutil.rmtree(
             LocalPostgres((tmp_path / "data" / "postgres").resolve(), pg_port).basedir, ignore_errors=True
         )
+
+
+def test_a_second_dev_run_on_the_same_data_dir_normalizes_new_readings(tmp_path: Path) -> None:
+    # The embedded broker starts empty each run; device states left in the data dir by the
+    # first run would fence every new reading of the second as a replay.
+    env, web_port = _dev_env(tmp_path)
+    _run_dev(env, web_port, [], time.monotonic() + 90)
+    assert any((tmp_path / "data").rglob("*")), "the first run left nothing in its data dir"
+    env, web_port = _dev_env(tmp_path)
+    _run_dev(env, web_port, [], time.monotonic() + 90)
