@@ -164,10 +164,11 @@ def _worker(env: dict[str, str], out: Any, label: str) -> subprocess.Popen[bytes
     cmd = [sys.executable, "-m", "aurora_streams", "worker"]
     proc = subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT, cwd=ROOT)
     profile_dir = os.environ.get("BENCH_PYSPY_DIR")
-    if profile_dir:  # py-spy samples the worker 15-45 s in (collapsed stacks), for issue 8's notes
+    if profile_dir:  # py-spy samples the worker for 30 s (collapsed stacks), for issue 8's notes
         spy = [str(Path(sys.executable).parent / "py-spy"), "record", "-r", "47", "-f", "raw", "-d", "30"]
         spy += ["--nonblocking", "-o", str(Path(profile_dir) / f"worker-{label}.txt"), "--pid", str(proc.pid)]
-        threading.Timer(float(os.environ.get("BENCH_PYSPY_AFTER_S", "15")), subprocess.Popen, args=(spy,), kwargs={"stdout": subprocess.DEVNULL}).start()
+        after = float(os.environ.get("BENCH_PYSPY_AFTER_S", "15"))
+        threading.Timer(after, subprocess.Popen, args=(spy,), kwargs={"stdout": subprocess.DEVNULL}).start()
     return proc
 
 
