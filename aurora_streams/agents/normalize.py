@@ -106,17 +106,22 @@ def attach_normalize(app: Any, table: Any, processor: Processor, settings: Setti
 
     @app.task  # type: ignore[untyped-decorator]
     async def normalize() -> None:
-        while True:
-            generation, messages = await intake.take(
-                settings.batch_max, settings.batch_within_s, settings.batch_max_bytes
-            )
-            async with epochs.exclusive():
-                if generation != intake.generation:
-                    continue  # taken before a rebalance began: re-delivered from the committed offset
-                epoch = await epochs.current()
-                await epochs.process(messages, epoch)
-                if fast is None or epoch.due(settings):
-                    await epochs.rotate()
+        try:
+            while True:
+                generation, messages = await intake.take(
+                    settings.batch_max, settings.batch_within_s, settings.batch_max_bytes
+                )
+                async with epochs.exclusive():
+                    if generation != intake.generation:
+                        continue  # taken before a rebalance began: re-delivered from the committed offset
+                    epoch = await epochs.current()
+                    await epochs.process(messages, epoch)
+                    if fast is None or epoch.due(settings):
+                        await epochs.rotate()
+        except asyncio.CancelledError:
+            raise
+        except BaseException as exc:  # a task that ends would leave the worker up, processing nothing
+            _stop_now(exc)
 
     @app.timer(max(0.05, settings.checkpoint_interval_s / 4))  # type: ignore[untyped-decorator]
     async def _checkpoint_when_idle() -> None:
