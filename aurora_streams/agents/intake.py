@@ -21,6 +21,10 @@ Guarantees and ordering:
   partition to its committed offset, so all of them are fetched again by their new owner.
 * **Back-pressure.** At ``maxsize`` messages the fetch loop waits for room (as Faust's
   conductor waits on a full stream queue), interruptibly, so a rebalance can cut it short.
+  It waits for every partition it fetches, standby changelogs included: a worker catching
+  up on its raw topic lets its standbys fall behind meanwhile (they catch up once the
+  intake drains). Faust paused only the full stream's partition, and that pause and resume
+  between interleaved partitions halved a catch-up (issue 8's "two modes").
 """
 
 from __future__ import annotations
