@@ -220,6 +220,7 @@ class IngestService:
         def progress(n: int) -> None:
             job.bytes_read += n
 
+        status, error = "failed", None
         try:
             ingest_reader(
                 functools.partial(open_reader, path),
@@ -231,19 +232,26 @@ class IngestService:
             )
             remaining = producer.flush(60)
             if remaining or errors:
-                job.status, job.error = "failed", f"{remaining} batches undelivered; {errors[:1]}"
+                error = f"{remaining} batches undelivered; {errors[:1]}"
             else:
-                job.status = "done"
+                status = "done"
         except Nem12Error as exc:
-            job.status, job.error = "rejected", str(exc).replace(path.name, job.filename)
+            status, error = "rejected", str(exc).replace(path.name, job.filename)
             summary.problems.append(exc.problem)
         except Exception as exc:  # never lose the report of a failed job
             log.exception("ingest job %s failed", job.id)
-            job.status, job.error = "failed", f"{type(exc).__name__}: {exc}"
+            error = f"{type(exc).__name__}: {exc}"
         finally:
-            path.unlink(missing_ok=True)
-            job.summary = summary.to_dict()
-            job.finished_at = time.time()
+            # This runs in a thread while the job is polled: the final status is set last,
+            # so a caller who sees it also sees the summary (a test once read a rejected
+            # job without one), and set even if what comes before it fails.
+            try:
+                job.summary = summary.to_dict()
+                job.finished_at = time.time()
+                path.unlink(missing_ok=True)
+            finally:
+                job.error = error
+                job.status = status
 
     async def get_job(self, request: web.Request, job_id: str) -> web.Response:
         denied = self._deny(request, "ingest", "read")
