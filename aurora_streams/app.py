@@ -74,10 +74,15 @@ class _ProbingConsumer(aiokafka_driver.Consumer):  # type: ignore[misc]
             await self._thread.call_thread(reset, *unset)
         return committed
 
+    def _flow_open(self) -> bool:
+        """No rebalance under way: neither the consumer's flow nor Faust's flow control is
+        suspended."""
+        return not self.suspend_flow.is_set() and self.app.flow_control.is_active()
+
     def _intake_now(self, intake: RawIntake) -> bool:
-        """Whether a raw-topic message can go to the intake at once: flow not suspended (no
-        rebalance under way) and room in the intake. Otherwise it waits, interruptibly."""
-        return not (self.suspend_flow.is_set() or not self.app.flow_control.is_active() or intake.full())
+        """Whether a raw-topic message can go to the intake at once: flow open and room in
+        the intake. Otherwise it waits, interruptibly."""
+        return self._flow_open() and not intake.full()
 
     async def _deliver_raw(self, intake: RawIntake, message: Any) -> None:
         """Hand a raw message to the intake when it can, and to Faust's channels that read the
@@ -111,7 +116,7 @@ class _ProbingConsumer(aiokafka_driver.Consumer):  # type: ignore[misc]
         not suspended (no rebalance under way), Faust's producer buffer ebbed, and room in
         every stream's queue. Those are the only places the conductor's callback waits."""
         app = self.app
-        if self.suspend_flow.is_set() or not app.flow_control.is_active():
+        if not self._flow_open():
             return False
         conductor: Any = app.topics
         if conductor._tp_to_callback_lock.locked():
@@ -265,8 +270,8 @@ class AuroraApp(faust.App):  # type: ignore[misc]
 
 
 _RAW_INTAKE_MESSAGES = 8192
-"""Raw messages fetched ahead of the agent: four batches (``AURORA_BATCH_MAX``), as a
-stream's buffer would hold (``stream_buffer_maxsize``)."""
+"""Raw messages fetched ahead of the agent, as a stream's buffer would hold
+(``stream_buffer_maxsize``): at least two batches (``AURORA_BATCH_MAX`` is at most 4,096)."""
 
 
 def create_app(settings: Settings) -> AuroraApp:
@@ -321,7 +326,7 @@ def create_app(settings: Settings) -> AuroraApp:
     app.raw_shared = settings.database_url is not None
     if not app.raw_shared:
         app.topics.add(raw)
-    app.raw_intake = RawIntake(maxsize=max(_RAW_INTAKE_MESSAGES, 2 * settings.batch_max))
+    app.raw_intake = RawIntake(maxsize=_RAW_INTAKE_MESSAGES)
     device_state = define_device_state(app, settings)
     days, recent, forecasts = define_view_tables(app, settings)
     attach_normalize(app, device_state, build_processor(settings), settings, (days, recent, forecasts))

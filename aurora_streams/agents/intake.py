@@ -100,14 +100,11 @@ class RawIntake:
         messages = self._messages
         n = min(max_messages, len(messages))
         size = 0
-        if self._bytes > max_bytes:
-            for i in range(n):
-                size += len(messages[i].value or b"")
-                if size >= max_bytes:
-                    n = i + 1
-                    break
-        else:
-            size = self._bytes if n == len(messages) else sum(len(m.value or b"") for m in messages[:n])
+        for i in range(n):
+            size += len(messages[i].value or b"")
+            if size >= max_bytes:
+                n = i + 1
+                break
         batch = messages[:n]
         del messages[:n]
         self._bytes -= size

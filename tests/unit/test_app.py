@@ -34,7 +34,9 @@ def _consumer(*, queue_full: bool = False, flow: bool = True, suspended: bool = 
     suspend = asyncio.Event()
     if suspended:
         suspend.set()
-    return SimpleNamespace(app=app, suspend_flow=suspend)
+    consumer = SimpleNamespace(app=app, suspend_flow=suspend)
+    consumer._flow_open = lambda: _ProbingConsumer._flow_open(consumer)
+    return consumer
 
 
 def test_a_message_with_room_in_its_queue_goes_directly() -> None:
@@ -89,6 +91,9 @@ class _Consumer:
         for f in pending:
             f.cancel()
         return SimpleNamespace(done=[c for c, f in futures.items() if f in done])
+
+    def _flow_open(self) -> bool:
+        return _ProbingConsumer._flow_open(self)
 
     def _intake_now(self, intake: RawIntake) -> bool:
         return _ProbingConsumer._intake_now(self, intake)
