@@ -5,4 +5,9 @@ The package mirrors the data flow (see ``app.py``): ``domain`` holds the pure lo
 ``aurora-streams`` command.
 """
 
+from aurora_streams.native import activate as _activate
+
 __version__ = "0.1.0"
+
+# Before any submodule: the compiled core replaces the pure modules only if it is current.
+_activate()

@@ -17,7 +17,7 @@ from typing import Any
 import click
 import orjson
 
-from aurora_streams import __version__
+from aurora_streams import __version__, native
 from aurora_streams.errors import AuroraError
 from aurora_streams.logs import logging_config, setup_logging
 from aurora_streams.settings import Settings, load_settings
@@ -58,6 +58,33 @@ def tune_gc() -> None:
     gc.collect()
     gc.freeze()
     gc.set_threshold(50_000, 20, 1000)
+
+
+@main.group("native")
+def native_cmd() -> None:
+    """The compiled core (mypyc): build it, or see whether it is in use."""
+
+
+@native_cmd.command("build")
+def native_build() -> None:
+    """Compile the pure core with mypyc into AURORA_NATIVE_DIR (default build/native).
+    Needs the native extra (mypy), a C compiler and the Python headers."""
+    started = time.monotonic()
+    click.echo(f"compiling {len(native.MODULES)} modules with mypyc (about 15 s)...", err=True)
+    try:
+        out = native.build()
+    except Exception as exc:  # mypy errors, a missing compiler or headers: say so, exit 1
+        raise click.ClickException(f"native build failed: {type(exc).__name__}: {exc}") from exc
+    click.echo(f"built {out} in {time.monotonic() - started:.0f} s; used by processes started from now on")
+
+
+@native_cmd.command("status")
+@click.option("--require", is_flag=True, help="Exit 1 unless the compiled core is in use.")
+def native_status(require: bool) -> None:
+    """Whether this process runs the compiled core, and why not if it does not."""
+    click.echo(native.STATUS)
+    if require and not native.STATUS.startswith("on"):
+        raise SystemExit(1)
 
 
 @main.command()
@@ -200,12 +227,13 @@ def worker(create_topics: bool) -> None:
     Path(s.datadir).mkdir(parents=True, exist_ok=True)
     app = create_app(s)
     log.info(
-        "worker starting: broker=%s web=http://%s:%d datadir=%s partitions=%d",
+        "worker starting: broker=%s web=http://%s:%d datadir=%s partitions=%d native=%s",
         s.bootstrap_servers,
         s.web_host,
         s.web_port,
         s.datadir,
         s.partitions,
+        native.STATUS,
     )
     w = faust.Worker(app, loglevel=s.log_level, logging_config=logging_config(s.log_level, s.log_format))
     # At WARNING and above Faust's terminal spinner sets the root logger to DEBUG (to spin on

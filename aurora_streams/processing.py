@@ -124,8 +124,8 @@ class Processor:
         except InvalidReading as exc:
             self._dead(out, src, exc)
             return out
-        except Exception as exc:  # a bug, not bad input: never let one message stop the worker
-            self._internal_error(out, src, exc)
+        except Exception as bug:  # a bug, not bad input: never let one message stop the worker
+            self._internal_error(out, src, bug)
             return out
         enc = self.encoding
         fenced: set[str] = set()
@@ -148,8 +148,8 @@ class Processor:
             except InvalidReading as exc:
                 self._dead(out, src, exc)
                 continue
-            except Exception as exc:
-                self._internal_error(out, src, exc)
+            except Exception as bug:
+                self._internal_error(out, src, bug)
                 continue
             self.stats[result.status] += 1
             dkey = item.device_id.encode()

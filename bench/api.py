@@ -24,7 +24,7 @@ import time
 import urllib.request
 
 import aiohttp
-from common import ROOT, free_port, write_report
+from common import ROOT, clean_env, free_port, write_report
 
 from aurora_streams.devbroker import start_broker, stop_process
 from aurora_streams.settings import load_settings
@@ -73,7 +73,7 @@ def main() -> None:
     args = ap.parse_args()
     port, web = free_port(), free_port()
     with tempfile.TemporaryDirectory() as tmp:
-        env = {k: v for k, v in os.environ.items() if not k.startswith("AURORA_")}
+        env = clean_env()
         env.update(
             {
                 "AURORA_BROKER_URL": f"kafka://127.0.0.1:{port}",

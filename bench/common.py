@@ -12,7 +12,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from aurora_streams import __version__
+from aurora_streams import __version__, native
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -37,6 +37,16 @@ def summarize(runs: list[dict[str, Any]], *path: str) -> dict[str, float] | None
     return {"min": min(values), "median": statistics.median(values), "max": max(values)}
 
 
+_PASSED = ("AURORA_NATIVE", "AURORA_NATIVE_DIR")
+
+
+def clean_env() -> dict[str, str]:
+    """This process's environment without ``AURORA_*`` settings (a benchmark measures the
+    defaults), except the compiled core's switches: ``AURORA_NATIVE=0`` measures the pure
+    Python core, and the report's ``native`` says which one ran."""
+    return {k: v for k, v in os.environ.items() if not k.startswith("AURORA_") or k in _PASSED}
+
+
 def write_report(kind: str, title: str, body: dict[str, Any]) -> Path:
     """Write ``body`` with the benchmark's title, time, version and machine facts."""
     now = datetime.now(UTC)
@@ -49,6 +59,8 @@ def write_report(kind: str, title: str, body: dict[str, Any]) -> Path:
             "python": platform.python_version(),
             "platform": platform.platform(),
         },
+        # The compiled core, as the workers this benchmark starts load it (same checkout).
+        "native": native.STATUS,
         **body,
     }
     out = ROOT / "bench" / "results" / f"{kind}-{now.strftime('%Y%m%dT%H%M%SZ')}.json"

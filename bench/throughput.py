@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Any
 
 import orjson
-from common import ROOT, free_port, summarize, write_report
+from common import ROOT, clean_env, free_port, summarize, write_report
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Producer, TopicPartition
 
 from aurora_streams.devbroker import start_broker, stop_process
@@ -215,7 +215,7 @@ def one_run(msgs: list[SimMessage], core: dict[str, Any]) -> dict[str, Any]:
     name = f"b{uuid.uuid4().hex[:6]}"
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
-        env = {k: v for k, v in os.environ.items() if not k.startswith("AURORA_")}
+        env = clean_env()
         env.update(
             {
                 "AURORA_BROKER_URL": f"kafka://127.0.0.1:{port}",

@@ -44,7 +44,7 @@ from pathlib import Path
 from typing import Any
 
 import orjson
-from common import ROOT, free_port, summarize, write_report
+from common import ROOT, clean_env, free_port, summarize, write_report
 from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer, TopicPartition
 from throughput import _rss_kb, bench_bare_loop, fleet
 
@@ -165,7 +165,8 @@ def _worker(env: dict[str, str], out: Any, label: str) -> subprocess.Popen[bytes
     proc = subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT, cwd=ROOT)
     profile_dir = os.environ.get("BENCH_PYSPY_DIR")
     if profile_dir:  # py-spy samples the worker for 30 s (collapsed stacks), for issue 8's notes
-        spy = [str(Path(sys.executable).parent / "py-spy"), "record", "-r", "47", "-f", "raw", "-d", "30"]
+        rate, seconds = os.environ.get("BENCH_PYSPY_RATE", "47"), os.environ.get("BENCH_PYSPY_SECONDS", "30")
+        spy = [str(Path(sys.executable).parent / "py-spy"), "record", "-r", rate, "-f", "raw", "-d", seconds]
         spy += ["--nonblocking", "-o", str(Path(profile_dir) / f"worker-{label}.txt"), "--pid", str(proc.pid)]
         after = float(os.environ.get("BENCH_PYSPY_AFTER_S", "15"))
         threading.Timer(after, subprocess.Popen, args=(spy,), kwargs={"stdout": subprocess.DEVNULL}).start()
@@ -460,7 +461,7 @@ def one_run(
     result: dict[str, Any] = {}
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
-        env = {k: v for k, v in os.environ.items() if not k.startswith("AURORA_")}
+        env = clean_env()
         env.update(
             {
                 "AURORA_BROKER_URL": f"kafka://127.0.0.1:{port}",

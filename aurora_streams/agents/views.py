@@ -139,6 +139,10 @@ class WindowCloser:
         self.window_ms = window_ms
         self.table = table
         self.cache: dict[str, dict[str, Any]] = {}
+        self.learned: dict[str, None] = {}
+        """Keys whose model learned since the last :meth:`forecast_records`, in the order
+        they learned (a dict: deterministic order). Scanning ``cache`` for them on every
+        batch grew with the epoch's devices: 3 us per reading in W1 (issue 8)."""
         self.models = models
         """Decoded forecasters as last written, across epochs: decoding one from the table
         was ~50 us per device per epoch (issue 8). Cleared with the device state cache (a
@@ -182,7 +186,8 @@ class WindowCloser:
         first = max(entry["open"], end - 2 * 86_400_000)  # after a long silence, learn the last two days
         for closed in range(first, end, self.window_ms):
             model.learn(closed, self._energy(device, channel, closed, days, day_cache))
-        entry["open"], entry["dirty"], entry["learned"] = end, True, True
+        entry["open"], entry["dirty"] = end, True
+        self.learned[key] = None
 
     def _energy(
         self, device: str, channel: str, end: int, days: Any, day_cache: dict[str, DayRecord]
@@ -206,11 +211,10 @@ class WindowCloser:
         call (keyed by device, so a device's forecasts stay in order)."""
         horizon = max(1, settings.forecast_publish_hours * 3_600_000 // self.window_ms)
         out = []
-        for key, entry in self.cache.items():
-            if not entry.pop("learned", False):
-                continue
+        learned, self.learned = self.learned, {}
+        for key in learned:
             device, channel = key.split("|", 1)
-            record = forecast_record(device, channel, entry["model"], horizon)
+            record = forecast_record(device, channel, self.cache[key]["model"], horizon)
             if record is not None:
                 value = encode_forecast(record, settings.output_encoding)
                 out.append(OutRecord(settings.topic_forecasts, device.encode(), value))

@@ -163,10 +163,9 @@ class Entry:
         # (decoding entries was a fifth of a busy worker's time with a per-field setattr).
         if len(items) != len(_ENTRY_FIELDS):
             raise ValueError(f"an entry has {len(_ENTRY_FIELDS)} fields, got {len(items)}")
-        e = cls(*items)
-        e.arrival = tuple(e.arrival)
-        e.flags = tuple(e.flags)
-        return e
+        items = list(items)
+        items[_ARRIVAL], items[_FLAGS] = tuple(items[_ARRIVAL]), tuple(items[_FLAGS])  # JSON arrays
+        return cls(*items)
 
 
 _ENTRY_FIELDS: Final = (
@@ -193,6 +192,8 @@ _ENTRY_FIELDS: Final = (
 
 
 _entry_values: Final = operator.attrgetter(*_ENTRY_FIELDS)
+_ARRIVAL: Final = _ENTRY_FIELDS.index("arrival")
+_FLAGS: Final = _ENTRY_FIELDS.index("flags")
 
 
 def _content_of(r: Reading) -> tuple[Any, ...]:

@@ -110,6 +110,13 @@ def _keep(cache: dict[Any, Any], key: Any, value: Any) -> Any:
     return value
 
 
+def clear_caches() -> None:
+    """Empty the caches (tests start from a known state; no caller needs it for
+    correctness)."""
+    for cache in (_PARSED, _FORMATTED, _MINUTES):
+        cache.clear()
+
+
 def format_ms(ms: int) -> str:
     """ISO-8601 UTC with millisecond precision and a ``Z`` suffix.
 

@@ -34,22 +34,24 @@ def test_format_matches_datetime_and_parses_back(ms: int) -> None:
     assert parse_timestamp(first) == ms  # from the cache
 
 
-def test_caches_stay_bounded_and_correct_after_being_emptied(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(timeutil, "_CACHE_MAX", 8)
-    for cache in ("_FORMATTED", "_PARSED", "_MINUTES"):  # earlier tests have filled them
-        monkeypatch.setattr(timeutil, cache, {})
+# No monkeypatching here: the compiled core (aurora_streams.native) binds its module globals.
+def test_caches_stay_bounded_and_correct_after_being_emptied() -> None:
+    timeutil.clear_caches()  # earlier tests have filled them
     base = 1_735_653_600_000
-    for i in range(50):
-        for ms in (base + i * 61_000, base + i * 61_001):  # whole seconds are kept, others not
-            assert format_ms(ms) == _reference(ms)
-            assert parse_timestamp(_reference(ms)) == ms
-            assert max(len(timeutil._FORMATTED), len(timeutil._PARSED), len(timeutil._MINUTES)) <= 8
+    n = timeutil._CACHE_MAX + 100
+    for i in range(n):  # distinct whole seconds and minutes: every one is kept until full
+        ms = base + i * 61_000
+        assert format_ms(ms) == _reference(ms)
+        assert max(len(timeutil._FORMATTED), len(timeutil._MINUTES)) <= timeutil._CACHE_MAX
+    assert len(timeutil._FORMATTED) == n - timeutil._CACHE_MAX  # emptied once when full
+    for i in range(n - 50, n):
+        ms = base + i * 61_000
+        assert format_ms(ms) == _reference(ms) and parse_timestamp(_reference(ms)) == ms
 
 
-def test_unique_instants_do_not_push_boundaries_out(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_unique_instants_do_not_push_boundaries_out() -> None:
     # Broker timestamps are unique per message; interval boundaries repeat across a fleet.
-    monkeypatch.setattr(timeutil, "_CACHE_MAX", 8)
-    monkeypatch.setattr(timeutil, "_FORMATTED", {})
+    timeutil.clear_caches()
     boundary = 1_735_653_600_000
     format_ms(boundary)
     for i in range(1, 100):
