@@ -192,6 +192,20 @@ _ENTRY_FIELDS: Final = (
 
 
 _entry_values: Final = operator.attrgetter(*_ENTRY_FIELDS)
+
+
+def _entry_row(e: Entry) -> tuple[Any, ...]:
+    """``_entry_values(e)`` written out: compiled (aurora_streams.native), reading the fields
+    directly is twice as fast as ``attrgetter`` through the class's descriptors, and the
+    whole window is encoded per touched device per checkpoint. The unit tests check that the
+    two agree on every field."""
+    return (
+        e.ts, e.value, e.unit, e.original_value, e.original_unit, e.interval_s, e.quality, e.method,
+        e.reason_code, e.updated_at, e.source, e.ingested_at, e.arrival, e.revision, e.ts_start,
+        e.delta, e.flags, e.run, e.step,
+    )  # fmt: skip
+
+
 _ARRIVAL: Final = _ENTRY_FIELDS.index("arrival")
 _FLAGS: Final = _ENTRY_FIELDS.index("flags")
 
@@ -230,7 +244,7 @@ class DeviceState:
                 "o": self.last_offset,
                 "p": {name: p.to_list() for name, p in sorted(self.profiles.items())},
                 "c": {
-                    name: [ch.kind, ch.anchored, list(map(_entry_values, ch.entries))]
+                    name: [ch.kind, ch.anchored, [_entry_row(e) for e in ch.entries]]
                     for name, ch in sorted(self.channels.items())
                 },
             }

@@ -262,3 +262,18 @@ def test_state_round_trips_through_bytes() -> None:
     assert DeviceState.from_bytes(data).to_bytes() == data
     with pytest.raises(ValueError):
         DeviceState.from_bytes(b'{"v": 99, "c": {}}')
+
+
+def test_the_written_out_row_matches_the_field_list() -> None:
+    # Every field a distinct value: a field left out or out of order would show.
+    from aurora_streams.domain import device
+
+    values = {
+        "ts": 1, "value": 2.5, "unit": "u", "original_value": 3.5, "original_unit": "ou", "interval_s": 5,
+        "quality": "q", "method": "m", "reason_code": 6, "updated_at": 7, "source": "s", "ingested_at": 4,
+        "arrival": ("a",), "revision": 8, "ts_start": 9, "delta": 10.5, "flags": ("f",), "run": 11,
+        "step": 12,
+    }  # fmt: skip
+    assert tuple(values) == device._ENTRY_FIELDS
+    e = device.Entry(*values.values())
+    assert device._entry_row(e) == device._entry_values(e) == tuple(values.values())
