@@ -13,9 +13,9 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
-from collections.abc import Callable, MutableMapping
+from collections.abc import Callable, Iterable, MutableMapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from aurora_streams.codecs import (
     Encoding,
@@ -164,6 +164,35 @@ class Processor:
                 emitted.extend(result.anomalies)
         for device_id in fenced:
             states[device_id].last_offset = offset
+        return out
+
+    def process_all(
+        self,
+        messages: Iterable[Any],
+        *,
+        states: MutableMapping[str, DeviceState],
+        load: StateLoader,
+        emitted: list[NormalizedReading | AnomalyEvent] | None = None,
+    ) -> list[OutRecord]:
+        """:meth:`process` each of ``messages`` in order (objects with ``key``, ``value``,
+        ``partition``, ``offset`` and ``timestamp`` in seconds, as Faust's and aiokafka's
+        messages have); their outputs, in order. One call per batch: compiled
+        (aurora_streams.native), the loop calls :meth:`process` directly instead of through
+        Python's keyword-argument call."""
+        out: list[OutRecord] = []
+        for m in messages:
+            out.extend(
+                self.process(
+                    m.key,
+                    m.value,
+                    partition=m.partition,
+                    offset=m.offset,
+                    timestamp_ms=round(m.timestamp * 1000),
+                    states=states,
+                    load=load,
+                    emitted=emitted,
+                )
+            )
         return out
 
     def _internal_error(self, out: list[OutRecord], src: _Source, exc: Exception) -> None:

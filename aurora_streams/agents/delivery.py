@@ -157,7 +157,8 @@ class TableWriter:
 
     def __init__(self, fast: FastProducer | None, partition: int) -> None:
         self.fast, self.partition = fast, partition
-        self._batches: dict[Any, Any] = {}
+        self._batches: dict[Any, tuple[Any, str]] = {}
+        """Per table: its queued RocksDB write batch and its changelog topic."""
 
     def put(self, table: Any, key: str, value: bytes | None) -> None:
         if self.fast is None:
@@ -166,21 +167,22 @@ class TableWriter:
             else:
                 table[key] = value
             return
-        batch = self._batches.get(table)
-        if batch is None:
-            batch = self._batches[table] = WriteBatch(raw_mode=True)
+        queued = self._batches.get(table)
+        if queued is None:  # the changelog's name once per table, not per key
+            topic = table.changelog_topic.get_topic_name()
+            queued = self._batches[table] = (WriteBatch(raw_mode=True), topic)
+        batch, topic = queued
         raw_key = key.encode()
         if value is None:
             batch.delete(raw_key)
         else:
             batch.put(raw_key, value)
-        topic = table.changelog_topic.get_topic_name()
         self.fast.produce(topic, raw_key, value, self.partition, count=False)
 
     def commit(self) -> None:
         """Write the queued values to the partition's local stores (one batch per table)."""
         batches, self._batches = self._batches, {}
-        for table, batch in batches.items():
+        for table, (batch, _topic) in batches.items():
             table.data._db_for_partition(self.partition).write(batch)
 
 

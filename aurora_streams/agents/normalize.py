@@ -330,21 +330,7 @@ class Epochs:
             return state
 
         emitted: list[Any] = []
-        outputs = []
-        process = self.processor.process
-        for msg in messages:
-            outputs.extend(
-                process(
-                    msg.key,
-                    msg.value,
-                    partition=msg.partition,
-                    offset=msg.offset,
-                    timestamp_ms=round(msg.timestamp * 1000),
-                    states=states,
-                    load=load,
-                    emitted=emitted,
-                )
-            )
+        outputs = self.processor.process_all(messages, states=states, load=load, emitted=emitted)
         part.updater.apply(emitted)
         outputs.extend(part.updater.forecast_records())
         return outputs

@@ -41,8 +41,6 @@ from dataclasses import dataclass
 from statistics import median
 from typing import Any, Final
 
-from river.time_series import HoltWinters
-
 __all__ = [
     "CODEC_VERSION",
     "MEMBERS",
@@ -51,6 +49,7 @@ __all__ = [
     "Forecast",
     "ForecastConfig",
     "forecast_record",
+    "preload",
 ]
 
 CODEC_VERSION: Final = 2
@@ -91,6 +90,20 @@ class Forecast:
     upper: float
 
 
+def _holt_winters() -> Any:
+    """River's HoltWinters, imported on first use: ``river.time_series`` imports scipy, half a
+    second that a worker would otherwise spend before joining its consumer group (the app
+    imports it from a startup task instead, while the group forms: :func:`preload`)."""
+    from river.time_series import HoltWinters
+
+    return HoltWinters
+
+
+def preload() -> None:
+    """Import River now (see :func:`_holt_winters`)."""
+    _holt_winters()
+
+
 class DeviceForecaster:
     """One device channel's model. ``learn`` must see intervals in time order, one per
     step of ``interval_ms`` (gaps are filled with the model's own forecast)."""
@@ -100,7 +113,7 @@ class DeviceForecaster:
         self.interval_ms = interval_ms
         self.day = max(1, 86_400_000 // interval_ms)
         self.season = max(2, self.day * self.config.season_days)
-        self.model = HoltWinters(
+        self.model = _holt_winters()(
             alpha=self.config.alpha, beta=self.config.beta, gamma=self.config.gamma, seasonality=self.season
         )
         self.last_ts: int | None = None

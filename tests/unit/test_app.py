@@ -7,6 +7,8 @@ would never be woken). A delivery cut short never leaves its offset committable.
 from __future__ import annotations
 
 import asyncio
+import subprocess
+import sys
 from types import SimpleNamespace
 from typing import Any
 
@@ -182,3 +184,10 @@ async def test_a_raw_message_only_the_agent_reads_is_final_at_its_ack() -> None:
     assert [m.offset for m in first + second] == [0, 1]
     assert second[0].ack(acks) is True
     assert acks.acked == [1]
+
+
+def test_importing_the_app_leaves_river_to_a_startup_task() -> None:
+    # River imports scipy: half a second a worker would spend before joining its group.
+    code = "import sys, aurora_streams.app; print('river' in sys.modules, 'scipy' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60)
+    assert out.stdout.split() == ["False", "False"]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import orjson
 
 from aurora_streams.codecs import decode_output
@@ -108,3 +110,30 @@ def test_a_bug_on_one_message_goes_to_the_dlq_and_processing_goes_on() -> None:
     assert letter["error_class"] in ("AttributeError", "TypeError")
     assert letter["original_value"] == m2 and p.stats["dlq:internal_error"] == 1
     assert outs[2] and outs[2][0].topic == "meter.readings.normalized"
+
+
+def test_process_all_is_process_of_each_message_in_order() -> None:
+    class Message:
+        def __init__(self, key: bytes, value: bytes, offset: int) -> None:
+            self.key, self.value, self.partition, self.offset = key, value, 3, offset
+            self.timestamp = (TS + offset) / 1000  # seconds, as Faust's messages carry it
+
+    sent = [(b"m1", msg(i, float(i))) for i in range(4)] + [(b"m1", b"{not json"), (b"m1", msg(1, 1.0))]
+    messages = [Message(key, value, offset) for offset, (key, value) in enumerate(sent)]
+    messages.append(messages[2])  # a re-delivery: fenced
+    one, states_one, emitted_one = make(), dict[str, DeviceState](), list[Any]()
+    expected = [
+        out
+        for m in messages
+        for out in one.process(
+            m.key, m.value, partition=3, offset=m.offset, timestamp_ms=TS + m.offset, states=states_one,
+            load=new_state, emitted=emitted_one,
+        )
+    ]  # fmt: skip
+    batch, states_all, emitted_all = make(), dict[str, DeviceState](), list[Any]()
+    assert batch.process_all(messages, states=states_all, load=new_state, emitted=emitted_all) == expected
+    assert emitted_all == emitted_one and batch.stats == one.stats and batch.stats["dlq"] == 1
+    assert batch.stats["replayed"] == 1
+    assert [(d, st.to_bytes()) for d, st in states_all.items()] == [
+        (d, st.to_bytes()) for d, st in states_one.items()
+    ]
