@@ -342,7 +342,7 @@ def create_app(settings: Settings) -> AuroraApp:
     @app.task  # type: ignore[untyped-decorator]
     async def _import_river() -> None:
         # Blocks the loop for ~0.5 s while the consumer group forms (5 s on the embedded broker),
-        # not before the worker joins it: time to the first record 6.3 -> 5.8 s.
+        # not before the worker joins it: W1's first record came at 6.2-6.3 s, not 6.3-6.5 s.
         preload()
 
     @app.task  # type: ignore[untyped-decorator]

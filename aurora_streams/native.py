@@ -125,7 +125,7 @@ def activate() -> str:
     :data:`STATUS`. Must run before any of :data:`MODULES` is imported; a second call does
     nothing."""
     global STATUS
-    if STATUS.startswith("on") or any(isinstance(f, _Finder) for f in sys.meta_path):
+    if any(isinstance(f, _Finder) for f in sys.meta_path):
         return STATUS
     if os.environ.get("AURORA_NATIVE", "1").strip().lower() in ("0", "false", "no", "off"):
         STATUS = "off: AURORA_NATIVE=0"

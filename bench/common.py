@@ -59,8 +59,9 @@ def write_report(kind: str, title: str, body: dict[str, Any]) -> Path:
             "python": platform.python_version(),
             "platform": platform.platform(),
         },
-        # The compiled core, as the workers this benchmark starts load it (same checkout).
-        "native": native.STATUS,
+        # The compiled core, as the workers this benchmark starts load it (same checkout);
+        # its directory relative to the repository, so a report names no machine's paths.
+        "native": native.STATUS.replace(f"{ROOT}/", ""),
         **body,
     }
     out = ROOT / "bench" / "results" / f"{kind}-{now.strftime('%Y%m%dT%H%M%SZ')}.json"
