@@ -92,7 +92,8 @@ def bench_core(msgs: list[SimMessage]) -> dict[str, Any]:
 
 
 def bench_bare_loop(bootstrap: str, topic: str, out_topic: str, n: int) -> dict[str, Any]:
-    """Consume, decode, keep last register per device, produce one output per reading."""
+    """Consume ``n`` messages, decode, keep the last register per device, produce one output
+    per reading (a gateway batch's readings each get their own, as the worker's do)."""
     consumer = Consumer(
         {
             "bootstrap.servers": bootstrap,
@@ -104,7 +105,7 @@ def bench_bare_loop(bootstrap: str, topic: str, out_topic: str, n: int) -> dict[
     consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in range(4)])
     producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 5, "partitioner": "murmur2_random"})
     last: dict[tuple[str, str], float] = {}
-    seen = 0
+    seen = readings = 0
     started = time.perf_counter()
     while seen < n:
         for m in consumer.consume(1000, 1.0):
@@ -112,26 +113,29 @@ def bench_bare_loop(bootstrap: str, topic: str, out_topic: str, n: int) -> dict[
                 continue
             seen += 1
             doc = orjson.loads(m.value())
-            key = (doc["device_id"], doc.get("channel", "E1"))
-            prev = last.get(key)
-            value = float(doc["value"])
-            last[key] = value
-            out = {
-                "device_id": doc["device_id"],
-                "ts": doc["ts"],
-                "delta": None if prev is None else value - prev,
-            }
-            while True:
-                try:
-                    producer.produce(out_topic, key=m.key(), value=orjson.dumps(out))
-                    break
-                except BufferError:
-                    producer.poll(0.01)
+            device = doc["device_id"]
+            for reading in doc.get("readings", (doc,)):
+                readings += 1
+                key = (device, reading.get("channel", "E1"))
+                prev = last.get(key)
+                value = float(reading["value"])
+                last[key] = value
+                out = {
+                    "device_id": device,
+                    "ts": reading["ts"],
+                    "delta": None if prev is None else value - prev,
+                }
+                while True:
+                    try:
+                        producer.produce(out_topic, key=m.key(), value=orjson.dumps(out))
+                        break
+                    except BufferError:
+                        producer.poll(0.01)
             producer.poll(0)
     producer.flush(30)
     elapsed = time.perf_counter() - started
     consumer.close()
-    return {"seconds": elapsed, "readings_per_s": n / elapsed}
+    return {"seconds": elapsed, "messages": n, "readings": readings, "readings_per_s": readings / elapsed}
 
 
 def follow(bootstrap: str, topic: str, partitions: int, stop: threading.Event, out: dict[str, Any]) -> None:

@@ -18,10 +18,12 @@ topics keyed by device, measures:
   message's timestamp, carried as ``ingested_at``): p50 and p99.
 * **state**: ``--state-devices`` meters with two readings each: worker RSS and data-dir
   bytes once every device has state.
-* baselines on the W1 topic: a bare confluent-kafka consume -> orjson -> dict -> produce loop
-  (the practical ceiling of Python here), and Quix Streams 3.28 (its RocksDB state and a
-  15-minute tumbling window; ``bench/quix_w1.py``) in ``bench/.venv-quix``, made on first use
-  (Quix pins confluent-kafka < 2.13, older than ours).
+* baselines in the same run, on the same broker: a bare confluent-kafka consume -> orjson ->
+  dict -> produce loop (the practical ceiling of Python here) on the W1 and on the W2 topic
+  (one output per reading), the latency workload through that loop instead of a worker
+  (what this broker allows a Python consumer-producer at 5,000/s), and Quix Streams 3.28
+  on W1 (its RocksDB state and a 15-minute tumbling window; ``bench/quix_w1.py``), in
+  ``bench/.venv-quix``, made on first use (Quix pins confluent-kafka < 2.13, older than ours).
 
 Results: ``bench/results/workloads-<UTC time>.json`` (machine facts, versions, every run,
 min and median). Timing is never asserted in tests.
@@ -31,6 +33,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import multiprocessing
 import os
 import shutil
 import subprocess
@@ -331,63 +334,87 @@ def steady(rate: float, seconds: float, devices: int) -> Iterator[SimMessage]:
         i += 1
 
 
-def run_latency(
-    env: dict[str, str], topics: dict[str, str], work: Path, rate: float, seconds: float, broker_pid: int
-) -> dict[str, Any]:
-    env = {**env, **topics, "AURORA_DATADIR": str(work / "data-lat"), "AURORA_WEB_PORT": str(free_port())}
-    env["AURORA_APP_ID"] = f"{topics['AURORA_TOPIC_RAW']}-app"
-    bootstrap = env["AURORA_BROKER_URL"].removeprefix("kafka://")
-    log = work / "worker-latency.log"
-    with open(log, "wb") as out:
-        proc = _worker(env, out, "latency")
-        follower = Follower(bootstrap, topics["AURORA_TOPIC_NORMALIZED"], latency=True)
-        follower.start()
-        try:
-            # Warm up: one reading per device, then wait for the worker to take them.
-            warm = list(steady(rate, 1000 / rate, 1000))
-            producer = Producer(
-                {"bootstrap.servers": bootstrap, "linger.ms": 1, "partitioner": "murmur2_random"}
-            )
-            for m in warm:
-                producer.produce(topics["AURORA_TOPIC_RAW"], key=m.key, value=m.value)
-            producer.flush(30)
-            deadline = time.monotonic() + 120
-            while follower.count < len(warm) and time.monotonic() < deadline:
-                time.sleep(0.1)
-            follower.latencies_ms.clear()
-            follower.trace.clear()
-            total = 0
-            cpu_before = _cpu_s(proc.pid), _cpu_s(broker_pid)
-            started = time.perf_counter()
-            for i, m in enumerate(steady(rate, seconds, 1000)):
-                if i < len(warm):
-                    continue  # the same first readings: duplicates
-                target = started + (i - len(warm)) / rate
-                delay = target - time.perf_counter()
-                if delay > 0:
-                    time.sleep(delay)
-                producer.produce(
-                    topics["AURORA_TOPIC_RAW"], key=m.key, value=m.value, timestamp=int(time.time() * 1000)
-                )
-                producer.poll(0)
-                total += 1
-            producer.flush(30)
-            deadline = time.monotonic() + 60
-            while follower.count < len(warm) + total and time.monotonic() < deadline:
-                time.sleep(0.1)
-            wall = time.perf_counter() - started
-            cpu = {
-                "worker_cpu_s": _cpu_s(proc.pid) - cpu_before[0],
-                "broker_cpu_s": _cpu_s(broker_pid) - cpu_before[1],
-                "wall_s": wall,
+_SPAWN = multiprocessing.get_context("spawn")
+
+
+class BarePipe(_SPAWN.Process):  # type: ignore[name-defined,misc]
+    """The latency baseline: a bare confluent-kafka consume -> orjson -> dict -> produce loop
+    (as ``bench_bare_loop``) on the raw topic, one output per reading carrying the raw
+    message's timestamp as ``ingested_at``, as the worker's normalized records do. In a
+    process of its own, as the worker is: in the benchmark's process it would share the GIL
+    with the load producer and the follower."""
+
+    def __init__(self, bootstrap: str, topic: str, out_topic: str) -> None:
+        super().__init__(daemon=True)
+        self.bootstrap, self.topic, self.out_topic = bootstrap, topic, out_topic
+        self.stop = _SPAWN.Event()
+
+    def run(self) -> None:
+        c = Consumer(
+            {
+                "bootstrap.servers": self.bootstrap,
+                "group.id": f"bare-{uuid.uuid4().hex}",
+                "enable.auto.commit": False,
+                "fetch.wait.max.ms": load_settings().fetch_max_wait_ms,  # the worker's
             }
-            inside = _worker_histograms(int(env["AURORA_WEB_PORT"]))
-        finally:
-            _stop(proc)
-            follower.stop.set()
-            follower.join(10)
-    if os.environ.get("BENCH_LATENCY_TRACE"):
-        Path(os.environ["BENCH_LATENCY_TRACE"]).write_bytes(orjson.dumps(follower.trace))
+        )
+        c.assign([TopicPartition(self.topic, p, OFFSET_BEGINNING) for p in range(4)])
+        p = Producer({"bootstrap.servers": self.bootstrap, "linger.ms": 5})  # the worker's
+        last: dict[str, float] = {}
+        while not self.stop.is_set():
+            for m in c.consume(1000, 0.05):
+                if m.error() is not None:
+                    continue
+                doc = orjson.loads(m.value())
+                prev = last.get(doc["device_id"])
+                last[doc["device_id"]] = doc["value"]
+                doc["delta"] = None if prev is None else doc["value"] - prev
+                doc["ingested_at"] = m.timestamp()[1]
+                p.produce(self.out_topic, key=m.key(), value=orjson.dumps(doc))
+            p.poll(0)
+        p.flush(10)
+        c.close()
+
+
+def _steady_feed(
+    bootstrap: str, raw: str, follower: Follower, rate: float, seconds: float, alive: Any, warmed: Any
+) -> int:
+    """Warm up (one reading per device, until all are out; ``alive()`` meanwhile), call
+    ``warmed()``, then produce ``rate`` readings/s for ``seconds``, each timestamped when
+    produced, and wait until all are out (at most 60 s). Returns the readings produced after
+    the warm-up."""
+    warm = list(steady(rate, 1000 / rate, 1000))
+    producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 1, "partitioner": "murmur2_random"})
+    for m in warm:
+        producer.produce(raw, key=m.key, value=m.value)
+    producer.flush(30)
+    deadline = time.monotonic() + 120
+    while follower.count < len(warm) and time.monotonic() < deadline:
+        alive()
+        time.sleep(0.1)
+    follower.latencies_ms.clear()
+    follower.trace.clear()
+    warmed()
+    total = 0
+    started = time.perf_counter()
+    for i, m in enumerate(steady(rate, seconds, 1000)):
+        if i < len(warm):
+            continue  # the same first readings: duplicates
+        target = started + (i - len(warm)) / rate
+        delay = target - time.perf_counter()
+        if delay > 0:
+            time.sleep(delay)
+        producer.produce(raw, key=m.key, value=m.value, timestamp=int(time.time() * 1000))
+        producer.poll(0)
+        total += 1
+    producer.flush(30)
+    deadline = time.monotonic() + 60
+    while follower.count < len(warm) + total and time.monotonic() < deadline:
+        time.sleep(0.1)
+    return total
+
+
+def _latency_figures(follower: Follower, rate: float, seconds: float) -> dict[str, Any]:
     lat = sorted(follower.latencies_ms)
     return {
         "rate_per_s": rate,
@@ -396,9 +423,78 @@ def run_latency(
         "p50_ms": lat[len(lat) // 2],
         "p99_ms": lat[int(len(lat) * 0.99)],
         "max_ms": lat[-1],
-        "worker": inside,
-        **cpu,
     }
+
+
+def run_bare_latency(
+    bootstrap: str, topics: dict[str, str], rate: float, seconds: float, broker_pid: int
+) -> dict[str, Any]:
+    """The latency workload through :class:`BarePipe` instead of a worker: what this broker
+    allows a Python consumer-producer at all, measured in the same run."""
+    pipe = BarePipe(bootstrap, topics["AURORA_TOPIC_RAW"], topics["AURORA_TOPIC_NORMALIZED"])
+    follower = Follower(bootstrap, topics["AURORA_TOPIC_NORMALIZED"], latency=True)
+    pipe.start()
+    follower.start()
+    mark: list[float] = []
+    try:
+        _steady_feed(
+            bootstrap,
+            topics["AURORA_TOPIC_RAW"],
+            follower,
+            rate,
+            seconds,
+            lambda: None,
+            lambda: mark.extend((_cpu_s(broker_pid), time.perf_counter())),
+        )
+        broker_cpu = _cpu_s(broker_pid) - mark[0]
+        wall = time.perf_counter() - mark[1]
+    finally:
+        for part in (pipe, follower):
+            part.stop.set()
+            part.join(10)
+    return {**_latency_figures(follower, rate, seconds), "broker_cpu_s": broker_cpu, "wall_s": wall}
+
+
+def run_latency(
+    env: dict[str, str], topics: dict[str, str], work: Path, rate: float, seconds: float, broker_pid: int
+) -> dict[str, Any]:
+    env = {**env, **topics, "AURORA_DATADIR": str(work / "data-lat"), "AURORA_WEB_PORT": str(free_port())}
+    env["AURORA_APP_ID"] = f"{topics['AURORA_TOPIC_RAW']}-app"
+    bootstrap = env["AURORA_BROKER_URL"].removeprefix("kafka://")
+    log = work / "worker-latency.log"
+
+    def alive() -> None:
+        if proc.poll() is not None:
+            raise RuntimeError(f"worker exited {proc.returncode}; see {log}")
+
+    with open(log, "wb") as out:
+        proc = _worker(env, out, "latency")
+        follower = Follower(bootstrap, topics["AURORA_TOPIC_NORMALIZED"], latency=True)
+        follower.start()
+        mark: list[float] = []
+        try:
+            _steady_feed(
+                bootstrap,
+                topics["AURORA_TOPIC_RAW"],
+                follower,
+                rate,
+                seconds,
+                alive,
+                lambda: mark.extend((_cpu_s(proc.pid), _cpu_s(broker_pid), time.perf_counter())),
+            )
+            cpu = {
+                "worker_cpu_s": _cpu_s(proc.pid) - mark[0],
+                "broker_cpu_s": _cpu_s(broker_pid) - mark[1],
+                "wall_s": time.perf_counter() - mark[2],
+            }
+            inside = _worker_histograms(int(env["AURORA_WEB_PORT"]))
+        finally:
+            _stop(proc)
+            follower.stop.set()
+            follower.join(10)
+    if os.environ.get("BENCH_LATENCY_TRACE"):
+        Path(os.environ["BENCH_LATENCY_TRACE"]).write_bytes(orjson.dumps(follower.trace))
+    return {**_latency_figures(follower, rate, seconds), "worker": inside, **cpu}
 
 
 _HISTOGRAMS = {
@@ -473,7 +569,7 @@ def one_run(
             broker = start_broker("127.0.0.1", port, log=blog)
         try:
             bootstrap = f"127.0.0.1:{port}"
-            sets = {k: topic_set(f"{k}{tag}") for k in ("w1", "w2", "lat", "state")}
+            sets = {k: topic_set(f"{k}{tag}") for k in ("w1", "w2", "latb", "lat", "state")}
             for topics in sets.values():
                 os.environ.update({**env, **topics, "AURORA_APP_ID": f"{topics['AURORA_TOPIC_RAW']}-app"})
                 ensure_topics(load_settings())
@@ -490,10 +586,23 @@ def one_run(
                 print(f"  worker W1 {_rates(result['w1'])} {_cpu_note(result['w1'])}", flush=True)
             if "w2" not in args.skip:
                 produce(iter(w2), bootstrap=bootstrap, topic=sets["w2"]["AURORA_TOPIC_RAW"], progress=False)
+                result["bare_loop_w2"] = bench_bare_loop(
+                    bootstrap, sets["w2"]["AURORA_TOPIC_RAW"], f"w2{tag}.bare", len(w2)
+                )
+                print(f"  bare loop W2 {result['bare_loop_w2']['readings_per_s']:,.0f}/s", flush=True)
                 result["w2"] = run_worker(env, sets["w2"], ref["w2"], work, "w2", broker.pid)
                 result["w2"]["messages"] = len(w2)
                 print(f"  worker W2 {_rates(result['w2'])} {_cpu_note(result['w2'])}", flush=True)
             if "latency" not in args.skip:
+                result["bare_latency"] = run_bare_latency(
+                    bootstrap, sets["latb"], 5000.0, args.latency_s, broker.pid
+                )
+                bare = result["bare_latency"]
+                print(
+                    f"  bare pipe latency p50 {bare['p50_ms']:.0f} ms p99 {bare['p99_ms']:.0f} ms "
+                    f"(broker {bare['broker_cpu_s']:.1f} CPU s in {bare['wall_s']:.0f} s)",
+                    flush=True,
+                )
                 result["latency"] = run_latency(env, sets["lat"], work, 5000.0, args.latency_s, broker.pid)
                 print(
                     f"  latency p50 {result['latency']['p50_ms']:.0f} ms "
@@ -567,6 +676,9 @@ def main() -> None:
             "state_peak_rss_mb": summarize(runs, "state", "peak_rss_mb"),
             "state_data_dir_bytes": summarize(runs, "state", "data_dir_bytes"),
             "baseline_bare_loop_readings_per_s": summarize(runs, "bare_loop", "readings_per_s"),
+            "baseline_bare_loop_w2_readings_per_s": summarize(runs, "bare_loop_w2", "readings_per_s"),
+            "baseline_bare_pipe_latency_p50_ms": summarize(runs, "bare_latency", "p50_ms"),
+            "baseline_bare_pipe_latency_p99_ms": summarize(runs, "bare_latency", "p99_ms"),
             "baseline_quix_w1_readings_per_s": summarize(runs, "quix_w1", "readings_per_s"),
             "baseline_quix_w1_readings_per_s_first_to_last": summarize(
                 runs, "quix_w1", "readings_per_s_first_to_last"

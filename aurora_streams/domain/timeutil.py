@@ -135,4 +135,10 @@ def _format(ms: int) -> str:
     if prefix is None:
         prefix = _keep(_MINUTES, minute, (_EPOCH + timedelta(minutes=minute)).strftime("%Y-%m-%dT%H:%M:"))
     seconds, millis = divmod(rest, 1000)
-    return f"{prefix}{seconds:02d}.{millis:03d}Z"
+    return prefix + _SECONDS[seconds] + _MILLIS[millis]
+
+
+# Zero-padded pieces, looked up instead of formatted: a broker timestamp (``ingested_at``)
+# is unique per message, so ``_format`` runs once per normalized record.
+_SECONDS: Final = [f"{s:02d}." for s in range(60)]
+_MILLIS: Final = [f"{ms:03d}Z" for ms in range(1000)]

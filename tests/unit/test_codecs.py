@@ -163,3 +163,33 @@ def test_truncated_avro_body_and_wrong_schema() -> None:
     with pytest.raises(InvalidReading) as info:
         codecs.decode_raw(wrong, max_bytes=10_000)
     assert info.value.reason == "avro_wrong_schema"
+
+
+@pytest.mark.parametrize(
+    "rec",
+    [
+        NORMALIZED,
+        NORMALIZED._replace(
+            ts_start=None, updated_at=1_735_653_601_234, flags=(), ingested_at=1_735_653_601_999
+        ),
+        NORMALIZED._replace(
+            kind="interval",
+            register_kwh=None,
+            delta_kwh=None,
+            method="11",
+            reason_code=79,
+            flags=("estimated", "late", "out_of_order"),
+            source=None,
+            interval_s=300,
+            ingested_at=946_684_800_001,
+        ),
+    ],
+)
+def test_normalized_json_written_out_equals_the_generic_encoding(rec: NormalizedReading) -> None:
+    """``encode_normalized`` writes the JSON fields out (the hot path); it must produce the
+    bytes the generic path does, field order included (a new field fails here)."""
+    generic = dict(zip(NormalizedReading._fields, rec, strict=True))
+    generic["flags"] = list(rec.flags)
+    assert codecs.encode_normalized(rec, "json") == orjson.dumps(
+        codecs._json_ready(codecs.NORMALIZED_READING, generic)
+    )
