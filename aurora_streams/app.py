@@ -219,12 +219,21 @@ class _ProbingConsumer(aiokafka_driver.Consumer):  # type: ignore[misc]
 
 
 class _ConsumerThread(aiokafka_driver.AIOKafkaConsumerThread):  # type: ignore[misc]
-    """Faust's consumer thread, with the fetch wait from our settings.
+    """Faust's consumer thread, with the fetch wait and the stop timeout from our settings.
 
     Faust fixes ``fetch_max_wait_ms`` at 1.5 s. A broker that answers a fetch only when
     its wait ends, if nothing was there when the fetch arrived (the embedded one does),
     then delays new readings by up to that much: the latency benchmark measured a p99 of
-    5 s before the outputs were even queued (issue 8)."""
+    5 s before the outputs were even queued (issue 8).
+
+    Stopping waits for the thread's last commit and group leave at most
+    ``consumer_stop_timeout_s`` (mode's default is 60 s): with the broker gone, aiokafka
+    retries them until that wait ends, and a worker asked to stop took 62 s to exit."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        settings: Settings = self.app.aurora_settings  # type: ignore[attr-defined]
+        self.shutdown_timeout = settings.consumer_stop_timeout_s
 
     def _create_worker_consumer(self, transport: Any) -> Any:
         consumer = super()._create_worker_consumer(transport)

@@ -190,6 +190,13 @@ class Settings(BaseSettings):
         10.0, gt=0, description="Consumer session timeout; a dead worker is noticed after it."
     )
     heartbeat_interval_s: float = Field(1.0, gt=0)
+    consumer_stop_timeout_s: float = Field(
+        10.0,
+        gt=0,
+        description="How long a stopping worker waits for its Kafka consumer's last commit and "
+        "group leave; then it exits without them (input not committed is re-delivered). Bounds "
+        "the stop when the broker is unreachable (it took 62 s, past deploy/k8s's 60-s grace).",
+    )
     commit_interval_s: float = Field(1.0, gt=0, description="Offset commit interval.")
     standby_replicas: int = Field(1, ge=0, description="Standby copies of table partitions.")
     log_level: str = Field("info", description="debug, info, warning or error.")
