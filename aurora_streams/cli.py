@@ -392,11 +392,14 @@ def dev(devices: int, rate: float, with_postgres: bool, postgres_port: int) -> N
             click.echo("stopping postgres", err=True)
             pg.stop()
 
-    def on_sigterm(*_: Any) -> None:
-        # Treat SIGTERM like Ctrl-C so the finally block stops every child.
+    def on_stop_signal(*_: Any) -> None:
+        # SIGTERM stops everything, like Ctrl-C. SIGINT is handled here too: a shell starts a
+        # background job with SIGINT ignored, but the broker exits on it, so a SIGINT to the
+        # process group left dev reporting "broker exited" over a half-stopped platform.
         raise KeyboardInterrupt
 
-    signal.signal(signal.SIGTERM, on_sigterm)
+    signal.signal(signal.SIGTERM, on_stop_signal)
+    signal.signal(signal.SIGINT, on_stop_signal)
     try:
         with open(logdir / "broker.log", "ab") as blog:
             children.append(("broker", start_broker(host, int(port), log=blog)))

@@ -59,15 +59,21 @@ def _new_readings(web_port: int) -> float:
     )
 
 
-def _run_dev(env: dict[str, str], web_port: int, extra: list[str], deadline: float) -> None:
+def _run_dev(
+    env: dict[str, str], web_port: int, extra: list[str], deadline: float, *, group: bool = False
+) -> None:
     """Start `aurora-streams dev`, wait until its worker has normalized new readings, then
-    stop it with Ctrl-C and check that every child it named has exited."""
+    stop it with SIGINT (with ``group``, to its whole process group, as Ctrl-C in a terminal
+    does, started as a background job, with SIGINT ignored) and check that it exits cleanly
+    and every child it named has exited."""
     proc = subprocess.Popen(
         [sys.executable, "-m", "aurora_streams", "dev", "--devices", "20", "--rate", "200", *extra],
         env=env,
         cwd=REPO,
         stderr=subprocess.PIPE,
         text=True,
+        start_new_session=group,
+        preexec_fn=(lambda: signal.signal(signal.SIGINT, signal.SIG_IGN)) if group else None,
     )
     assert proc.stderr is not None
     banner: list[str] = []
@@ -94,8 +100,13 @@ def _run_dev(env: dict[str, str], web_port: int, extra: list[str], deadline: flo
             assert url, text
             wait_rows(url[1], "SELECT count(*) FROM readings", 1, timeout=60)
     finally:
-        proc.send_signal(signal.SIGINT)
+        if group:
+            os.killpg(proc.pid, signal.SIGINT)
+        else:
+            proc.send_signal(signal.SIGINT)
         proc.wait(60)
+    rest = proc.stderr.read()
+    assert proc.returncode == 0 and "Error" not in rest, rest
     assert not any(_alive(pid) for pid in pids)
 
 
@@ -111,6 +122,11 @@ def test_dev_runs_everything_and_stops_cleanly(tmp_path: Path, with_postgres: bo
         shutil.rmtree(
             LocalPostgres((tmp_path / "data" / "postgres").resolve(), pg_port).basedir, ignore_errors=True
         )
+
+
+def test_dev_stops_cleanly_on_a_sigint_to_its_process_group(tmp_path: Path) -> None:
+    env, web_port = _dev_env(tmp_path)
+    _run_dev(env, web_port, [], time.monotonic() + 90, group=True)
 
 
 def test_a_second_dev_run_on_the_same_data_dir_normalizes_new_readings(tmp_path: Path) -> None:
