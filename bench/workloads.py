@@ -377,12 +377,18 @@ class BarePipe(_SPAWN.Process):  # type: ignore[name-defined,misc]
 
 
 def _steady_feed(
-    bootstrap: str, raw: str, follower: Follower, rate: float, seconds: float, alive: Any, warmed: Any
-) -> int:
-    """Warm up (one reading per device, until all are out; ``alive()`` meanwhile), call
-    ``warmed()``, then produce ``rate`` readings/s for ``seconds``, each timestamped when
-    produced, and wait until all are out (at most 60 s). Returns the readings produced after
-    the warm-up."""
+    bootstrap: str,
+    raw: str,
+    follower: Follower,
+    rate: float,
+    seconds: float,
+    alive: Any,
+    pids: dict[str, int],
+) -> dict[str, float]:
+    """Warm up (one reading per device, until all are out; ``alive()`` meanwhile), then
+    produce ``rate`` readings/s for ``seconds``, each timestamped when produced, and wait until
+    all are out (at most 60 s). Returns the wall time after the warm-up and the CPU seconds
+    meanwhile of each process in ``pids`` (``<name>_cpu_s``)."""
     warm = list(steady(rate, 1000 / rate, 1000))
     producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 1, "partitioner": "murmur2_random"})
     for m in warm:
@@ -394,7 +400,7 @@ def _steady_feed(
         time.sleep(0.1)
     follower.latencies_ms.clear()
     follower.trace.clear()
-    warmed()
+    cpu_before = {name: _cpu_s(pid) for name, pid in pids.items()}
     total = 0
     started = time.perf_counter()
     for i, m in enumerate(steady(rate, seconds, 1000)):
@@ -411,7 +417,8 @@ def _steady_feed(
     deadline = time.monotonic() + 60
     while follower.count < len(warm) + total and time.monotonic() < deadline:
         time.sleep(0.1)
-    return total
+    used = {f"{name}_cpu_s": _cpu_s(pid) - cpu_before[name] for name, pid in pids.items()}
+    return {**used, "wall_s": time.perf_counter() - started}
 
 
 def _latency_figures(follower: Follower, rate: float, seconds: float) -> dict[str, Any]:
@@ -435,24 +442,21 @@ def run_bare_latency(
     follower = Follower(bootstrap, topics["AURORA_TOPIC_NORMALIZED"], latency=True)
     pipe.start()
     follower.start()
-    mark: list[float] = []
     try:
-        _steady_feed(
+        cpu = _steady_feed(
             bootstrap,
             topics["AURORA_TOPIC_RAW"],
             follower,
             rate,
             seconds,
             lambda: None,
-            lambda: mark.extend((_cpu_s(broker_pid), time.perf_counter())),
+            {"broker": broker_pid},
         )
-        broker_cpu = _cpu_s(broker_pid) - mark[0]
-        wall = time.perf_counter() - mark[1]
     finally:
         for part in (pipe, follower):
             part.stop.set()
             part.join(10)
-    return {**_latency_figures(follower, rate, seconds), "broker_cpu_s": broker_cpu, "wall_s": wall}
+    return {**_latency_figures(follower, rate, seconds), **cpu}
 
 
 def run_latency(
@@ -471,22 +475,9 @@ def run_latency(
         proc = _worker(env, out, "latency")
         follower = Follower(bootstrap, topics["AURORA_TOPIC_NORMALIZED"], latency=True)
         follower.start()
-        mark: list[float] = []
         try:
-            _steady_feed(
-                bootstrap,
-                topics["AURORA_TOPIC_RAW"],
-                follower,
-                rate,
-                seconds,
-                alive,
-                lambda: mark.extend((_cpu_s(proc.pid), _cpu_s(broker_pid), time.perf_counter())),
-            )
-            cpu = {
-                "worker_cpu_s": _cpu_s(proc.pid) - mark[0],
-                "broker_cpu_s": _cpu_s(broker_pid) - mark[1],
-                "wall_s": time.perf_counter() - mark[2],
-            }
+            pids = {"worker": proc.pid, "broker": broker_pid}
+            cpu = _steady_feed(bootstrap, topics["AURORA_TOPIC_RAW"], follower, rate, seconds, alive, pids)
             inside = _worker_histograms(int(env["AURORA_WEB_PORT"]))
         finally:
             _stop(proc)
