@@ -329,19 +329,19 @@ def create_app(settings: Settings) -> AuroraApp:
     )
     app.aurora_settings = settings
     app.state_caches = []
-    # The consumer hands raw messages to the normalize agent's intake, not to a stream (see
-    # agents.intake). The sink's stream subscribes the raw topic when it runs; otherwise the
-    # topic is subscribed here, with no stream to deliver to.
     raw = app.topic(settings.topic_raw, partitions=settings.partitions)
-    app.raw_shared = settings.database_url is not None
-    if not app.raw_shared:
-        app.topics.add(raw)
     app.raw_intake = RawIntake(maxsize=_RAW_INTAKE_MESSAGES)
     device_state = define_device_state(app, settings)
     days, recent, forecasts = define_view_tables(app, settings)
     attach_normalize(app, device_state, build_processor(settings), settings, (days, recent, forecasts))
-    if settings.database_url:
-        attach_sink(app, settings)
+    sink = attach_sink(app, settings) if settings.database_url else None
+    # The consumer hands raw messages to the normalize agent's intake, not to a stream (see
+    # agents.intake). When the sink's stream reads the raw topic too, it subscribes it (and
+    # its messages also go to that stream); otherwise the topic is subscribed here, with no
+    # stream to deliver to.
+    app.raw_shared = sink is not None and settings.topic_raw in sink.channel.topics
+    if not app.raw_shared:
+        app.topics.add(raw)
     attach_ingest(app, settings)
     attach_api(app, settings, device_state, days, recent, forecasts)
     attach_openapi(app)

@@ -7,6 +7,7 @@ would never be woken). A delivery cut short never leaves its offset committable.
 from __future__ import annotations
 
 import asyncio
+import os
 import subprocess
 import sys
 from types import SimpleNamespace
@@ -191,3 +192,27 @@ def test_importing_the_app_leaves_river_to_a_startup_task() -> None:
     code = "import sys, aurora_streams.app; print('river' in sys.modules, 'scipy' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60)
     assert out.stdout.split() == ["False", "False"]
+
+
+@pytest.mark.parametrize("database_url", [None, "postgresql://aurora@127.0.0.1:9/aurora"])
+def test_the_raw_topic_is_subscribed_by_the_sinks_stream_or_by_the_app(database_url: str | None) -> None:
+    """Exactly one subscription of the raw topic: the sink's stream's when the sink runs
+    (its messages are then final only when both readers acknowledge), else the app's own."""
+    code = (
+        "from aurora_streams.app import create_app; from aurora_streams.settings import load_settings;"
+        "s = load_settings(); app = create_app(s);"
+        "by_app = s.topic_raw in {t for c in app.topics for t in c.topics};"
+        "by_agents = [a.name for a in app.agents.values() if s.topic_raw in a.channel.topics];"
+        "print(app.raw_shared, by_app, ','.join(by_agents) or '-')"
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AURORA_")}
+    env["AURORA_BROKER_URL"] = "kafka://127.0.0.1:9"  # nothing is contacted before the app starts
+    if database_url:
+        env["AURORA_DATABASE_URL"] = database_url
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=60)
+    assert out.returncode == 0, out.stderr
+    shared, by_app, by_agents = out.stdout.split()
+    if database_url:
+        assert (shared, by_app, by_agents) == ("True", "False", "sink")
+    else:
+        assert (shared, by_app, by_agents) == ("False", "True", "-")
