@@ -129,6 +129,12 @@ def format_ms(ms: int) -> str:
     return _keep(_FORMATTED, ms, _format(ms)) if ms % 1000 == 0 else _format(ms)
 
 
+# Zero-padded pieces, looked up instead of formatted: a broker timestamp (``ingested_at``)
+# is unique per message, so ``_format`` runs once per normalized record.
+_SECONDS: Final = [f"{s:02d}." for s in range(60)]
+_MILLIS: Final = [f"{ms:03d}Z" for ms in range(1000)]
+
+
 def _format(ms: int) -> str:
     minute, rest = divmod(ms, 60_000)
     prefix = _MINUTES.get(minute)
@@ -136,9 +142,3 @@ def _format(ms: int) -> str:
         prefix = _keep(_MINUTES, minute, (_EPOCH + timedelta(minutes=minute)).strftime("%Y-%m-%dT%H:%M:"))
     seconds, millis = divmod(rest, 1000)
     return prefix + _SECONDS[seconds] + _MILLIS[millis]
-
-
-# Zero-padded pieces, looked up instead of formatted: a broker timestamp (``ingested_at``)
-# is unique per message, so ``_format`` runs once per normalized record.
-_SECONDS: Final = [f"{s:02d}." for s in range(60)]
-_MILLIS: Final = [f"{ms:03d}Z" for ms in range(1000)]

@@ -66,14 +66,11 @@ def _run_dev(
     stop it with SIGINT (with ``group``, to its whole process group, as Ctrl-C in a terminal
     does, started as a background job, with SIGINT ignored) and check that it exits cleanly
     and every child it named has exited."""
+    cmd = [sys.executable, "-m", "aurora_streams", "dev", "--devices", "20", "--rate", "200", *extra]
+    if group:  # as a shell starts a background job: SIGINT ignored, kept across exec
+        cmd = ["bash", "-c", 'trap "" INT; exec "$@"', "dev", *cmd]
     proc = subprocess.Popen(
-        [sys.executable, "-m", "aurora_streams", "dev", "--devices", "20", "--rate", "200", *extra],
-        env=env,
-        cwd=REPO,
-        stderr=subprocess.PIPE,
-        text=True,
-        start_new_session=group,
-        preexec_fn=(lambda: signal.signal(signal.SIGINT, signal.SIG_IGN)) if group else None,
+        cmd, env=env, cwd=REPO, stderr=subprocess.PIPE, text=True, start_new_session=group
     )
     assert proc.stderr is not None
     banner: list[str] = []
