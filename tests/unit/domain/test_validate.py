@@ -157,6 +157,8 @@ def test_batch_keeps_good_readings_and_reports_bad_ones_by_index() -> None:
         ({"device_id": "m1", "readings": "x"}, "invalid_type"),
         ({"device_id": "m1", "readings": [{}] * 4}, "batch_too_large"),
         ({"readings": [{}]}, "missing_field"),
+        ({"device_id": "m1", "readings": {"ts": 1}}, "invalid_type"),
+        ({"device_id": "m1", "readings": b"x"}, "invalid_type"),
     ],
 )
 def test_bad_batches(batch: dict[str, Any], reason: str) -> None:
@@ -171,3 +173,24 @@ def test_format_ms_matches_datetime() -> None:
     for ms in (946_684_800_000, 1_735_653_600_123, 4_102_444_799_999, 951_782_400_000):  # incl. 2000-02-29
         expected = datetime.fromtimestamp(ms / 1000, UTC).strftime("%Y-%m-%dT%H:%M:%S.") + f"{ms % 1000:03d}Z"
         assert format_ms(ms) == expected
+
+
+@pytest.mark.parametrize("payload", [[1, 2], "x", 5, None, b"{}"])
+def test_a_message_that_is_not_an_object_is_rejected(payload: object) -> None:
+    with pytest.raises(InvalidReading) as info:
+        validate_message(payload, key="m1", broker_ts_ms=NOW, policy=POLICY)
+    assert info.value.reason == "invalid_type"
+
+
+def test_any_mapping_and_sequence_pass_not_only_dicts_and_lists() -> None:
+    """The checks take plain dicts and lists first (what JSON and Avro decode to); other
+    mappings and sequences are still accepted, and a non-object reading is rejected alone."""
+    from types import MappingProxyType
+
+    one = MappingProxyType(good())
+    [item] = validate_message(one, key="m1", broker_ts_ms=NOW, policy=POLICY)
+    assert isinstance(item, Reading)
+    batch = MappingProxyType({"device_id": "m1", "readings": (one, 7)})
+    first, second = validate_message(batch, key="m1", broker_ts_ms=NOW, policy=POLICY)
+    assert isinstance(first, Reading)
+    assert isinstance(second, InvalidReading) and second.reason == "invalid_type" and second.index == 1
