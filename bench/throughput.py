@@ -91,9 +91,29 @@ def bench_core(msgs: list[SimMessage]) -> dict[str, Any]:
     }
 
 
+def bare_outputs(
+    value: bytes, last: dict[tuple[str, str], float], ingested_at: int | None = None
+) -> list[bytes]:
+    """The bare loop's work on one raw message: decode it, keep the last register per device
+    channel in ``last``, and encode one output per reading (a gateway batch's readings each
+    get their own, as the worker's do), carrying ``ingested_at`` when given."""
+    doc = orjson.loads(value)
+    device = doc["device_id"]
+    outs = []
+    for reading in doc.get("readings", (doc,)):
+        key = (device, reading.get("channel", "E1"))
+        prev = last.get(key)
+        number = float(reading["value"])
+        last[key] = number
+        out = {"device_id": device, "ts": reading["ts"], "delta": None if prev is None else number - prev}
+        if ingested_at is not None:
+            out["ingested_at"] = ingested_at
+        outs.append(orjson.dumps(out))
+    return outs
+
+
 def bench_bare_loop(bootstrap: str, topic: str, out_topic: str, n: int) -> dict[str, Any]:
-    """Consume ``n`` messages, decode, keep the last register per device, produce one output
-    per reading (a gateway batch's readings each get their own, as the worker's do)."""
+    """Consume ``n`` messages and produce :func:`bare_outputs` of each."""
     consumer = Consumer(
         {
             "bootstrap.servers": bootstrap,
@@ -112,22 +132,11 @@ def bench_bare_loop(bootstrap: str, topic: str, out_topic: str, n: int) -> dict[
             if m.error():
                 continue
             seen += 1
-            doc = orjson.loads(m.value())
-            device = doc["device_id"]
-            for reading in doc.get("readings", (doc,)):
+            for out in bare_outputs(m.value(), last):
                 readings += 1
-                key = (device, reading.get("channel", "E1"))
-                prev = last.get(key)
-                value = float(reading["value"])
-                last[key] = value
-                out = {
-                    "device_id": device,
-                    "ts": reading["ts"],
-                    "delta": None if prev is None else value - prev,
-                }
                 while True:
                     try:
-                        producer.produce(out_topic, key=m.key(), value=orjson.dumps(out))
+                        producer.produce(out_topic, key=m.key(), value=out)
                         break
                     except BufferError:
                         producer.poll(0.01)

@@ -49,7 +49,7 @@ from typing import Any
 import orjson
 from common import ROOT, clean_env, free_port, summarize, write_report
 from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer, TopicPartition
-from throughput import _rss_kb, bench_bare_loop, fleet
+from throughput import _rss_kb, bare_outputs, bench_bare_loop, fleet
 
 from aurora_streams.devbroker import start_broker, stop_process
 from aurora_streams.domain.timeutil import parse_timestamp
@@ -339,8 +339,8 @@ _SPAWN = multiprocessing.get_context("spawn")
 
 class BarePipe(_SPAWN.Process):  # type: ignore[name-defined,misc]
     """The latency baseline: a bare confluent-kafka consume -> orjson -> dict -> produce loop
-    (as ``bench_bare_loop``) on the raw topic, one output per reading carrying the raw
-    message's timestamp as ``ingested_at``, as the worker's normalized records do. In a
+    (``bare_outputs``, as ``bench_bare_loop``) on the raw topic, one output per reading
+    carrying the raw message's timestamp as ``ingested_at``, as the worker's records do. In a
     process of its own, as the worker is: in the benchmark's process it would share the GIL
     with the load producer and the follower."""
 
@@ -359,18 +359,15 @@ class BarePipe(_SPAWN.Process):  # type: ignore[name-defined,misc]
             }
         )
         c.assign([TopicPartition(self.topic, p, OFFSET_BEGINNING) for p in range(4)])
-        p = Producer({"bootstrap.servers": self.bootstrap, "linger.ms": 5})  # the worker's
-        last: dict[str, float] = {}
+        # linger.ms 5: the worker's
+        p = Producer({"bootstrap.servers": self.bootstrap, "linger.ms": 5, "partitioner": "murmur2_random"})
+        last: dict[tuple[str, str], float] = {}
         while not self.stop.is_set():
             for m in c.consume(1000, 0.05):
                 if m.error() is not None:
                     continue
-                doc = orjson.loads(m.value())
-                prev = last.get(doc["device_id"])
-                last[doc["device_id"]] = doc["value"]
-                doc["delta"] = None if prev is None else doc["value"] - prev
-                doc["ingested_at"] = m.timestamp()[1]
-                p.produce(self.out_topic, key=m.key(), value=orjson.dumps(doc))
+                for out in bare_outputs(m.value(), last, ingested_at=m.timestamp()[1]):
+                    p.produce(self.out_topic, key=m.key(), value=out)
             p.poll(0)
         p.flush(10)
         c.close()

@@ -36,6 +36,7 @@ expectation.
 
 from __future__ import annotations
 
+import functools
 from collections import deque
 from dataclasses import dataclass
 from statistics import median
@@ -90,6 +91,7 @@ class Forecast:
     upper: float
 
 
+@functools.cache
 def _holt_winters() -> Any:
     """River's HoltWinters, imported on first use: ``river.time_series`` imports scipy, half a
     second that a worker would otherwise spend before joining its consumer group (the app

@@ -13,7 +13,7 @@ import math
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Final
+from typing import Any, Final, TypeGuard
 
 from aurora_streams.domain.flags import QUALITY_RANK, Flag
 from aurora_streams.domain.model import Kind, Reading
@@ -46,17 +46,13 @@ def validate_message(
     :class:`InvalidReading` that reading raised. Raises :class:`InvalidReading` when the
     message as a whole is unusable (not an object, no device, key/device mismatch, ...).
     """
-    # ``type(x) is dict`` first: decoded JSON and Avro are plain dicts and lists, and an ABC's
-    # isinstance check costs more than a reading's other type checks together (issue 8).
-    if type(payload) is not dict and not isinstance(payload, Mapping):
+    if not _is_object(payload):
         raise InvalidReading("invalid_type", f"message must be a JSON object, got {type(payload).__name__}")
     if "readings" in payload:
         device_id = _device(payload.get("device_id"), "device_id")
         _check_key(key, device_id)
         readings = payload["readings"]
-        if type(readings) is not list and (
-            not isinstance(readings, Sequence) or isinstance(readings, str | bytes)
-        ):
+        if not _is_array(readings):
             raise InvalidReading("invalid_type", "field 'readings' must be an array", field="readings")
         if not readings:
             raise InvalidReading("empty_batch", "gateway batch has no readings", field="readings")
@@ -70,7 +66,7 @@ def validate_message(
         source = payload.get("source")
         for i, item in enumerate(readings):
             try:
-                if type(item) is not dict and not isinstance(item, Mapping):
+                if not _is_object(item):
                     raise InvalidReading(
                         "invalid_type", f"reading must be an object, got {type(item).__name__}"
                     )
@@ -88,6 +84,16 @@ def validate_message(
     device_id = _device(payload.get("device_id"), "device_id")
     _check_key(key, device_id)
     return [_reading(payload, device_id, broker_ts_ms, policy, default_source=None)]
+
+
+# ``type(x) is dict`` / ``list`` first: decoded JSON and Avro are plain dicts and lists, and
+# an ABC's isinstance check costs more than a reading's other type checks together (issue 8).
+def _is_object(value: object) -> TypeGuard[Mapping[str, Any]]:
+    return type(value) is dict or isinstance(value, Mapping)
+
+
+def _is_array(value: object) -> TypeGuard[Sequence[Any]]:
+    return type(value) is list or (isinstance(value, Sequence) and not isinstance(value, str | bytes))
 
 
 def _check_key(key: str | None, device_id: str) -> None:
