@@ -106,6 +106,21 @@ def reference(msgs: list[SimMessage], topic: str) -> list[bytes]:
     return out
 
 
+def reader(bootstrap: str, topic: str) -> Consumer:
+    """A consumer of all 4 partitions of ``topic`` from the beginning, outside any group's
+    commits, whose fetches wait at most as long as the worker's (``fetch_max_wait_ms``)."""
+    c = Consumer(
+        {
+            "bootstrap.servers": bootstrap,
+            "group.id": f"reader-{uuid.uuid4().hex}",
+            "enable.auto.commit": False,
+            "fetch.wait.max.ms": load_settings().fetch_max_wait_ms,
+        }
+    )
+    c.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in range(4)])
+    return c
+
+
 class Follower(threading.Thread):
     """Reads a topic from the beginning and counts records (and keeps them if asked)."""
 
@@ -121,15 +136,7 @@ class Follower(threading.Thread):
         self.stop = threading.Event()
 
     def run(self) -> None:
-        c = Consumer(
-            {
-                "bootstrap.servers": self.bootstrap,
-                "group.id": f"follow-{uuid.uuid4().hex}",
-                "enable.auto.commit": False,
-                "fetch.wait.max.ms": 10,
-            }
-        )
-        c.assign([TopicPartition(self.topic, p, OFFSET_BEGINNING) for p in range(4)])
+        c = reader(self.bootstrap, self.topic)
         while not self.stop.is_set():
             batch = c.consume(2000, 0.05)
             now = time.perf_counter()
@@ -350,15 +357,7 @@ class BarePipe(_SPAWN.Process):  # type: ignore[name-defined,misc]
         self.stop = _SPAWN.Event()
 
     def run(self) -> None:
-        c = Consumer(
-            {
-                "bootstrap.servers": self.bootstrap,
-                "group.id": f"bare-{uuid.uuid4().hex}",
-                "enable.auto.commit": False,
-                "fetch.wait.max.ms": load_settings().fetch_max_wait_ms,  # the worker's
-            }
-        )
-        c.assign([TopicPartition(self.topic, p, OFFSET_BEGINNING) for p in range(4)])
+        c = reader(self.bootstrap, self.topic)
         # linger.ms 5: the worker's
         p = Producer({"bootstrap.servers": self.bootstrap, "linger.ms": 5, "partitioner": "murmur2_random"})
         last: dict[tuple[str, str], float] = {}
