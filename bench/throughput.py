@@ -12,6 +12,8 @@ single-reading JSON messages to a 4-partition raw topic, and measures:
   the ceiling of our own code.
 * ``bare_loop``: a bare confluent-kafka consumer -> orjson -> dict state (register delta) ->
   producer loop over the same topic: the practical ceiling of Python on this broker.
+  (``bench_core_loop``, the same loop running the pure core, is one of bench/workloads.py's
+  baselines.)
 * ``worker``: an ``aurora-streams worker`` subprocess, from process start (and from its first
   output) to the last normalized record, checked for completeness against the core's count.
 
@@ -30,6 +32,7 @@ import tempfile
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -114,6 +117,49 @@ def bare_outputs(
 
 def bench_bare_loop(bootstrap: str, topic: str, out_topic: str, n: int) -> dict[str, Any]:
     """Consume ``n`` messages and produce :func:`bare_outputs` of each."""
+    last: dict[tuple[str, str], float] = {}
+    elapsed, outputs = _consume_produce(
+        bootstrap, topic, out_topic, n, lambda m: bare_outputs(m.value(), last)
+    )
+    return {"seconds": elapsed, "messages": n, "readings": outputs, "readings_per_s": outputs / elapsed}
+
+
+def bench_core_loop(bootstrap: str, topic: str, out_topic: str, n: int, readings: int) -> dict[str, Any]:
+    """The bare loop with our pure core as its work: consume ``n`` messages (``readings``
+    readings), run each through :meth:`Processor.process` on device states in a plain dict,
+    and produce every output record's value. No Faust, no table, no views, no checkpoint:
+    what our domain work costs on a bare client, the ceiling of a worker running it."""
+    p = build_processor(load_settings())
+    states: dict[str, Any] = {}
+
+    def work(m: Any) -> list[bytes]:
+        out = p.process(
+            m.key(),
+            m.value(),
+            partition=m.partition(),
+            offset=m.offset(),
+            timestamp_ms=m.timestamp()[1],
+            states=states,
+            load=new_state,
+        )
+        return [rec.value for rec in out]
+
+    elapsed, outputs = _consume_produce(bootstrap, topic, out_topic, n, work)
+    return {
+        "seconds": elapsed,
+        "messages": n,
+        "readings": readings,
+        "outputs": outputs,
+        "readings_per_s": readings / elapsed,
+    }
+
+
+def _consume_produce(
+    bootstrap: str, topic: str, out_topic: str, n: int, work: Callable[[Any], list[bytes]]
+) -> tuple[float, int]:
+    """Consume ``n`` messages of ``topic`` from the beginning and produce ``work(message)``
+    of each to ``out_topic`` (keyed as the message), until all are acknowledged. Returns the
+    seconds taken and the outputs produced."""
     consumer = Consumer(
         {
             "bootstrap.servers": bootstrap,
@@ -124,16 +170,15 @@ def bench_bare_loop(bootstrap: str, topic: str, out_topic: str, n: int) -> dict[
     )
     consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in range(4)])
     producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 5, "partitioner": "murmur2_random"})
-    last: dict[tuple[str, str], float] = {}
-    seen = readings = 0
+    seen = outputs = 0
     started = time.perf_counter()
     while seen < n:
         for m in consumer.consume(1000, 1.0):
             if m.error():
                 continue
             seen += 1
-            for out in bare_outputs(m.value(), last):
-                readings += 1
+            for out in work(m):
+                outputs += 1
                 while True:
                     try:
                         producer.produce(out_topic, key=m.key(), value=out)
@@ -144,7 +189,7 @@ def bench_bare_loop(bootstrap: str, topic: str, out_topic: str, n: int) -> dict[
     producer.flush(30)
     elapsed = time.perf_counter() - started
     consumer.close()
-    return {"seconds": elapsed, "messages": n, "readings": readings, "readings_per_s": readings / elapsed}
+    return elapsed, outputs
 
 
 def follow(bootstrap: str, topic: str, partitions: int, stop: threading.Event, out: dict[str, Any]) -> None:

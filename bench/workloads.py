@@ -24,8 +24,11 @@ topics keyed by device, measures:
   bytes once every device has state.
 * baselines in the same run, on the same broker: a bare confluent-kafka consume -> orjson ->
   dict -> produce loop (the practical ceiling of Python here) on the W1 and on the W2 topic
-  (one output per reading), the latency workload through that loop instead of a worker
-  (what this broker allows a Python consumer-producer at 5,000/s), and Quix Streams 3.28
+  (one output per reading), the same loop running our pure core (``Processor.process`` on
+  states in a dict, every output produced: no Faust, table, views or checkpoint; the
+  ceiling of a worker running this core), the latency workload through the bare loop
+  instead of a worker (what this broker allows a Python consumer-producer at 5,000/s), and
+  Quix Streams 3.28
   on W1 (its RocksDB state and a 15-minute tumbling window; ``bench/quix_w1.py``), in
   ``bench/.venv-quix``, made on first use (Quix pins confluent-kafka < 2.13, older than ours).
 
@@ -53,7 +56,7 @@ from typing import Any
 import orjson
 from common import ROOT, clean_env, free_port, summarize, write_report
 from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer, TopicPartition
-from throughput import _rss_kb, bare_outputs, bench_bare_loop, fleet
+from throughput import _rss_kb, bare_outputs, bench_bare_loop, bench_core_loop, fleet
 
 from aurora_streams.devbroker import start_broker, stop_process
 from aurora_streams.domain.timeutil import parse_timestamp
@@ -583,6 +586,10 @@ def one_run(
                 bootstrap, sets["w1"]["AURORA_TOPIC_RAW"], f"w1{tag}.bare", len(w1)
             )
             print(f"  bare loop {result['bare_loop']['readings_per_s']:,.0f}/s", flush=True)
+            result["core_loop"] = bench_core_loop(
+                bootstrap, sets["w1"]["AURORA_TOPIC_RAW"], f"w1{tag}.core", len(w1), len(w1)
+            )
+            print(f"  core loop {result['core_loop']['readings_per_s']:,.0f}/s", flush=True)
             if not args.no_quix:
                 result["quix_w1"] = run_quix(bootstrap, sets["w1"]["AURORA_TOPIC_RAW"], len(w1), work)
                 print(f"  quix W1 {_rates(result['quix_w1'])}", flush=True)
@@ -595,6 +602,10 @@ def one_run(
                     bootstrap, sets["w2"]["AURORA_TOPIC_RAW"], f"w2{tag}.bare", len(w2)
                 )
                 print(f"  bare loop W2 {result['bare_loop_w2']['readings_per_s']:,.0f}/s", flush=True)
+                result["core_loop_w2"] = bench_core_loop(
+                    bootstrap, sets["w2"]["AURORA_TOPIC_RAW"], f"w2{tag}.core", len(w2), len(w1)
+                )
+                print(f"  core loop W2 {result['core_loop_w2']['readings_per_s']:,.0f}/s", flush=True)
                 result["w2"] = run_worker(env, sets["w2"], ref["w2"], work, "w2", broker.pid)
                 result["w2"]["messages"] = len(w2)
                 print(f"  worker W2 {_rates(result['w2'])} {_cpu_note(result['w2'])}", flush=True)
@@ -692,6 +703,8 @@ def main() -> None:
             "state_data_dir_bytes": summarize(runs, "state", "data_dir_bytes"),
             "baseline_bare_loop_readings_per_s": summarize(runs, "bare_loop", "readings_per_s"),
             "baseline_bare_loop_w2_readings_per_s": summarize(runs, "bare_loop_w2", "readings_per_s"),
+            "baseline_core_loop_readings_per_s": summarize(runs, "core_loop", "readings_per_s"),
+            "baseline_core_loop_w2_readings_per_s": summarize(runs, "core_loop_w2", "readings_per_s"),
             "baseline_bare_pipe_latency_p50_ms": summarize(runs, "bare_latency", "p50_ms"),
             "baseline_bare_pipe_latency_p99_ms": summarize(runs, "bare_latency", "p99_ms"),
             "baseline_quix_w1_readings_per_s": summarize(runs, "quix_w1", "readings_per_s"),
