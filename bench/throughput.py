@@ -38,7 +38,7 @@ from typing import Any
 
 import orjson
 from common import ROOT, clean_env, free_port, summarize, write_report
-from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Producer, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer, TopicPartition
 
 from aurora_streams.devbroker import start_broker, stop_process
 from aurora_streams.processing import build_processor, new_state
@@ -210,8 +210,6 @@ def follow(bootstrap: str, topic: str, partitions: int, stop: threading.Event, o
                 now = time.perf_counter()
                 out.setdefault("first", now)
                 out["last"] = now
-            elif m.error().code() != KafkaError._PARTITION_EOF:
-                pass
     consumer.close()
 
 

@@ -152,10 +152,12 @@ class Follower(threading.Thread):
                 if m.error() is not None:
                     continue
                 self.count += 1
+                value = m.value()
+                assert value is not None  # every output record has a value
                 if self.keep:
-                    self.values.append(m.value())
+                    self.values.append(value)
                 if self.latency:
-                    sent = parse_timestamp(orjson.loads(m.value())["ingested_at"])
+                    sent = parse_timestamp(orjson.loads(value)["ingested_at"])
                     self.latencies_ms.append(wall - sent)
                     self.trace.append((wall, wall - sent))
             if batch:
@@ -372,7 +374,9 @@ class BarePipe(_SPAWN.Process):  # type: ignore[name-defined,misc]
             for m in c.consume(1000, 0.05):
                 if m.error() is not None:
                     continue
-                for out in bare_outputs(m.value(), last, ingested_at=m.timestamp()[1]):
+                value = m.value()
+                assert value is not None  # the load producer's messages all have one
+                for out in bare_outputs(value, last, ingested_at=m.timestamp()[1]):
                     p.produce(self.out_topic, key=m.key(), value=out)
             p.poll(0)
         p.flush(10)
