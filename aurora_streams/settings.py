@@ -173,14 +173,17 @@ class Settings(BaseSettings):
         ),
     )
     checkpoint_max_readings: int = Field(
-        50_000, ge=1, description="Raw messages after which a checkpoint is due anyway (bounds memory)."
+        150_000,
+        ge=1,
+        description="Raw messages after which a checkpoint is due anyway (bounds memory; about "
+        "the checkpoint interval of a worker catching up).",
     )
     checkpoint_max_devices: int = Field(
         3_000,
         ge=1,
         description="Devices loaded into memory (not in the decoded state cache) after which a "
         "checkpoint is due anyway (bounds memory: their states and view records are held until it "
-        "is stored; an epoch also ends at AURORA_STATE_CACHE_DEVICES devices in all).",
+        "is stored; an epoch also ends above AURORA_STATE_CACHE_DEVICES devices in all).",
     )
     processing_guarantee: Literal["at_least_once", "exactly_once"] = Field(
         "at_least_once",

@@ -94,12 +94,12 @@ def test_an_epoch_is_due_after_its_interval_readings_or_devices_new_to_memory() 
     assert epoch.due(s)
 
     # Devices whose states were in memory already (the cache, the previous epoch) count
-    # only towards the state cache's size.
+    # only towards the state cache's size: an epoch may hold as many as the cache, not more.
     s = _settings(checkpoint_interval_s=60, checkpoint_max_devices=3, state_cache_devices=5)
     part.loaded = 0
-    part.states.update({"d": DeviceState()})
+    part.states.update({"d": DeviceState(), "e": DeviceState()})
     assert not epoch.due(s)
-    part.states["e"] = DeviceState()
+    part.states["f"] = DeviceState()
     assert epoch.due(s)
 
     assert Epoch(0).due(_settings(checkpoint_interval_s=0))
