@@ -51,7 +51,8 @@ CHECKPOINT_DURATION: Final = Histogram(
 )
 CHECKPOINT_SEAL_DURATION: Final = Histogram(
     "aurora_checkpoint_seal_duration_seconds",
-    "Wall time the normalize agent stops to seal a checkpoint (views written, states encoded).",
+    "Wall time the normalize agent stops to seal a checkpoint (views written; states are encoded "
+    "copy on write).",
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5),
 )
 CHECKPOINT_READINGS: Final = Histogram(

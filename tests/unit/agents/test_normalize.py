@@ -1,9 +1,10 @@
 """A stored epoch's messages are acknowledged once, and only when every reader of them has
-(the sink's stream may hold a reference too); a failed or abandoned epoch's never are; and
-when an epoch ends."""
+(the sink's stream may hold a reference too); a failed or abandoned epoch's never are; when
+an epoch ends; and a sealed epoch stores its states as they were at the seal."""
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -113,3 +114,50 @@ def test_the_next_epoch_reads_the_sealed_states_of_the_same_generation_only() ->
     assert Epoch(3, prior=sealed).prior == {"a": state}
     # A rebalance began in between: what the sealed epoch held may be another worker's now.
     assert Epoch(4, prior=sealed).prior == {}
+
+
+def _sealed_with(states: dict[str, DeviceState]) -> Sealed:
+    part = _Partition(None, None)  # type: ignore[arg-type]
+    part.states.update(states)
+    pending = {device_id: (0, state) for device_id, state in states.items()}
+    return Sealed(3, [], {0: part}, {0: []}, {}, False, 0.0, pending)
+
+
+def test_a_sealed_state_is_stored_as_it_was_at_the_seal_when_the_next_epoch_changes_it_first() -> None:
+    a, b = DeviceState(last_offset=5), DeviceState(last_offset=7)
+    at_seal = {"a": a.to_bytes(), "b": b.to_bytes()}
+    sealed = _sealed_with({"a": a, "b": b})
+    following = Epoch(3, prior=sealed)
+
+    state = following.prior_state("a")
+    assert state is a
+    a.last_offset = 99  # the next epoch applies a reading
+    assert following.prior_state("a") is a  # loaded again: encoded once, not again
+    asyncio.run(sealed.encode_pending())
+    b.last_offset = 99  # after the store encoded it
+
+    assert sealed.pending == {}
+    assert sorted(sealed.encoded[0]) == sorted(at_seal.items())
+    assert following.prior_state("c") is None
+
+
+def test_the_agent_may_change_states_between_the_stores_slices() -> None:
+    states = {f"d{i}": DeviceState(last_offset=i) for i in range(5)}
+    at_seal = {device_id: state.to_bytes() for device_id, state in states.items()}
+    sealed = _sealed_with(states)
+    following = Epoch(3, prior=sealed)
+
+    async def agent() -> None:
+        # Runs when the store yields after its first slice, as a batch would.
+        await asyncio.sleep(0)
+        for device_id in states:
+            state = following.prior_state(device_id)
+            assert state is not None
+            state.last_offset = 1_000
+
+    async def both() -> None:
+        await asyncio.gather(sealed.encode_pending(per_slice=2), agent())
+
+    asyncio.run(both())
+    assert sorted(sealed.encoded[0]) == sorted(at_seal.items())
+    assert len(sealed.encoded[0]) == len(states)
