@@ -28,9 +28,9 @@ topics keyed by device, measures:
   states in a dict, every output produced: no Faust, table, views or checkpoint; the
   ceiling of a worker running this core), the latency workload through the bare loop
   instead of a worker (what this broker allows a Python consumer-producer at 5,000/s), and
-  Quix Streams 3.28
-  on W1 (its RocksDB state and a 15-minute tumbling window; ``bench/quix_w1.py``), in
-  ``bench/.venv-quix``, made on first use (Quix pins confluent-kafka < 2.13, older than ours).
+  Quix Streams 3.28 on W1 (its RocksDB state and a 15-minute tumbling window;
+  ``bench/quix_w1.py``), in ``bench/.venv-quix``, made on first use (Quix pins
+  confluent-kafka < 2.13, older than ours).
 
 Results: ``bench/results/workloads-<UTC time>.json`` (machine facts, versions, every run,
 min and median). Timing is never asserted in tests.

@@ -64,7 +64,7 @@ import weakref
 from collections.abc import AsyncIterator, Iterator, Sequence
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import faust
 from faust.streams import _current_event
@@ -82,6 +82,8 @@ from aurora_streams.tables.device_state import StateCache, load_state
 __all__ = ["Epoch", "Epochs", "Sealed", "attach_normalize", "release_acks", "seal", "store"]
 
 log = logging.getLogger(__name__)
+
+_T = TypeVar("_T")
 
 Views = tuple[Any, Any, Any]
 """The view tables: device_days, recent_anomalies, forecasts (see tables.views)."""
@@ -360,6 +362,20 @@ def _abandon(epoch: Epoch, cache: StateCache[DeviceState]) -> Epoch:
     return Epoch(cache.generation)
 
 
+_STATE_SLICE = 200
+"""Device states encoded, and written, per slice of a checkpoint's store (see :func:`store`)."""
+_ACK_SLICE = 5_000
+"""Messages acknowledged per slice of a checkpoint's store."""
+
+
+async def _slices(items: Sequence[_T], size: int) -> AsyncIterator[Sequence[_T]]:
+    """``items`` in slices of ``size``, yielding to the event loop after each one, so the
+    agent runs between them."""
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+        await asyncio.sleep(0)
+
+
 @dataclass
 class Sealed:
     """An epoch at its end: views written, input still withheld, and its device states
@@ -385,7 +401,7 @@ class Sealed:
             p, state = item
             self.encoded[p].append((device_id, state.to_bytes()))
 
-    async def encode_pending(self, per_slice: int = 200) -> None:
+    async def encode_pending(self, per_slice: int = _STATE_SLICE) -> None:
         """Encode every state still pending, ``per_slice`` at a time, yielding to the event
         loop between slices: sealing 1,000 devices' states at once held the agent ~40 ms
         (issue 8's latency workload); between slices the agent runs, freezing what it
@@ -419,12 +435,6 @@ def seal(epoch: Epoch, fast: FastProducer | None) -> Sealed:
     )
 
 
-_WRITE_SLICE = 200
-"""Device states written per slice of a checkpoint's store (see :func:`store`)."""
-_ACK_SLICE = 5_000
-"""Messages acknowledged per slice of a checkpoint's store."""
-
-
 async def store(
     app: faust.App, table: Any, sealed: Sealed, fast: FastProducer | None, cache: StateCache[DeviceState]
 ) -> None:
@@ -445,19 +455,19 @@ async def store(
     # is committed to the local store as its changelog records are queued, and none starts
     # once a rebalance has begun.
     writes = 0
-    for p, encoded in sealed.encoded.items():
-        writer = sealed.writers[p]
-        for start in range(0, len(encoded), _WRITE_SLICE):
-            with _on_partition(sealed.partitions[p].event):
-                for device_id, data in encoded[start : start + _WRITE_SLICE]:
-                    writer.put(table, device_id, data)
-                writer.commit()
-            writes += len(encoded[start : start + _WRITE_SLICE])
-            await asyncio.sleep(0)
-            if sealed.generation != cache.generation:
-                metrics.STATE_WRITES.inc(writes)
-                return  # rebalanced: stored in part, acknowledged not at all
-    metrics.STATE_WRITES.inc(writes)
+    try:
+        for p, encoded in sealed.encoded.items():
+            writer = sealed.writers[p]
+            async for chunk in _slices(encoded, _STATE_SLICE):
+                if sealed.generation != cache.generation:
+                    return  # rebalanced: stored in part, acknowledged not at all
+                with _on_partition(sealed.partitions[p].event):
+                    for device_id, data in chunk:
+                        writer.put(table, device_id, data)
+                    writer.commit()
+                writes += len(chunk)
+    finally:
+        metrics.STATE_WRITES.inc(writes)
     if fast is not None:
         await flush(app, fast)
     if sealed.generation != cache.generation:
@@ -465,12 +475,10 @@ async def store(
     for part in sealed.partitions.values():
         for device_id, state in part.states.items():
             cache.put(device_id, state, sealed.generation)
-    messages = sealed.messages
-    for start in range(0, len(messages), _ACK_SLICE):
+    async for chunk in _slices(sealed.messages, _ACK_SLICE):
         if sealed.generation != cache.generation:
             return  # the rest is re-delivered, and fenced
-        release_acks(app, messages[start : start + _ACK_SLICE])
-        await asyncio.sleep(0)
+        release_acks(app, chunk)
     metrics.CHECKPOINT_DURATION.observe(time.perf_counter() - sealed.started)
     metrics.CHECKPOINT_READINGS.observe(len(sealed.messages))
 
