@@ -33,7 +33,6 @@ from aurora_streams.agents.intake import RawIntake
 from aurora_streams.agents.normalize import attach_normalize
 from aurora_streams.agents.sink import attach_sink
 from aurora_streams.domain.forecast import preload
-from aurora_streams.kafka_offsets import probe_end_offsets_async
 from aurora_streams.observability import AuroraMonitor, register_collector
 from aurora_streams.processing import build_processor
 from aurora_streams.settings import Settings
@@ -49,11 +48,8 @@ __all__ = ["AuroraApp", "create_app"]
 
 
 class _ProbingConsumer(aiokafka_driver.Consumer):  # type: ignore[misc]
-    """Faust's aiokafka consumer with two repairs:
-
-    * changelog highwaters are probed, not trusted (see kafka_offsets);
-    * seeking to committed offsets also repositions partitions that have none.
-    """
+    """Faust's aiokafka consumer: seeking to committed offsets also repositions partitions
+    that have none, and raw-topic messages go to the normalize agent's intake."""
 
     async def seek_to_committed(self) -> Any:
         """Seek every assigned partition to its committed offset, and those without one
@@ -201,22 +197,6 @@ class _ProbingConsumer(aiokafka_driver.Consumer):  # type: ignore[misc]
     def _new_consumer_thread(self) -> Any:
         return _ConsumerThread(self, loop=self.loop, beacon=self.beacon)
 
-    async def highwaters(self, *partitions: TP) -> Any:
-        reported = await super().highwaters(*partitions)
-        changelogs = {
-            (tp.topic, tp.partition): end
-            for tp, end in reported.items()
-            if tp.topic.endswith("-changelog") and end is not None
-        }
-        if not changelogs:
-            return reported
-        settings: Settings = self.app.aurora_settings  # type: ignore[attr-defined]
-        fixed = await probe_end_offsets_async(settings.bootstrap_servers, changelogs)
-        result = dict(reported)
-        for (topic, partition), end in fixed.items():
-            result[TP(topic, partition)] = end
-        return result
-
 
 class _ConsumerThread(aiokafka_driver.AIOKafkaConsumerThread):  # type: ignore[misc]
     """Faust's consumer thread, with the fetch wait and the stop timeout from our settings.
@@ -350,8 +330,8 @@ def create_app(settings: Settings) -> AuroraApp:
 
     @app.task  # type: ignore[untyped-decorator]
     async def _import_river() -> None:
-        # Blocks the loop for ~0.5 s while the consumer group forms (5 s on the embedded broker),
-        # not before the worker joins it: W1's first record came at 6.2-6.3 s, not 6.3-6.5 s.
+        # Blocks the loop for ~0.5 s while the consumer group forms, not before the worker
+        # joins it.
         preload()
 
     @app.task  # type: ignore[untyped-decorator]

@@ -6,7 +6,6 @@ import functools
 import gc
 import logging
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -88,15 +87,30 @@ def native_status(require: bool) -> None:
 
 
 @main.command()
-def broker() -> None:
-    """Run the embedded broker (Tansu) on AURORA_BROKER_URL, in the foreground."""
-    from aurora_streams.devbroker import broker_command
+@click.option(
+    "--fetch-only", is_flag=True, help="Check Java and fetch (or find cached) Kafka's jars, then exit."
+)
+def broker(fetch_only: bool) -> None:
+    """Run the embedded Apache Kafka broker (KRaft, single node) on AURORA_BROKER_URL, in the
+    foreground, with its data under AURORA_DATADIR/broker. The first run fetches Kafka's jars
+    from Maven Central (Java 17+ and Maven needed). Ctrl-C or SIGTERM stops it cleanly."""
+    from aurora_streams.devbroker import KAFKA_VERSION, BrokerConfig, check_java, ensure_jars, run_foreground
 
     s = _settings()
-    host, port = s.bootstrap_servers.split(",")[0].rsplit(":", 1)
-    cmd = broker_command(host, int(port))
-    click.echo(f"embedded broker on {host}:{port} (memory storage; Ctrl-C stops it)", err=True)
-    os.execv(cmd[0], cmd)
+    say = functools.partial(click.echo, err=True)
+    if fetch_only:
+        try:
+            java, major = check_java()
+            libdir = ensure_jars(say=say)
+        except AuroraError as exc:
+            raise click.ClickException(str(exc)) from exc
+        click.echo(f"Apache Kafka {KAFKA_VERSION}: jars in {libdir}; Java {major} at {java}")
+        return
+    try:
+        code = run_foreground(BrokerConfig.from_settings(s), say=say)
+    except AuroraError as exc:
+        raise click.ClickException(str(exc)) from exc
+    raise SystemExit(code)
 
 
 @main.group()
@@ -302,7 +316,7 @@ def simulate(
     from aurora_streams.simulator import SimConfig, generate, produce
 
     s = _settings()
-    start_ms = parse_timestamp(start) if start else int(time.time() * 1000) - 30 * 86_400_000
+    start_ms = parse_timestamp(start) if start else int(time.time() * 1000)
     cfg = SimConfig(
         devices=devices,
         seed=seed,
@@ -357,7 +371,13 @@ def dev(devices: int, rate: float, with_postgres: bool, postgres_port: int) -> N
     With AURORA_DATABASE_URL set (or --with-postgres) the worker also runs the sink.
     Ctrl-C stops all of it (each child by its pid).
     """
-    from aurora_streams.devbroker import start_broker, stop_process, wait_for_port
+    from aurora_streams.devbroker import (
+        KAFKA_VERSION,
+        BrokerConfig,
+        start_broker,
+        stop_process,
+        wait_for_port,
+    )
     from aurora_streams.devpostgres import LocalPostgres
     from aurora_streams.topics import ensure_topics
 
@@ -373,14 +393,8 @@ def dev(devices: int, rate: float, with_postgres: bool, postgres_port: int) -> N
         worker_env["AURORA_API_TOKENS"] = orjson.dumps(
             {"dev": {"token": dev_token, "roles": ["admin"]}}
         ).decode()
-    host, port = s.bootstrap_servers.split(",")[0].rsplit(":", 1)
     logdir = Path(s.datadir) / "logs"
     logdir.mkdir(parents=True, exist_ok=True)
-    # The embedded broker keeps nothing between runs (memory storage), so table state an
-    # earlier run left in the data dir is ahead of the fresh topics: its replay fence would
-    # drop every new reading as already applied. The tables start empty, like the broker.
-    for tables in Path(s.datadir).glob("v*/tables"):
-        shutil.rmtree(tables)
     children: list[tuple[str, subprocess.Popen[bytes]]] = []
 
     def stop_all(*_: Any) -> None:
@@ -402,7 +416,14 @@ def dev(devices: int, rate: float, with_postgres: bool, postgres_port: int) -> N
     signal.signal(signal.SIGINT, on_stop_signal)
     try:
         with open(logdir / "broker.log", "ab") as blog:
-            children.append(("broker", start_broker(host, int(port), log=blog)))
+            children.append(
+                (
+                    "broker",
+                    start_broker(
+                        BrokerConfig.from_settings(s), log=blog, say=lambda m: click.echo(m, err=True)
+                    ),
+                )
+            )
         created = ensure_topics(s)
         click.echo(f"topics ready ({s.partitions} partitions; created {len(created)})", err=True)
         database_url = s.database_url
@@ -435,7 +456,8 @@ def dev(devices: int, rate: float, with_postgres: bool, postgres_port: int) -> N
             "\n".join(
                 [
                     "aurora-streams dev is running:",
-                    f"  broker     {s.bootstrap_servers} (embedded Tansu, pid {children[0][1].pid})",
+                    f"  broker     {s.bootstrap_servers} (Apache Kafka {KAFKA_VERSION}, KRaft; "
+                    f"pid {children[0][1].pid}; data in {Path(s.datadir) / 'broker'})",
                     f"  worker     {base}  (pid {children[1][1].pid}; /healthz /readyz /metrics)",
                     f"  ops page   {base}/  (enter the API token below)",
                     f"  simulator  {devices} meters at {rate:g} msg/s (pid {children[2][1].pid})",

@@ -62,6 +62,17 @@ class Settings(BaseSettings):
         None, description="postgresql:// URL; when set, the worker runs the TimescaleDB sink."
     )
 
+    # --- the embedded broker (`aurora-streams broker`, `dev`) ------------------------------
+    broker_heap_mb: int = Field(512, ge=256, le=16_384, description="Java heap of the embedded Kafka broker.")
+    broker_retention_hours: int = Field(
+        168, ge=1, description="Embedded broker: time retention of topics that set none of their own."
+    )
+    broker_retention_bytes: int = Field(
+        512 * 1024 * 1024,
+        ge=16 * 1024 * 1024,
+        description="Embedded broker: bytes kept per partition of delete-policy topics (bounds its disk).",
+    )
+
     # --- topics ----------------------------------------------------------------------
     topic_raw: str = "meter.readings.raw"
     topic_normalized: str = "meter.readings.normalized"

@@ -8,6 +8,7 @@ to the tables it feeds, and a table co-partitioned with the wrong count serves w
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass
 
 from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
@@ -87,8 +88,17 @@ def ensure_topics(settings: Settings, *, timeout: float = 15.0) -> list[str]:
             except Exception as exc:
                 if "TOPIC_ALREADY_EXISTS" not in str(exc) and "already exists" not in str(exc):
                     raise BrokerError(f"cannot create topic {name}: {exc}") from exc
-    check_topics(settings, admin=admin, timeout=timeout)
-    return created
+    # CreateTopics returns before the new topics show in every metadata answer (DESIGN.md,
+    # Brokers), so the check right after a creation waits for them, briefly.
+    deadline = time.monotonic() + (timeout if created else 0.0)
+    while True:
+        try:
+            check_topics(settings, admin=admin, timeout=timeout)
+            return created
+        except TopicMismatchError:
+            if time.monotonic() >= deadline:
+                raise
+            time.sleep(0.1)
 
 
 def check_topics(settings: Settings, *, admin: AdminClient | None = None, timeout: float = 15.0) -> None:

@@ -22,9 +22,10 @@ import sys
 import tempfile
 import time
 import urllib.request
+from pathlib import Path
 
 import aiohttp
-from common import ROOT, clean_env, free_port, write_report
+from common import ROOT, bench_broker, clean_env, free_port, write_report
 
 from aurora_streams.devbroker import start_broker, stop_process
 from aurora_streams.settings import load_settings
@@ -87,7 +88,7 @@ def main() -> None:
         os.environ.update(env)
         settings = load_settings()
         with open(f"{tmp}/broker.log", "wb") as blog:
-            broker = start_broker("127.0.0.1", port, log=blog)
+            broker = start_broker(bench_broker(port, Path(tmp) / "kafka"), log=blog)
         worker = None
         try:
             ensure_topics(settings)

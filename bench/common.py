@@ -13,8 +13,17 @@ from pathlib import Path
 from typing import Any
 
 from aurora_streams import __version__, native
+from aurora_streams.devbroker import BrokerConfig
 
 ROOT = Path(__file__).resolve().parents[1]
+
+
+def bench_broker(port: int, datadir: Path) -> BrokerConfig:
+    """The benchmarks' broker: Apache Kafka (KRaft, single node) as dev runs it, with
+    segments large enough that no benchmark topic ever rolls one. Benchmark records carry
+    simulated 2025 timestamps, and Kafka's time retention deletes closed segments by record
+    timestamp, so a rolled segment of unread input could vanish mid-run (DESIGN.md, Brokers)."""
+    return BrokerConfig("127.0.0.1", port, datadir, segment_bytes=1024 * 1024 * 1024)
 
 
 def free_port() -> int:

@@ -37,7 +37,7 @@ from pathlib import Path
 from typing import Any
 
 import orjson
-from common import ROOT, clean_env, free_port, summarize, write_report
+from common import ROOT, bench_broker, clean_env, free_port, summarize, write_report
 from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer, TopicPartition
 
 from aurora_streams.devbroker import start_broker, stop_process
@@ -290,7 +290,7 @@ def one_run(msgs: list[SimMessage], core: dict[str, Any]) -> dict[str, Any]:
         os.environ.update(env)
         settings = load_settings()
         with open(work / "broker.log", "wb") as blog:
-            broker = start_broker("127.0.0.1", port, log=blog)
+            broker = start_broker(bench_broker(port, work / "kafka"), log=blog)
         try:
             ensure_topics(settings)
             produce(

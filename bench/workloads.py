@@ -54,7 +54,7 @@ from pathlib import Path
 from typing import Any
 
 import orjson
-from common import ROOT, clean_env, free_port, summarize, write_report
+from common import ROOT, bench_broker, clean_env, free_port, summarize, write_report
 from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer, TopicPartition
 from throughput import _rss_kb, bare_outputs, bench_bare_loop, bench_core_loop, fleet
 
@@ -578,7 +578,7 @@ def one_run(
             }
         )
         with open(work / "broker.log", "wb") as blog:
-            broker = start_broker("127.0.0.1", port, log=blog)
+            broker = start_broker(bench_broker(port, work / "kafka"), log=blog)
         try:
             bootstrap = f"127.0.0.1:{port}"
             sets = {k: topic_set(f"{k}{tag}") for k in ("w1", "w2", "latb", "lat", "state")}

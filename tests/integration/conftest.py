@@ -1,5 +1,5 @@
-"""Fixtures: one embedded broker (Tansu, on loopback) for the session; a fresh, isolated
-deployment (own app id, topics, data dirs) per test."""
+"""Fixtures: one embedded broker (Apache Kafka, single-node KRaft, on loopback) for the
+session; a fresh, isolated deployment (own app id, topics, data dirs) per test."""
 
 from __future__ import annotations
 
@@ -9,19 +9,16 @@ from pathlib import Path
 import asyncpg
 import pytest
 
-from aurora_streams.devbroker import start_broker, stop_process
+from aurora_streams.devbroker import stop_process
 from aurora_streams.devpostgres import LocalPostgres
-from tests.integration.harness import Deployment, free_port, run_async
+from tests.integration.harness import Deployment, free_port, run_async, start_test_broker
 
 
 @pytest.fixture(scope="session")
 def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    port = free_port()
-    log_path = tmp_path_factory.mktemp("broker") / "tansu.log"
-    with open(log_path, "ab") as log:
-        proc = start_broker("127.0.0.1", port, log=log)
+    bootstrap, proc = start_test_broker(tmp_path_factory.mktemp("broker"))
     try:
-        yield f"127.0.0.1:{port}"
+        yield bootstrap
     finally:
         stop_process(proc)
 

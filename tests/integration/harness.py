@@ -25,6 +25,7 @@ import orjson
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
 
 from aurora_streams.codecs import decode_output
+from aurora_streams.devbroker import BrokerConfig, start_broker
 from aurora_streams.domain.device import DeviceState
 from aurora_streams.processing import build_processor, new_state
 from aurora_streams.settings import Settings, load_settings
@@ -32,6 +33,15 @@ from aurora_streams.simulator import SimMessage, produce
 from aurora_streams.topics import ensure_topics
 
 REPO = Path(__file__).resolve().parents[2]
+
+
+def start_test_broker(workdir: Path) -> tuple[str, subprocess.Popen[bytes]]:
+    """A broker of its own (Apache Kafka, KRaft) on a free loopback port, data in ``workdir``;
+    its bootstrap address and process. Its log is ``workdir/kafka.log``."""
+    config = BrokerConfig("127.0.0.1", free_port(), workdir / "kafka", heap_mb=384)
+    with open(workdir / "kafka.log", "ab") as log:
+        proc = start_broker(config, log=log, say=lambda m: print(m, file=sys.stderr))
+    return f"127.0.0.1:{config.port}", proc
 
 
 def free_port() -> int:

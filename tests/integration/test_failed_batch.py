@@ -15,19 +15,17 @@ from pathlib import Path
 
 import pytest
 
-from aurora_streams.devbroker import start_broker, stop_process
+from aurora_streams.devbroker import stop_process
 from aurora_streams.simulator import SimConfig, generate
-from tests.integration.harness import Deployment, TopicTail, assert_matches, free_port, wait_for
+from tests.integration.harness import Deployment, TopicTail, assert_matches, start_test_broker, wait_for
 from tests.integration.test_pipeline import FLEET
 
 
 @pytest.fixture
 def own_broker(tmp_path: Path) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
-    port = free_port()
-    with open(tmp_path / "tansu.log", "ab") as log:
-        proc = start_broker("127.0.0.1", port, log=log)
+    bootstrap, proc = start_test_broker(tmp_path)
     try:
-        yield f"127.0.0.1:{port}", proc
+        yield bootstrap, proc
     finally:
         if proc.poll() is None:
             os.kill(proc.pid, signal.SIGCONT)

@@ -5,8 +5,8 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from aurora_streams.devbroker import start_broker, stop_process
-from tests.integration.harness import Deployment, free_port
+from aurora_streams.devbroker import stop_process
+from tests.integration.harness import Deployment, start_test_broker
 
 
 def test_a_worker_asked_to_stop_after_its_broker_is_gone_exits_after_the_stop_timeout(tmp_path: Path) -> None:
@@ -14,10 +14,8 @@ def test_a_worker_asked_to_stop_after_its_broker_is_gone_exits_after_the_stop_ti
     until the stop gives up on them: mode's default made that 60 s (the worker exited after
     62 s, past the StatefulSet's grace). ``AURORA_CONSUMER_STOP_TIMEOUT_S`` bounds it; input
     not committed is re-delivered (the crash test covers that)."""
-    port = free_port()
-    with open(tmp_path / "tansu.log", "ab") as log:
-        broker = start_broker("127.0.0.1", port, log=log)  # its own: this test stops it
-    dep = Deployment(f"127.0.0.1:{port}", tmp_path, extra_env={"AURORA_CONSUMER_STOP_TIMEOUT_S": "2"})
+    bootstrap, broker = start_test_broker(tmp_path)  # its own: this test stops it
+    dep = Deployment(bootstrap, tmp_path, extra_env={"AURORA_CONSUMER_STOP_TIMEOUT_S": "2"})
     try:
         dep.create_topics()
         worker = dep.start_worker("w1")
