@@ -24,6 +24,7 @@ import asyncio
 from typing import Any
 
 import faust
+from aiokafka.partitioner import murmur2
 from faust.tables import TableManager
 from faust.transport.consumer import CONSUMER_FETCHING
 from faust.transport.drivers import aiokafka as aiokafka_driver
@@ -222,8 +223,26 @@ class _ConsumerThread(aiokafka_driver.AIOKafkaConsumerThread):  # type: ignore[m
         return consumer
 
 
+class _Producer(aiokafka_driver.Producer):  # type: ignore[misc]
+    """Faust's aiokafka producer, hashing keys to partitions without the producer's metadata.
+
+    Faust's ``key_partition`` (the HTTP routing of table lookups, DESIGN.md, Partitions) asks
+    aiokafka's producer, which knows only the topics it has sent to: on Apache Kafka a worker
+    that never produced to the raw topic answered a routed device lookup with a 500
+    (``partitions_for_topic`` gave None). Every owned topic has ``AURORA_PARTITIONS``
+    partitions (checked at start), so the partition is murmur2 of the key, as the Java client
+    and our producers compute it."""
+
+    def key_partition(self, topic: str, key: bytes) -> TP:
+        settings: Settings = self.app.aurora_settings  # type: ignore[attr-defined]
+        if topic in settings.owned_topic_names:
+            return TP(topic, (murmur2(key) & 0x7FFFFFFF) % settings.partitions)
+        return super().key_partition(topic, key)
+
+
 class _Transport(aiokafka_driver.Transport):  # type: ignore[misc]
     Consumer = _ProbingConsumer
+    Producer = _Producer
 
 
 class _TableManager(TableManager):  # type: ignore[misc]

@@ -181,7 +181,11 @@ class BrokerConfig:
     retention_bytes: int = 512 * 1024 * 1024
     """Per partition, for topics that set no ``retention.bytes`` of their own."""
     segment_bytes: int = 64 * 1024 * 1024
-    """Retention deletes whole closed segments: smaller segments bound a partition tighter."""
+    """Retention deletes whole segments: smaller segments bound a partition tighter."""
+    retention_check_ms: int = 60_000
+    """How often retention runs. Kafka's time retention deletes by *record timestamp*, the
+    active segment too (it rolls it first): records stamped more than ``retention.ms`` ago
+    go at the next check whether or not anyone read them."""
 
     @classmethod
     def from_settings(cls, settings: Settings) -> BrokerConfig:
@@ -227,7 +231,7 @@ class BrokerConfig:
             "log.retention.hours": str(self.retention_hours),
             "log.retention.bytes": str(self.retention_bytes),
             "log.segment.bytes": str(self.segment_bytes),
-            "log.retention.check.interval.ms": "60000",
+            "log.retention.check.interval.ms": str(self.retention_check_ms),
             "num.network.threads": "2",
             "num.io.threads": "4",
             "num.recovery.threads.per.data.dir": "2",
@@ -303,8 +307,9 @@ def prepare(config: BrokerConfig, *, say: Callable[[str], None] | None = None) -
                 "kafka.tools.StorageTool",
                 "format",
                 "--ignore-formatted",
-                "-t",
-                _cluster_id(),
+                # One argument, not two: a random id can start with "-", which argparse would
+                # take for an option.
+                f"--cluster-id={_cluster_id()}",
                 "-c",
                 str(props),
             ],

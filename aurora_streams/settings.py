@@ -275,6 +275,21 @@ class Settings(BaseSettings):
             )
         return {str(k): v for k, v in doc.items()}
 
+    @cached_property
+    def owned_topic_names(self) -> frozenset[str]:
+        """Every topic the app creates (aurora_streams.topics), all with ``partitions`` partitions."""
+        tables = ("device_state", "device_days", "recent_anomalies", "forecasts")
+        return frozenset(
+            (
+                self.topic_raw,
+                self.topic_normalized,
+                self.topic_anomalies,
+                self.topic_forecasts,
+                self.topic_dlq,
+                *(f"{self.app_id}-{t}-changelog" for t in tables),
+            )
+        )
+
     @property
     def changelog_topic(self) -> str:
         return f"{self.app_id}-device_state-changelog"

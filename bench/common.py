@@ -19,11 +19,11 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def bench_broker(port: int, datadir: Path) -> BrokerConfig:
-    """The benchmarks' broker: Apache Kafka (KRaft, single node) as dev runs it, with
-    segments large enough that no benchmark topic ever rolls one. Benchmark records carry
-    simulated 2025 timestamps, and Kafka's time retention deletes closed segments by record
-    timestamp, so a rolled segment of unread input could vanish mid-run (DESIGN.md, Brokers)."""
-    return BrokerConfig("127.0.0.1", port, datadir, segment_bytes=1024 * 1024 * 1024)
+    """The benchmarks' broker: Apache Kafka (KRaft, single node) as dev runs it, but with no
+    retention check during a run. Benchmark records carry simulated 2025 timestamps, and
+    Kafka's time retention deletes by record timestamp (the active segment too), so unread
+    input would vanish at the next check (DESIGN.md, Brokers)."""
+    return BrokerConfig("127.0.0.1", port, datadir, retention_check_ms=7 * 86_400_000)
 
 
 def free_port() -> int:

@@ -49,6 +49,10 @@ def test_compose_config_validates(tmp_path: Path) -> None:
 def test_the_platform_services() -> None:
     services = compose()["services"]
     assert services["kafka"]["image"].startswith("apache/kafka:")
+    from aurora_streams.devbroker import KAFKA_VERSION
+
+    # One broker story: production's compose runs the version dev and tests run.
+    assert services["kafka"]["image"] == f"apache/kafka:{KAFKA_VERSION}"
     assert "controller" in services["kafka"]["environment"]["KAFKA_PROCESS_ROLES"]  # KRaft
     assert services["timescaledb"]["image"].startswith("timescale/timescaledb:")
     for one_shot, command in (("topics", ["topics", "create"]), ("migrate", ["db", "migrate"])):

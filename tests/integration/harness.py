@@ -37,8 +37,15 @@ REPO = Path(__file__).resolve().parents[2]
 
 def start_test_broker(workdir: Path) -> tuple[str, subprocess.Popen[bytes]]:
     """A broker of its own (Apache Kafka, KRaft) on a free loopback port, data in ``workdir``;
-    its bootstrap address and process. Its log is ``workdir/kafka.log``."""
-    config = BrokerConfig("127.0.0.1", free_port(), workdir / "kafka", heap_mb=384)
+    its bootstrap address and process. Its log is ``workdir/kafka.log``.
+
+    Retention never runs during a test session: the simulated fleets are stamped from
+    2025-01-01 (deterministic outputs), so the raw topics' 7-day time retention would delete
+    them at the broker's next check, active segment and all, unread: seen as a worker that is
+    ready and processes nothing (log start offset = log end)."""
+    config = BrokerConfig(
+        "127.0.0.1", free_port(), workdir / "kafka", heap_mb=384, retention_check_ms=7 * 86_400_000
+    )
     with open(workdir / "kafka.log", "ab") as log:
         proc = start_broker(config, log=log, say=lambda m: print(m, file=sys.stderr))
     return f"127.0.0.1:{config.port}", proc

@@ -216,3 +216,26 @@ def test_the_raw_topic_is_subscribed_by_the_sinks_stream_or_by_the_app(database_
         assert (shared, by_app, by_agents) == ("True", "False", "sink")
     else:
         assert (shared, by_app, by_agents) == ("False", "True", "-")
+
+
+def test_key_partition_of_owned_topics_is_murmur2_without_producer_metadata() -> None:
+    """The HTTP routing of device lookups hashes the key to a partition. Faust asks aiokafka's
+    producer, which on Apache Kafka knows only topics it has produced to (a 500 before); ours
+    computes murmur2 over the configured partition count, as the Java client and our
+    librdkafka producers (murmur2_random) place keys."""
+    code = (
+        "from aurora_streams.app import create_app; from aurora_streams.settings import load_settings;"
+        "from confluent_kafka import Producer;"
+        "s = load_settings(); app = create_app(s);"
+        "keys = [f'meter-{i:06d}'.encode() for i in range(200)];"
+        "print(' '.join(str(app.producer.key_partition(s.topic_raw, k).partition) for k in keys))"
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AURORA_")}
+    env.update({"AURORA_BROKER_URL": "kafka://127.0.0.1:9", "AURORA_PARTITIONS": "6"})
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=60)
+    assert out.returncode == 0, out.stderr
+    got = [int(p) for p in out.stdout.split()]
+    from aiokafka.partitioner import murmur2
+
+    want = [(murmur2(f"meter-{i:06d}".encode()) & 0x7FFFFFFF) % 6 for i in range(200)]
+    assert got == want and len(set(got)) == 6

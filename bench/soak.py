@@ -1,0 +1,270 @@
+"""Soak: the README's run command (`aurora-streams dev`: embedded Kafka, a worker, the
+simulator) for a long time at a given rate, sampled like an operator's dashboard.
+
+Every ``--sample-s`` seconds it records, from outside the processes:
+
+* the raw topic's log end offsets and the worker group's committed offsets, per partition
+  (lag = end - committed, in messages and in seconds of input at the simulated rate);
+* the RSS of the broker's JVM and of the worker (from /proc);
+* the broker's data dir size, the worker's data dir size;
+* the worker's counters (readings processed by outcome) and /readyz.
+
+``--kill-worker-at MIN`` SIGKILLs the worker once (dev exits when a child dies, so this mode
+runs the same commands as dev, each by its pid: broker, topics create, worker, simulate) and
+restarts it on its data dir.
+
+Usage: .venv/bin/python bench/soak.py --minutes 60 --rate 200   (dev's default rate)
+       .venv/bin/python bench/soak.py --minutes 60 --rate 2000 --devices 1000 --kill-worker-at 20
+Writes bench/results/soak-<time>.json (every sample plus a summary).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import re
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+from common import ROOT, clean_env, free_port, write_report
+from confluent_kafka import Consumer, TopicPartition
+
+RAW = "meter.readings.raw"
+GROUP = "aurora-streams"
+
+
+def _rss_mb(pid: int) -> float | None:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        return None
+    return None
+
+
+def _du_mb(path: Path) -> float:
+    total = 0
+    for root, _dirs, files in os.walk(path):
+        for f in files:
+            with contextlib.suppress(OSError):  # a segment deleted while we walk
+                total += os.lstat(os.path.join(root, f)).st_size
+    return total / 1e6
+
+
+def _get(url: str) -> tuple[int, str]:
+    try:
+        with urllib.request.urlopen(url, timeout=5) as resp:
+            return resp.status, resp.read().decode()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read().decode(errors="replace")
+    except OSError as exc:
+        return 0, str(exc)
+
+
+def _processed(metrics: str) -> dict[str, float]:
+    out: dict[str, float] = {}
+    for outcome, value in re.findall(
+        r'^aurora_readings_processed_total\{outcome="(\w+)"\} (\S+)', metrics, re.M
+    ):
+        out[outcome] = out.get(outcome, 0.0) + float(value)
+    return out
+
+
+def _offsets(consumer: Consumer, partitions: int) -> tuple[dict[int, int], dict[int, int]]:
+    tps = [TopicPartition(RAW, p) for p in range(partitions)]
+    ends = {
+        p: consumer.get_watermark_offsets(TopicPartition(RAW, p), timeout=10)[1] for p in range(partitions)
+    }
+    committed = {tp.partition: tp.offset for tp in consumer.committed(tps, timeout=10)}
+    return ends, committed
+
+
+class Platform:
+    """The processes `aurora-streams dev` runs, started by their commands, each by its pid."""
+
+    def __init__(self, work: Path, env: dict[str, str], devices: int, rate: float) -> None:
+        self.work, self.env, self.devices, self.rate = work, env, devices, rate
+        self.exe = [sys.executable, "-m", "aurora_streams"]
+        self.procs: dict[str, subprocess.Popen[bytes]] = {}
+        (work / "logs").mkdir(parents=True, exist_ok=True)
+
+    def _start(self, name: str, *args: str) -> subprocess.Popen[bytes]:
+        log = open(self.work / "logs" / f"{name}.log", "ab")  # noqa: SIM115 - the child's
+        proc = subprocess.Popen([*self.exe, *args], env=self.env, stdout=log, stderr=subprocess.STDOUT)
+        log.close()
+        self.procs[name] = proc
+        return proc
+
+    def start(self) -> None:
+        self._start("broker", "broker")
+        _wait(lambda: "listens on" in (self.work / "logs" / "broker.log").read_text(errors="replace"), 120)
+        subprocess.run([*self.exe, "topics", "create"], env=self.env, check=True, capture_output=True)
+        self.start_worker()
+        port = self.env["AURORA_WEB_PORT"]
+        _wait(lambda: _get(f"http://127.0.0.1:{port}/readyz")[0] == 200, 120)
+        sim = ["simulate", "--devices", str(self.devices), "--rate", str(self.rate), "--no-progress"]
+        self._start("simulator", *sim)
+
+    def start_worker(self) -> None:
+        self._start("worker", "worker")
+
+    def kill_worker(self) -> None:
+        self.procs["worker"].send_signal(signal.SIGKILL)
+        self.procs["worker"].wait()
+
+    def java_pid(self) -> int | None:
+        """The broker's JVM: the child of `aurora-streams broker`."""
+        broker = self.procs.get("broker")
+        if broker is None:
+            return None
+        try:
+            children = Path(f"/proc/{broker.pid}/task/{broker.pid}/children").read_text().split()
+        except OSError:
+            return None
+        return int(children[0]) if children else None
+
+    def stop(self) -> None:
+        for name in ("simulator", "worker", "broker"):
+            proc = self.procs.get(name)
+            if proc is not None and proc.poll() is None:
+                proc.terminate()
+                try:
+                    proc.wait(60)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait()
+
+
+def _wait(cond: Any, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if cond():
+                return
+        except OSError:
+            pass
+        time.sleep(0.5)
+    raise TimeoutError("condition not met")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--minutes", type=float, default=60)
+    ap.add_argument("--rate", type=float, default=200.0, help="simulator messages/s (dev's default: 200)")
+    ap.add_argument("--devices", type=int, default=200)
+    ap.add_argument("--sample-s", type=float, default=15.0)
+    ap.add_argument(
+        "--kill-worker-at", type=float, default=None, help="minute at which to SIGKILL the worker"
+    )
+    ap.add_argument("--workdir", type=Path, default=None)
+    args = ap.parse_args()
+
+    work = args.workdir or Path(tempfile.mkdtemp(prefix="aurora-soak-"))
+    broker_port, web_port = free_port(), free_port()
+    env = {
+        **clean_env(),
+        "AURORA_BROKER_URL": f"kafka://127.0.0.1:{broker_port}",
+        "AURORA_WEB_PORT": str(web_port),
+        "AURORA_DATADIR": str(work / "data"),
+        "AURORA_API_TOKENS": json.dumps({"soak": {"token": "s" * 24, "roles": ["read"]}}),
+        "PYTHONUNBUFFERED": "1",
+    }
+    partitions = 4
+    plat = Platform(work, env, args.devices, args.rate)
+    samples: list[dict[str, Any]] = []
+    started = time.monotonic()
+    killed = False
+    plat.start()
+    consumer = Consumer({"bootstrap.servers": f"127.0.0.1:{broker_port}", "group.id": GROUP})
+    print(
+        f"soak: {args.minutes:g} min at {args.rate:g} msg/s, {args.devices} meters; work dir {work}",
+        flush=True,
+    )
+    try:
+        while (elapsed := time.monotonic() - started) < args.minutes * 60:
+            if args.kill_worker_at is not None and not killed and elapsed >= args.kill_worker_at * 60:
+                plat.kill_worker()
+                plat.start_worker()
+                killed = True
+                samples.append({"t_s": round(elapsed, 1), "event": "worker SIGKILLed and restarted"})
+            ends, committed = _offsets(consumer, partitions)
+            lag = {p: ends[p] - max(committed.get(p, 0), 0) for p in ends}
+            status, metrics = _get(f"http://127.0.0.1:{web_port}/metrics")
+            ready, _ = _get(f"http://127.0.0.1:{web_port}/readyz")
+            java = plat.java_pid()
+            sample = {
+                "t_s": round(elapsed, 1),
+                "raw_end": sum(ends.values()),
+                "raw_committed": sum(max(v, 0) for v in committed.values()),
+                "lag_messages": sum(lag.values()),
+                "lag_max_partition": max(lag.values()),
+                "lag_s_at_rate": round(sum(lag.values()) / args.rate, 2),
+                "rss_mb": {
+                    "broker": _rss_mb(java) if java else None,
+                    "worker": _rss_mb(plat.procs["worker"].pid),
+                },
+                "disk_mb": {
+                    "broker": round(_du_mb(work / "data" / "broker"), 1),
+                    "worker": round(_du_mb(work / "data") - _du_mb(work / "data" / "broker"), 1),
+                },
+                "processed": _processed(metrics) if status == 200 else None,
+                "readyz": ready,
+            }
+            samples.append(sample)
+            print(json.dumps(sample), flush=True)
+            time.sleep(max(0.0, args.sample_s - (time.monotonic() - started - elapsed)))
+    finally:
+        consumer.close()
+        plat.stop()
+
+    rows = [s for s in samples if "lag_messages" in s]
+    steady = [s for s in rows if s["t_s"] >= 60]
+    first, last = rows[0], rows[-1]
+    dt = last["t_s"] - first["t_s"]
+    summary = {
+        "minutes": args.minutes,
+        "rate_msgs_per_s": args.rate,
+        "devices": args.devices,
+        "raw_messages": last["raw_end"],
+        "raw_committed_at_end": last["raw_committed"],
+        "input_msgs_per_s": round((last["raw_end"] - first["raw_end"]) / dt, 1) if dt else None,
+        "committed_msgs_per_s": round((last["raw_committed"] - first["raw_committed"]) / dt, 1)
+        if dt
+        else None,
+        "lag_messages": {
+            "max_after_1_min": max(s["lag_messages"] for s in steady) if steady else None,
+            "median_after_1_min": statistics.median(s["lag_messages"] for s in steady) if steady else None,
+            "max_s_at_rate_after_1_min": max(s["lag_s_at_rate"] for s in steady) if steady else None,
+        },
+        "rss_mb": {
+            who: {
+                "max": round(max(s["rss_mb"][who] or 0 for s in rows), 1),
+                "last": round(last["rss_mb"][who] or 0, 1),
+            }
+            for who in ("broker", "worker")
+        },
+        "disk_mb_last": last["disk_mb"],
+        "not_ready_samples": sum(1 for s in rows if s["readyz"] != 200),
+        "worker_killed": killed,
+    }
+    out = write_report(
+        "soak",
+        "soak: aurora-streams dev's processes for an hour on Apache Kafka",
+        {"args": {k: str(v) for k, v in vars(args).items()}, "summary": summary, "samples": samples},
+    )
+    print(json.dumps(summary, indent=2))
+    print(f"wrote {out.relative_to(ROOT)}")
+
+
+if __name__ == "__main__":
+    main()
