@@ -6,6 +6,7 @@ import functools
 import gc
 import logging
 import os
+import shutil
 import signal
 import subprocess
 import sys
