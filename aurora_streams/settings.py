@@ -79,6 +79,12 @@ class Settings(BaseSettings):
     topic_anomalies: str = "meter.anomalies"
     topic_dlq: str = "meter.readings.dlq"
     topic_forecasts: str = "meter.forecasts"
+    topic_retention_ms: int = Field(
+        7 * 24 * 3600 * 1000,
+        ge=-1,
+        description="retention.ms of the created raw, normalized, anomaly and forecast topics (-1: by size "
+        "only). Kafka deletes by record timestamp: input stamped older than this goes unread.",
+    )
     output_compression: Literal["none", "lz4", "zstd", "snappy", "gzip"] = Field(
         "none", description="Compression of the normalize agent's outputs and changelog batches."
     )

@@ -20,8 +20,6 @@ __all__ = ["TopicSpec", "check_topics", "ensure_topics", "owned_topics"]
 
 log = logging.getLogger(__name__)
 
-_WEEK_MS = str(7 * 24 * 3600 * 1000)
-
 
 @dataclass(frozen=True, slots=True)
 class TopicSpec:
@@ -34,7 +32,7 @@ class TopicSpec:
 
 def owned_topics(settings: Settings) -> list[TopicSpec]:
     n = settings.partitions
-    delete = {"cleanup.policy": "delete", "retention.ms": _WEEK_MS}
+    delete = {"cleanup.policy": "delete", "retention.ms": str(settings.topic_retention_ms)}
     return [
         TopicSpec(settings.topic_raw, n, delete, True),
         # The view tables are fed from these, so they are co-partitioned with the raw topic.

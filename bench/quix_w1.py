@@ -64,10 +64,8 @@ def main() -> None:
         state_dir=state_dir,
         processing_guarantee="at-least-once",
         loglevel="WARNING",
-        # The worker's group settings (AURORA_SESSION_TIMEOUT_S, AURORA_HEARTBEAT_INTERVAL_S):
-        # the embedded broker forms a group only after half the session timeout, and with
-        # librdkafka's default (45 s) Quix waited 22 s for its partitions, which made its
-        # from-start figure mostly waiting.
+        # The worker's group settings (AURORA_SESSION_TIMEOUT_S, AURORA_HEARTBEAT_INTERVAL_S),
+        # so both join their groups on equal terms.
         consumer_extra_config={"session.timeout.ms": 10_000, "heartbeat.interval.ms": 1_000},
     )
     readings = app.topic(raw, value_deserializer="json", timestamp_extractor=ts_ms)

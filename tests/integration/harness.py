@@ -39,13 +39,8 @@ def start_test_broker(workdir: Path) -> tuple[str, subprocess.Popen[bytes]]:
     """A broker of its own (Apache Kafka, KRaft) on a free loopback port, data in ``workdir``;
     its bootstrap address and process. Its log is ``workdir/kafka.log``.
 
-    Retention never runs during a test session: the simulated fleets are stamped from
-    2025-01-01 (deterministic outputs), so the raw topics' 7-day time retention would delete
-    them at the broker's next check, active segment and all, unread: seen as a worker that is
-    ready and processes nothing (log start offset = log end)."""
-    config = BrokerConfig(
-        "127.0.0.1", free_port(), workdir / "kafka", heap_mb=384, retention_check_ms=7 * 86_400_000
-    )
+    Deployments create their topics with no time retention (:meth:`Deployment.env`)."""
+    config = BrokerConfig("127.0.0.1", free_port(), workdir / "kafka", heap_mb=384)
     with open(workdir / "kafka.log", "ab") as log:
         proc = start_broker(config, log=log, say=lambda m: print(m, file=sys.stderr))
     return f"127.0.0.1:{config.port}", proc
@@ -200,6 +195,12 @@ class Deployment:
                 "AURORA_SESSION_TIMEOUT_S": "6",
                 "AURORA_HEARTBEAT_INTERVAL_S": "1",
                 "AURORA_LOG_FORMAT": "text",
+                # The simulated fleets are stamped from 2025-01-01 (deterministic outputs), and
+                # Kafka's time retention deletes by record timestamp, the active segment too:
+                # with a 7-day retention.ms the broker's first retention check (30 s after it
+                # starts) deleted a test's raw records unread, and its worker was ready and
+                # processed nothing (log start offset = log end).
+                "AURORA_TOPIC_RETENTION_MS": "-1",
                 **self.extra_env,
                 **more,
             }
