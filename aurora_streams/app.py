@@ -285,6 +285,7 @@ _RAW_INTAKE_MESSAGES = 8192
 
 def create_app(settings: Settings) -> AuroraApp:
     """Build the app, its table, agent and views from ``settings``."""
+    eos = settings.processing_guarantee == "exactly_once"
     app = AuroraApp(
         settings.app_id,
         broker=settings.broker_url,
@@ -302,7 +303,12 @@ def create_app(settings: Settings) -> AuroraApp:
         broker_rebalance_timeout=settings.session_timeout_s,
         broker_heartbeat_interval=settings.heartbeat_interval_s,
         broker_request_timeout=max(40.0, settings.session_timeout_s * 2),
-        broker_commit_interval=settings.commit_interval_s,
+        # Under exactly-once the normalize agent commits each checkpoint's transaction itself,
+        # right after acknowledging its input (agents.normalize._commit_transaction); a commit
+        # on Faust's timer or after N acknowledgements could split a batch's outputs from its
+        # offsets and state.
+        broker_commit_interval=settings.commit_interval_s if not eos else 24 * 3600.0,
+        broker_commit_every=10_000 if not eos else 2**31,
         broker_max_poll_records=min(settings.batch_max, 500),  # larger polls stall rebalances (notes §4.1)
         # Faust stops fetching a partition whose stream queue passes 4/5 of this (flow control)
         # until it halves. At its default, 4096, next to a take_events batch of up to 2,000,

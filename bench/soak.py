@@ -53,11 +53,13 @@ def _rss_mb(pid: int) -> float | None:
 
 
 def _du_mb(path: Path) -> float:
+    """Allocated bytes, as ``du`` counts them: Kafka preallocates its index files sparse
+    (10 MiB each, two per partition), so their sizes say nothing of the disk used."""
     total = 0
     for root, _dirs, files in os.walk(path):
         for f in files:
             with contextlib.suppress(OSError):  # a segment deleted while we walk
-                total += os.lstat(os.path.join(root, f)).st_size
+                total += os.lstat(os.path.join(root, f)).st_blocks * 512
     return total / 1e6
 
 
@@ -180,6 +182,10 @@ def main() -> None:
         "PYTHONUNBUFFERED": "1",
     }
     partitions = 4
+    # A stop signal stops the platform too (the finally below); a background job starts with
+    # SIGINT ignored, so it is restored.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     plat = Platform(work, env, args.devices, args.rate)
     samples: list[dict[str, Any]] = []
     started = time.monotonic()

@@ -21,6 +21,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import faust
+from aiokafka.partitioner import murmur2
 from rocksdict import WriteBatch
 
 from aurora_streams import metrics
@@ -34,20 +35,47 @@ class DeliveryFailed(AuroraError):
     """The broker did not acknowledge a record; the batch must not be acknowledged."""
 
 
-async def deliver(app: faust.App, outputs: Sequence[OutRecord]) -> None:
+async def deliver(
+    app: faust.App, outputs: Sequence[OutRecord], *, source_partition: int | None = None
+) -> None:
     """Produce ``outputs`` in order and wait for every delivery (raises on failure, which
-    crashes the agent before any state is written: the batch is then re-delivered)."""
+    crashes the agent before any state is written: the batch is then re-delivered).
+
+    Under exactly-once, ``source_partition`` names the raw-topic partition the outputs came
+    from, and they go in that partition's transaction: the one Faust commits the partition's
+    input offsets and the table changelog records in. Faust's own routing cannot place them
+    there: it looks the destination up in the consumer's metadata, which holds only the
+    topics the worker consumes, and sends records to any other topic (normalized, anomalies,
+    DLQ, forecasts) outside every transaction, where a crash leaves them visible to
+    ``read_committed`` readers and their re-delivery repeats them (the exactly-once crash
+    test saw 277 repeats). A keyed record goes to its key's murmur2 partition, as every
+    producer here places it; one without a key to the source partition."""
     if not outputs:
         return
     producer = app.producer
+    transactional_id = None
+    if app.in_transaction:
+        if source_partition is None:
+            raise DeliveryFailed("exactly_once: outputs must name their source partition")
+        settings: Any = app.aurora_settings  # type: ignore[attr-defined]
+        group = app.assignor.group_for_topic(settings.topic_raw)
+        transactional_id = f"{app.conf.id}-{group}-{source_partition}"
+        n = settings.partitions
     futures = []
     counts: dict[str, int] = {}
     for out in outputs:
-        futures.append(await producer.send(out.topic, out.key, out.value, None, None, None))
+        partition = None
+        if transactional_id is not None:
+            partition = (murmur2(out.key) & 0x7FFFFFFF) % n if out.key is not None else source_partition
+        futures.append(
+            await producer.send(
+                out.topic, out.key, out.value, partition, None, None, transactional_id=transactional_id
+            )
+        )
         counts[out.topic] = counts.get(out.topic, 0) + 1
     await asyncio.gather(*futures)
-    for topic, n in counts.items():
-        metrics.RECORDS_PRODUCED.labels(topic).inc(n)
+    for topic, n_sent in counts.items():
+        metrics.RECORDS_PRODUCED.labels(topic).inc(n_sent)
 
 
 class FastProducer:
