@@ -10,6 +10,7 @@ In JSON, instants are ISO-8601 UTC strings and bytes are base64; in Avro, instan
 from __future__ import annotations
 
 import base64
+import hashlib
 import io
 import re
 from datetime import UTC, datetime
@@ -200,10 +201,16 @@ def encode_anomaly(event: AnomalyEvent, encoding: Encoding = "json") -> bytes:
 
 
 def encode_dead_letter(letter: dict[str, Any], encoding: Encoding = "json") -> bytes:
-    """Encode a DLQ record (a dict with the fields of ``aurora.DeadLetter``)."""
-    if encoding == "avro":
-        return avro_encode(DEAD_LETTER, letter)
+    """Encode a DLQ record (a dict with the fields of ``aurora.DeadLetter``; the size and
+    digest of the original are computed when absent)."""
     d = dict(letter)
+    if "original_size" not in d:
+        original = d["original_value"]
+        d["original_size"] = None if original is None else len(original)
+        d["original_sha256"] = None if original is None else hashlib.sha256(original).hexdigest()
+        d.setdefault("original_truncated", False)
+    if encoding == "avro":
+        return avro_encode(DEAD_LETTER, d)
     for key in ("original_key", "original_value"):
         if d[key] is not None:
             d[key] = base64.b64encode(d[key]).decode()

@@ -11,6 +11,8 @@ on the device's partition in every output topic, in that order.
 
 from __future__ import annotations
 
+import hashlib
+
 import logging
 from collections import Counter
 from collections.abc import Callable, Iterable, MutableMapping
@@ -54,6 +56,12 @@ class _Source(NamedTuple):
     partition: int
     offset: int
     timestamp_ms: int
+
+
+_DLQ_PREFIX_BYTES = 4096
+"""Bytes of an oversized original kept in its dead letter."""
+_DLQ_KEY_BYTES = 1024
+_DLQ_MESSAGE_CHARS = 2048
 
 
 class OutRecord(NamedTuple):
@@ -113,8 +121,21 @@ class Processor:
         output records are appended to it too, in the same order (for in-process views)."""
         out: list[OutRecord] = []
         src = _Source(key, value, partition, offset, timestamp_ms)
+        if key is None:
+            # Processed on whatever partition it landed, a keyless reading advanced its
+            # device's state there, and the replay fence then dropped the device's keyed
+            # readings on its own partition as replays: silent loss (3 of 7 normalized).
+            self._dead(
+                out,
+                src,
+                InvalidReading(
+                    "missing_key",
+                    "raw message has no key: key it by device id (the raw topic is partitioned by it)",
+                ),
+            )
+            return out
         try:
-            key_str = None if key is None else key.decode("utf-8")
+            key_str = key.decode("utf-8")
         except UnicodeDecodeError:
             self._dead(out, src, InvalidReading("invalid_key", "message key is not UTF-8"))
             return out
@@ -207,17 +228,28 @@ class Processor:
     ) -> None:
         self.stats["dlq"] += 1
         self.stats[f"dlq:{exc.reason}"] += 1
+        value, key = src.value, src.key
+        truncated = (value is not None and len(value) > self.max_message_bytes) or (
+            key is not None and len(key) > _DLQ_KEY_BYTES
+        )
         letter = {
             "source_topic": self.topics.raw,
             "source_partition": src.partition,
             "source_offset": src.offset,
             "source_timestamp": src.timestamp_ms,
-            "original_key": src.key,
-            "original_value": src.value,
+            # A dead letter must fit the broker's record limit whatever came in: a 0.9 MB raw
+            # message embedded whole (base64 in JSON) made a letter the producer refused, and
+            # the worker stopped on it at every restart. Beyond the raw message limit only a
+            # prefix is kept, with the size and digest of the whole.
+            "original_key": key if key is None or len(key) <= _DLQ_KEY_BYTES else key[:_DLQ_KEY_BYTES],
+            "original_value": value if value is None or len(value) <= self.max_message_bytes else value[:_DLQ_PREFIX_BYTES],
             "reading_index": exc.index,
             "error_class": error_class or type(exc).__name__,
             "error_reason": exc.reason,
-            "error_message": exc.message,
+            "error_message": exc.message[:_DLQ_MESSAGE_CHARS],
+            "original_size": None if value is None else len(value),
+            "original_sha256": None if value is None else hashlib.sha256(value).hexdigest(),
+            "original_truncated": truncated,
         }
         out.append(OutRecord(self.topics.dlq, src.key, encode_dead_letter(letter, self.encoding)))
 

@@ -93,10 +93,15 @@ class RawIntake:
         then up to ``within_s`` seconds for ``max_messages`` or ``max_bytes`` of values,
         and returns the oldest messages up to either bound (at least one message), as
         Faust's ``take_events`` does with a count."""
-        if not self._messages:
-            await self._wait_for(1, sys.maxsize, None)
-        if len(self._messages) < max_messages and self._bytes < max_bytes:
-            await self._wait_for(max_messages, max_bytes, within_s)
+        while True:
+            if not self._messages:
+                await self._wait_for(1, sys.maxsize, None)
+            if len(self._messages) < max_messages and self._bytes < max_bytes:
+                await self._wait_for(max_messages, max_bytes, within_s)
+            if self._messages:
+                break
+            # A rebalance cleared the intake while the batch filled: an empty batch reached
+            # the agent and stopped the worker (min() of nothing). Wait for the next message.
         messages = self._messages
         n = min(max_messages, len(messages))
         size = 0

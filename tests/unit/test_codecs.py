@@ -52,6 +52,9 @@ LETTER = {
     "error_class": "InvalidReading",
     "error_reason": "invalid_json",
     "error_message": "not valid JSON",
+    "original_size": 2,
+    "original_sha256": "b26f99543485cab0666a50160ed4281d01669a10feb99985525b10dd791f1e9d",
+    "original_truncated": False,
 }
 
 

@@ -137,3 +137,40 @@ def test_process_all_is_process_of_each_message_in_order() -> None:
     assert [(d, st.to_bytes()) for d, st in states_all.items()] == [
         (d, st.to_bytes()) for d, st in states_one.items()
     ]
+
+
+def test_a_dead_letter_fits_the_broker_whatever_its_original_size() -> None:
+    """A raw message over the raw limit is dead-lettered with a prefix, its size and digest:
+    embedded whole, a 0.9 MB message made a letter the producer refused (MSG_SIZE_TOO_LARGE)
+    and the worker stopped on it at every restart."""
+    import hashlib
+
+    p = make()
+    big = b'{"device_id": "m1", "junk": "' + b"x" * 900_000 + b'"}'
+    [out] = p.process(b"m1", big, partition=2, offset=9, timestamp_ms=TS, states={}, load=new_state)
+    assert len(out.value) < 16_384
+    letter = decode_output(out.value)
+    assert letter["error_reason"] == "too_large" or "large" in letter["error_reason"]
+    assert letter["original_truncated"] is True and letter["original_size"] == len(big)
+    assert letter["original_sha256"] == hashlib.sha256(big).hexdigest()
+    assert big.startswith(letter["original_value"]) and len(letter["original_value"]) == 4096
+    assert (letter["source_partition"], letter["source_offset"]) == (2, 9)
+
+
+def test_a_dead_letter_under_the_limit_keeps_its_original_whole() -> None:
+    p = make()
+    [out] = p.process(b"m1", b"{not json", partition=0, offset=3, timestamp_ms=TS, states={}, load=new_state)
+    letter = decode_output(out.value)
+    assert letter["original_value"] == b"{not json" and letter["original_truncated"] is False
+    assert letter["original_size"] == 9
+
+
+def test_a_keyless_message_is_a_dead_letter_and_touches_no_state() -> None:
+    p, states = make(), {}
+    [out] = p.process(None, msg(0, 1.0), partition=3, offset=5, timestamp_ms=TS, states=states, load=new_state)
+    letter = decode_output(out.value)
+    assert letter["error_reason"] == "missing_key" and letter["original_key"] is None
+    assert states == {} and p.stats["dlq:missing_key"] == 1
+    # The device's keyed readings on its own partition are all still new.
+    outs = p.process(b"m1", msg(0, 1.0), partition=0, offset=0, timestamp_ms=TS, states=states, load=new_state)
+    assert any(o.topic == p.topics.normalized for o in outs)

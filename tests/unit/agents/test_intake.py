@@ -143,3 +143,19 @@ async def test_take_returns_when_max_bytes_arrive() -> None:
     intake.put(_Message("c", b"x" * 10))
     assert _names(await asyncio.wait_for(taking, 5)) == (0, ["a", "b"])
     assert _names(await intake.take(100, within_s=0.01, max_bytes=1000)) == (0, ["c"])
+
+
+async def test_a_rebalance_that_clears_a_filling_batch_never_yields_an_empty_one() -> None:
+    """take() had its first message, then waited to fill the batch; a rebalance cleared the
+    intake meanwhile, and take() returned an empty batch that stopped the worker (exit 70,
+    in 3 of 4 rebalances between live workers). It waits for the next message instead."""
+    intake = RawIntake(maxsize=100)
+    taking = asyncio.ensure_future(intake.take(10, 0.2))
+    intake.put(_Message(0, "old"))  # type: ignore[arg-type]
+    await asyncio.sleep(0.05)  # take() now waits to fill the batch
+    intake.clear()
+    await asyncio.sleep(0.3)  # past within_s
+    assert not taking.done(), f"took {taking.result() if taking.done() else None}"
+    intake.put(_Message(1, "new"))  # type: ignore[arg-type]
+    generation, batch = await asyncio.wait_for(taking, 2)
+    assert generation == intake.generation and [m.value for m in batch] == ["new"]
