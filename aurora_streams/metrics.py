@@ -27,6 +27,7 @@ __all__ = [
     "SINK_REJECTED",
     "SINK_RETRIES",
     "SINK_ROWS",
+    "STALLED_PARTITIONS",
     "STATE_WRITES",
 ]
 
@@ -98,4 +99,9 @@ SINK_FALLBACKS: Final = Counter(
 )
 SINK_LAG: Final = Gauge(
     "aurora_sink_lag_seconds", "Now minus the broker timestamp of the newest record the sink has stored."
+)
+
+STALLED_PARTITIONS: Final = Gauge(
+    "aurora_stalled_partitions",
+    "Assigned raw-topic partitions with lag whose committed offset has not moved for AURORA_STALL_AFTER_S.",
 )

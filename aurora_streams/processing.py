@@ -12,7 +12,6 @@ on the device's partition in every output topic, in that order.
 from __future__ import annotations
 
 import hashlib
-
 import logging
 from collections import Counter
 from collections.abc import Callable, Iterable, MutableMapping
@@ -242,7 +241,9 @@ class Processor:
             # the worker stopped on it at every restart. Beyond the raw message limit only a
             # prefix is kept, with the size and digest of the whole.
             "original_key": key if key is None or len(key) <= _DLQ_KEY_BYTES else key[:_DLQ_KEY_BYTES],
-            "original_value": value if value is None or len(value) <= self.max_message_bytes else value[:_DLQ_PREFIX_BYTES],
+            "original_value": (
+                value if value is None or len(value) <= self.max_message_bytes else value[:_DLQ_PREFIX_BYTES]
+            ),
             "reading_index": exc.index,
             "error_class": error_class or type(exc).__name__,
             "error_reason": exc.reason,

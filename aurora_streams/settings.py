@@ -218,6 +218,12 @@ class Settings(BaseSettings):
         "the stop when the broker is unreachable (it took 62 s, past deploy/k8s's 60-s grace).",
     )
     commit_interval_s: float = Field(1.0, gt=0, description="Offset commit interval.")
+    stall_after_s: float = Field(
+        60.0,
+        gt=0,
+        description="A raw partition with lag whose committed offset has not moved for this long is "
+        "stalled: /readyz answers 503 and says which (aurora_stalled_partitions).",
+    )
     standby_replicas: int = Field(1, ge=0, description="Standby copies of table partitions.")
     log_level: str = Field("info", description="debug, info, warning or error.")
     log_format: Literal["json", "text"] = Field("json", description="Structured JSON logs by default.")

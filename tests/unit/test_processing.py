@@ -167,10 +167,14 @@ def test_a_dead_letter_under_the_limit_keeps_its_original_whole() -> None:
 
 def test_a_keyless_message_is_a_dead_letter_and_touches_no_state() -> None:
     p, states = make(), {}
-    [out] = p.process(None, msg(0, 1.0), partition=3, offset=5, timestamp_ms=TS, states=states, load=new_state)
+    [out] = p.process(
+        None, msg(0, 1.0), partition=3, offset=5, timestamp_ms=TS, states=states, load=new_state
+    )
     letter = decode_output(out.value)
     assert letter["error_reason"] == "missing_key" and letter["original_key"] is None
     assert states == {} and p.stats["dlq:missing_key"] == 1
     # The device's keyed readings on its own partition are all still new.
-    outs = p.process(b"m1", msg(0, 1.0), partition=0, offset=0, timestamp_ms=TS, states=states, load=new_state)
+    outs = p.process(
+        b"m1", msg(0, 1.0), partition=0, offset=0, timestamp_ms=TS, states=states, load=new_state
+    )
     assert any(o.topic == p.topics.normalized for o in outs)

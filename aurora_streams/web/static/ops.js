@@ -27,7 +27,12 @@ function metricSum(text, name) {
 
 async function refreshMetrics() {
   const [ready, metrics] = await Promise.all([fetch("/readyz"), fetch("/metrics").then((r) => r.text())]);
-  $("health").textContent = ready.ok ? "ready" : "not ready (recovering or rebalancing)";
+  const readiness = await ready.json().catch(() => ({}));
+  $("health").textContent = ready.ok
+    ? "ready"
+    : readiness.reason
+      ? `not ready: ${readiness.reason}`
+      : "not ready (recovering or rebalancing)";
   const processed = metricSum(metrics, "aurora_readings_processed_total");
   const dlq = metricSum(metrics, "aurora_dlq_records_total");
   $("dlq").textContent = dlq === null ? "0" : dlq.toLocaleString();
