@@ -13,6 +13,30 @@ from aurora_streams import __version__
 __all__ = ["attach_openapi", "openapi"]
 
 
+_READINESS: dict[str, Any] = {
+    "type": "object",
+    "required": ["status", "recovered", "rebalancing", "stalled"],
+    "properties": {
+        "status": {"type": "string", "enum": ["ready", "not_ready"]},
+        "recovered": {"type": "boolean"},
+        "rebalancing": {"type": "boolean"},
+        "stalled": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "required": ["partition", "lag", "idle_s"],
+                "properties": {
+                    "partition": {"type": "integer"},
+                    "lag": {"type": "integer"},
+                    "idle_s": {"type": "number"},
+                },
+            },
+        },
+        "reason": {"type": "string"},
+    },
+}
+
+
 def _error() -> dict[str, Any]:
     return {
         "description": "error",
@@ -158,8 +182,14 @@ def openapi() -> dict[str, Any]:
             "/healthz": {"get": {"summary": "process alive", "responses": _ok({"type": "object"})}},
             "/readyz": {
                 "get": {
-                    "summary": "tables recovered, partitions assigned",
-                    "responses": {**_ok({"type": "object"}), "503": {"description": "not ready"}},
+                    "summary": "tables recovered, partitions assigned, input progressing",
+                    "responses": {
+                        **_ok(_READINESS),
+                        "503": {
+                            "description": "not ready: recovering, rebalancing or stalled (reason says)",
+                            "content": {"application/json": {"schema": _READINESS}},
+                        },
+                    },
                 }
             },
             "/metrics": {
