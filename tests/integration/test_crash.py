@@ -88,7 +88,7 @@ def test_exactly_once_sigkill_three_times_leaves_no_duplicate_output(deployment:
     # kills mid-stream (they are placed by progress) at a fifth of the commits of 5.
     dep.extra_env.update({"AURORA_PROCESSING_GUARANTEE": "exactly_once", "AURORA_BATCH_MAX": "20"})
     cfg = SimConfig(**{**FLEET.__dict__, "seed": 13, "devices": 100})
-    _, expected = dep.produce_with_reference(generate(cfg, limit=6_000))
+    _, expected = dep.produce_with_reference(generate(cfg, limit=4_000))
     s = dep.settings
     total = len(expected.outputs[s.topic_normalized])
     progress = TopicTail(dep, s.topic_normalized)

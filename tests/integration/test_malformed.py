@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+
 import orjson
 
 from aurora_streams.codecs import AVRO_MAGIC, RAW_READING, avro_encode, decode_output
@@ -68,7 +70,13 @@ def test_malformed_messages_go_to_dlq_with_reasons(deployment: Deployment) -> No
     letters = sorted((decode_output(r.value) for r in dlq if r.value), key=lambda d: d["source_offset"])
     assert [(d["error_reason"], d["reading_index"]) for d in letters] == [(r, i) for _, r, i in cases]
     for letter, (value, _, _) in zip(letters, cases, strict=True):
-        assert letter["original_value"] == value and letter["original_key"] == b"m1"
+        assert letter["original_key"] == b"m1" and letter["original_size"] == len(value)
+        assert letter["original_sha256"] == hashlib.sha256(value).hexdigest()
+        if letter["error_reason"] == "payload_too_large":  # a prefix: the letter must fit the broker
+            assert letter["original_truncated"] and value.startswith(letter["original_value"])
+            assert len(letter["original_value"]) == 4096
+        else:
+            assert letter["original_value"] == value and not letter["original_truncated"]
         assert letter["source_topic"] == s.topic_raw and letter["error_message"]
     normalized = [
         decode_output(r.value) for r in dep.read(s.topic_normalized, until=lambda r: len(r) >= 2) if r.value
