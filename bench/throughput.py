@@ -154,12 +154,30 @@ def bench_core_loop(bootstrap: str, topic: str, out_topic: str, n: int, readings
     }
 
 
+def ensure_topic(bootstrap: str, topic: str, partitions: int = 4) -> None:
+    """Create ``topic`` unless it exists, and wait until metadata shows it."""
+    from confluent_kafka.admin import AdminClient, NewTopic
+
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    for fut in admin.create_topics([NewTopic(topic, partitions, 1)]).values():
+        try:
+            fut.result()
+        except Exception as exc:
+            if "TOPIC_ALREADY_EXISTS" not in str(exc):
+                raise
+    deadline = time.monotonic() + 15
+    while topic not in admin.list_topics(timeout=5).topics and time.monotonic() < deadline:
+        time.sleep(0.1)
+
+
 def _consume_produce(
     bootstrap: str, topic: str, out_topic: str, n: int, work: Callable[[Any], list[bytes]]
 ) -> tuple[float, int]:
     """Consume ``n`` messages of ``topic`` from the beginning and produce ``work(message)``
     of each to ``out_topic`` (keyed as the message), until all are acknowledged. Returns the
-    seconds taken and the outputs produced."""
+    seconds taken and the outputs produced. ``out_topic`` is created first (4 partitions):
+    the broker creates no topic on first use."""
+    ensure_topic(bootstrap, out_topic)
     consumer = Consumer(
         {
             "bootstrap.servers": bootstrap,

@@ -54,7 +54,7 @@ from typing import Any
 import orjson
 from common import ROOT, bench_broker, clean_env, free_port, summarize, write_report
 from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer, TopicPartition
-from throughput import _rss_kb, bare_outputs, bench_bare_loop, bench_core_loop, fleet
+from throughput import _rss_kb, bare_outputs, bench_bare_loop, bench_core_loop, ensure_topic, fleet
 
 from aurora_streams.devbroker import KAFKA_VERSION, start_broker, stop_process
 from aurora_streams.domain.timeutil import parse_timestamp
@@ -141,6 +141,7 @@ class Follower(threading.Thread):
         self.stop = threading.Event()
 
     def run(self) -> None:
+        ensure_topic(self.bootstrap, self.out_topic)
         c = reader(self.bootstrap, self.topic)
         while not self.stop.is_set():
             batch = c.consume(2000, 0.05)
@@ -298,6 +299,7 @@ def ensure_quix() -> Path:
 def run_quix(bootstrap: str, raw: str, n: int, work: Path) -> dict[str, Any]:
     python = ensure_quix()
     out_topic = f"{raw}.quix"
+    ensure_topic(bootstrap, out_topic)  # before the follower reads it; Quix uses it as it is
     follower = Follower(bootstrap, out_topic)
     follower.start()
     log = work / "quix.log"
@@ -364,6 +366,7 @@ class BarePipe(_SPAWN.Process):  # type: ignore[name-defined,misc]
         self.stop = _SPAWN.Event()
 
     def run(self) -> None:
+        ensure_topic(self.bootstrap, self.out_topic)
         c = reader(self.bootstrap, self.topic)
         # linger.ms 5: the worker's
         p = Producer({"bootstrap.servers": self.bootstrap, "linger.ms": 5, "partitioner": "murmur2_random"})
