@@ -141,7 +141,7 @@ class Follower(threading.Thread):
         self.stop = threading.Event()
 
     def run(self) -> None:
-        ensure_topic(self.bootstrap, self.out_topic)
+        ensure_topic(self.bootstrap, self.topic)  # it may be read before its writer made it
         c = reader(self.bootstrap, self.topic)
         while not self.stop.is_set():
             batch = c.consume(2000, 0.05)
