@@ -24,7 +24,6 @@ import asyncio
 from typing import Any
 
 import faust
-from aiokafka.partitioner import murmur2
 from faust.tables import TableManager
 from faust.transport.consumer import CONSUMER_FETCHING
 from faust.transport.drivers import aiokafka as aiokafka_driver
@@ -39,6 +38,7 @@ from aurora_streams.processing import build_processor
 from aurora_streams.settings import Settings
 from aurora_streams.tables.device_state import define_device_state
 from aurora_streams.tables.views import define_view_tables
+from aurora_streams.topics import key_partition
 from aurora_streams.web.api import attach_api
 from aurora_streams.web.health import attach_health
 from aurora_streams.web.ingest import attach_ingest
@@ -236,7 +236,7 @@ class _Producer(aiokafka_driver.Producer):  # type: ignore[misc]
     def key_partition(self, topic: str, key: bytes) -> TP:
         settings: Settings = self.app.aurora_settings  # type: ignore[attr-defined]
         if topic in settings.owned_topic_names:
-            return TP(topic, (murmur2(key) & 0x7FFFFFFF) % settings.partitions)
+            return TP(topic, key_partition(key, settings.partitions))
         return super().key_partition(topic, key)
 
 

@@ -21,7 +21,10 @@ from aurora_streams.domain.validate import ValidationPolicy
 from aurora_streams.errors import ConfigError
 from aurora_streams.processing import TopicNames
 
-__all__ = ["ApiToken", "Role", "Settings", "load_settings"]
+__all__ = ["TABLES", "ApiToken", "Role", "Settings", "load_settings"]
+
+TABLES = ("device_state", "device_days", "recent_anomalies", "forecasts")
+"""The worker's tables; each has a changelog topic ``<app id>-<table>-changelog``."""
 
 
 Role = Literal["read", "ingest", "admin"]
@@ -290,7 +293,6 @@ class Settings(BaseSettings):
     @cached_property
     def owned_topic_names(self) -> frozenset[str]:
         """Every topic the app creates (aurora_streams.topics), all with ``partitions`` partitions."""
-        tables = ("device_state", "device_days", "recent_anomalies", "forecasts")
         return frozenset(
             (
                 self.topic_raw,
@@ -298,7 +300,7 @@ class Settings(BaseSettings):
                 self.topic_anomalies,
                 self.topic_forecasts,
                 self.topic_dlq,
-                *(f"{self.app_id}-{t}-changelog" for t in tables),
+                *(f"{self.app_id}-{t}-changelog" for t in TABLES),
             )
         )
 

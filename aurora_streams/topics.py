@@ -11,14 +11,21 @@ import logging
 import time
 from dataclasses import dataclass
 
+from aiokafka.partitioner import murmur2
 from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
 
 from aurora_streams.errors import BrokerError, TopicMismatchError
-from aurora_streams.settings import Settings
+from aurora_streams.settings import TABLES, Settings
 
-__all__ = ["TopicSpec", "check_topics", "ensure_topics", "owned_topics"]
+__all__ = ["TopicSpec", "check_topics", "ensure_topics", "key_partition", "owned_topics"]
 
 log = logging.getLogger(__name__)
+
+
+def key_partition(key: bytes, partitions: int) -> int:
+    """The partition of ``key``: murmur2, as the Java client and our librdkafka producers
+    (``murmur2_random``) place keyed records (DESIGN.md, Partitions)."""
+    return int(murmur2(key) & 0x7FFFFFFF) % partitions
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,7 +57,7 @@ def owned_topics(settings: Settings) -> list[TopicSpec]:
                 {"cleanup.policy": "compact", "retention.ms": "-1"},
                 True,
             )
-            for table in ("device_days", "recent_anomalies", "forecasts")
+            for table in TABLES[1:]
         ),
     ]
 

@@ -21,12 +21,12 @@ from collections.abc import Sequence
 from typing import Any
 
 import faust
-from aiokafka.partitioner import murmur2
 from rocksdict import WriteBatch
 
 from aurora_streams import metrics
 from aurora_streams.errors import AuroraError
 from aurora_streams.processing import OutRecord
+from aurora_streams.topics import key_partition
 
 __all__ = ["DeliveryFailed", "FastProducer", "TableWriter", "deliver", "flush"]
 
@@ -66,7 +66,7 @@ async def deliver(
     for out in outputs:
         partition = None
         if transactional_id is not None:
-            partition = (murmur2(out.key) & 0x7FFFFFFF) % n if out.key is not None else source_partition
+            partition = key_partition(out.key, n) if out.key is not None else source_partition
         futures.append(
             await producer.send(
                 out.topic, out.key, out.value, partition, None, None, transactional_id=transactional_id

@@ -7,9 +7,12 @@ crash-free run, and nothing may be missing.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from aurora_streams.simulator import SimConfig, generate
 from tests.integration.harness import (
     Deployment,
+    Expected,
     TopicTail,
     Worker,
     assert_matches,
@@ -22,30 +25,42 @@ def test_sigkill_three_times_mid_stream(deployment: Deployment) -> None:
     dep = deployment
     # Slow batches down so kills land mid-stream rather than after the end.
     dep.extra_env["AURORA_BATCH_MAX"] = "5"
-    cfg = SimConfig(**{**FLEET.__dict__, "seed": 11, "devices": 100})
-    _, expected = dep.produce_with_reference(generate(cfg, limit=8_000))
+    expected = _produce_fleet(dep, seed=11, limit=8_000)
     s = dep.settings
     total = len(expected.outputs[s.topic_normalized])
-    progress = TopicTail(dep, s.topic_normalized)
-
-    w = dep.start_worker("a")
-    replayed = 0.0
-    for i, share in enumerate((0.2, 0.45, 0.7)):
-        wait_for(progress, int(total * share))
-        replayed += _replayed_so_far(w)
-        w.kill()
-        print(f"killed worker {i} at {progress()}/{total} normalized records")
-        # The third restart gets an empty data dir: state must come back from the changelog.
-        w = dep.start_worker(f"{'abc'[i]}-restart", datadir=dep.workdir / ("data-a" if i < 2 else "fresh"))
-    progress.close()
-    w.wait_ready()
+    replayed = [0.0]
+    w = _kill_three_times(dep, total, before_kill=lambda w: replayed.append(_replayed_so_far(w)))
     assert_matches(dep, expected)
     # The kills interrupted uncommitted work: some restarted worker saw re-deliveries (fenced
     # by offset) or the topic holds repeated records from batches whose state was not written.
     # Counted over every worker, since any one kill may land just after a commit.
     norm = dep.read(s.topic_normalized)
-    replayed += _replayed_so_far(w)
-    assert replayed > 0 or len(norm) > total
+    assert sum(replayed) + _replayed_so_far(w) > 0 or len(norm) > total
+
+
+def _produce_fleet(dep: Deployment, *, seed: int, limit: int) -> Expected:
+    cfg = SimConfig(**{**FLEET.__dict__, "seed": seed, "devices": 100})
+    _, expected = dep.produce_with_reference(generate(cfg, limit=limit))
+    return expected
+
+
+def _kill_three_times(
+    dep: Deployment, total: int, *, before_kill: Callable[[Worker], object] = lambda _w: None
+) -> Worker:
+    """Start a worker and SIGKILL it at 20%, 45% and 70% of ``total`` normalized records (read
+    from a live tail), restarting it each time; the third restart gets an empty data dir, so
+    state must come back from the changelog. Returns the last worker, ready."""
+    progress = TopicTail(dep, dep.settings.topic_normalized)
+    w = dep.start_worker("a")
+    for i, share in enumerate((0.2, 0.45, 0.7)):
+        wait_for(progress, int(total * share))
+        before_kill(w)
+        w.kill()
+        print(f"killed worker {i} at {progress()}/{total} normalized records")
+        w = dep.start_worker(f"{'abc'[i]}-restart", datadir=dep.workdir / ("data-a" if i < 2 else "fresh"))
+    progress.close()
+    w.wait_ready()
+    return w
 
 
 def _replayed_so_far(w: Worker) -> float:
@@ -87,19 +102,9 @@ def test_exactly_once_sigkill_three_times_leaves_no_duplicate_output(deployment:
     # Every batch is its own transaction under exactly-once: 20 messages a batch keeps the
     # kills mid-stream (they are placed by progress) at a fifth of the commits of 5.
     dep.extra_env.update({"AURORA_PROCESSING_GUARANTEE": "exactly_once", "AURORA_BATCH_MAX": "20"})
-    cfg = SimConfig(**{**FLEET.__dict__, "seed": 13, "devices": 100})
-    _, expected = dep.produce_with_reference(generate(cfg, limit=4_000))
+    expected = _produce_fleet(dep, seed=13, limit=4_000)
     s = dep.settings
-    total = len(expected.outputs[s.topic_normalized])
-    progress = TopicTail(dep, s.topic_normalized)
-    w = dep.start_worker("a")
-    for i, share in enumerate((0.2, 0.45, 0.7)):
-        wait_for(progress, int(total * share))
-        w.kill()
-        print(f"killed worker {i} at {progress()}/{total} committed normalized records")
-        w = dep.start_worker(f"{'abc'[i]}-restart", datadir=dep.workdir / ("data-a" if i < 2 else "fresh"))
-    progress.close()
-    w.wait_ready()
+    _kill_three_times(dep, len(expected.outputs[s.topic_normalized]))
     assert_matches(dep, expected)
     for topic in (s.topic_normalized, s.topic_anomalies, s.topic_dlq):
         got = [r.value for r in dep.read(topic)]  # read_committed: librdkafka's default
