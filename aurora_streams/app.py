@@ -21,7 +21,7 @@ HTTP on ``AURORA_WEB_PORT``: ``/healthz``, ``/readyz``, ``/metrics``, and ingest
 from __future__ import annotations
 
 import asyncio
-from typing import Any
+from typing import Any, cast
 
 import faust
 from faust.tables import TableManager
@@ -50,7 +50,77 @@ __all__ = ["AuroraApp", "create_app"]
 
 class _ProbingConsumer(aiokafka_driver.Consumer):  # type: ignore[misc]
     """Faust's aiokafka consumer: seeking to committed offsets also repositions partitions
-    that have none, and raw-topic messages go to the normalize agent's intake."""
+    that have none, raw-topic messages go to the normalize agent's intake, and no stream
+    record fetched before a rebalance's seek is delivered after it.
+
+    **Seek fence.** Faust resumes the stream partitions *before* it seeks them to their
+    committed offsets at the end of a rebalance, and a fetch already under way is iterated
+    after the seek. Records from the old positions then reached the agents first: the fetch
+    loop's read offset moved past the committed offset, the records the seek re-fetched
+    were skipped as already read, and the partition's committed offset either stopped for
+    good (an offset never acknowledged: found by the two-worker sink test, 2 in 4 runs) or
+    moved past records no one processed (issue 19's rebalance loss). So from the start of a
+    rebalance until its seek is done (:attr:`_seeking`), and for a fetch submitted before a
+    seek, stream records are dropped unread (changelog records, which recovery reads
+    meanwhile, pass); a dropped partition is sought again to its seek target once the
+    seek is done, before the next fetch, because a fetch submitted during the seek may
+    have returned records from the new position. Nothing of such a partition was delivered
+    since its seek, so its target is still where it must resume."""
+
+    _seeking: bool = False
+    """A rebalance started and its stream partitions are not sought yet."""
+    _seek_epoch: int = 0
+    """Advanced by every completed seek: a fetch submitted in an earlier epoch is void."""
+    _fetch_epoch: int = 0
+    _fetch_suspect: bool = False
+    """The epoch and seeking state when the fetch being iterated was submitted."""
+    _seek_targets: dict[TP, int | None]
+    """Each stream partition's position after the last seek (None: the log's start or end,
+    per ``consumer_auto_offset_reset``)."""
+
+    def begin_rebalance(self) -> None:
+        """Void stream records from now until the rebalance's seek (see the class)."""
+        self._seeking = True
+
+    def end_rebalance(self) -> None:
+        """The rebalance ended (with or without a seek: an empty assignment has none)."""
+        self._seeking = False
+
+    async def perform_seek(self) -> None:
+        self._seeking = True
+        try:
+            await super().perform_seek()
+        finally:
+            self._seek_epoch += 1
+            self._seeking = False
+
+    async def _getmany(self, active_partitions: Any, timeout: float) -> Any:
+        # Taken when the fetch is enqueued for the consumer thread, as the thread runs it
+        # after the calls enqueued before it.
+        self._fetch_epoch, self._fetch_suspect = self._seek_epoch, self._seeking
+        return await super()._getmany(active_partitions, timeout)
+
+    def _void(self, tp: TP) -> bool:
+        """Whether a stream record of ``tp`` just fetched must be dropped (see the class)."""
+        return self._seeking or self._fetch_suspect or self._fetch_epoch != self._seek_epoch
+
+    async def _seek_again(self, tps: set[TP]) -> None:
+        """Seek ``tps`` (records dropped by the fence) to their seek targets."""
+        targets = getattr(self, "_seek_targets", {})
+        assigned = self.assignment()
+        consumer = self._thread._ensure_consumer()
+        again = {tp: targets[tp] for tp in tps if tp in assigned and tp in targets}
+        start = [tp for tp, offset in again.items() if offset is None]
+        if start:
+            latest = self.app.conf.consumer_auto_offset_reset == "latest"
+            reset = consumer.seek_to_end if latest else consumer.seek_to_beginning
+            await self._thread.call_thread(reset, *start)
+        for tp, offset in again.items():
+            if offset is not None:
+                self._thread.seek(tp, offset)  # as Faust's own seek: aiokafka's is synchronous
+            self._read_offset[tp] = offset
+        if again:
+            self.log.info("seek fence: %d partitions sought again after a rebalance", len(again))
 
     async def seek_to_committed(self) -> Any:
         """Seek every assigned partition to its committed offset, and those without one
@@ -70,6 +140,11 @@ class _ProbingConsumer(aiokafka_driver.Consumer):  # type: ignore[misc]
             latest = self.app.conf.consumer_auto_offset_reset == "latest"
             reset = consumer.seek_to_end if latest else consumer.seek_to_beginning
             await self._thread.call_thread(reset, *unset)
+        self._seek_targets = {
+            tp: offset if offset is not None and offset > 0 else None
+            for tp, offset in committed.items()
+            if tp.topic not in changelogs
+        }
         return committed
 
     def _flow_open(self) -> bool:
@@ -153,8 +228,14 @@ class _ProbingConsumer(aiokafka_driver.Consumer):  # type: ignore[misc]
         yield_every = 100
         num_since_yield = 0
         sleep = asyncio.sleep
+        changelogs = self.app.tables.changelog_topics
+        void = self._void
+        dropped: set[TP] = set()
         try:
             while not (consumer_should_stop() or fetcher_should_stop()):
+                if dropped and not self._seeking:
+                    await self._seek_again(dropped)
+                    dropped.clear()
                 set_flag(CONSUMER_FETCHING)
                 ait = getmany(timeout=1.0)
                 await self.sleep(0)
@@ -164,6 +245,9 @@ class _ProbingConsumer(aiokafka_driver.Consumer):  # type: ignore[misc]
                         if num_since_yield > yield_every:
                             await sleep(0)
                             num_since_yield = 0
+                        if tp.topic not in changelogs and void(tp):
+                            dropped.add(tp)
+                            continue
                         offset = message.offset
                         r_offset = get_read_offset(tp)
                         if r_offset is None or offset >= r_offset:
@@ -270,9 +354,14 @@ class AuroraApp(faust.App):  # type: ignore[misc]
 
     def on_rebalance_start(self) -> None:
         super().on_rebalance_start()
+        cast(_ProbingConsumer, self.consumer).begin_rebalance()
         self.raw_intake.clear()
         for cache in self.state_caches:
             cache.clear()
+
+    def on_rebalance_end(self) -> None:
+        super().on_rebalance_end()
+        cast(_ProbingConsumer, self.consumer).end_rebalance()
 
     def _new_transport(self) -> Any:
         return _Transport(self.conf.broker_consumer, self)
