@@ -25,7 +25,7 @@ def test_sigkill_three_times_mid_stream(deployment: Deployment) -> None:
     dep = deployment
     # Slow batches down so kills land mid-stream rather than after the end.
     dep.extra_env["AURORA_BATCH_MAX"] = "5"
-    expected = _produce_fleet(dep, seed=11, limit=8_000)
+    expected = _produce_fleet(dep, seed=11, limit=5_000)
     s = dep.settings
     total = len(expected.outputs[s.topic_normalized])
     replayed = [0.0]
@@ -82,7 +82,7 @@ def _metric(text: str, name: str) -> float:
 def test_two_workers_give_the_same_results_as_one(deployment: Deployment) -> None:
     dep = deployment
     cfg = SimConfig(**{**FLEET.__dict__, "seed": 23, "devices": 100})
-    _, expected = dep.produce_with_reference(generate(cfg, limit=8_000))
+    _, expected = dep.produce_with_reference(generate(cfg, limit=5_000))
     a = dep.start_worker("a")
     b = dep.start_worker("b")
     a.wait_ready()
@@ -102,7 +102,7 @@ def test_exactly_once_sigkill_three_times_leaves_no_duplicate_output(deployment:
     # Every batch is its own transaction under exactly-once: 20 messages a batch keeps the
     # kills mid-stream (they are placed by progress) at a fifth of the commits of 5.
     dep.extra_env.update({"AURORA_PROCESSING_GUARANTEE": "exactly_once", "AURORA_BATCH_MAX": "20"})
-    expected = _produce_fleet(dep, seed=13, limit=4_000)
+    expected = _produce_fleet(dep, seed=13, limit=2_500)
     s = dep.settings
     _kill_three_times(dep, len(expected.outputs[s.topic_normalized]))
     assert_matches(dep, expected)

@@ -41,7 +41,7 @@ def test_a_batch_that_cannot_be_stored_stops_the_worker_and_is_redelivered(
     dep.extra_env.update({"AURORA_PRODUCE_TIMEOUT_S": "2", "AURORA_BATCH_MAX": "5"})
     try:
         cfg = SimConfig(**{**FLEET.__dict__, "seed": 31, "devices": 60})
-        _, expected = dep.produce_with_reference(generate(cfg, limit=4000))
+        _, expected = dep.produce_with_reference(generate(cfg, limit=2500))
         s = dep.settings
         total = len(expected.outputs[s.topic_normalized])
         progress = TopicTail(dep, s.topic_normalized)

@@ -1,5 +1,6 @@
-"""Workers joining and leaving while one catches up on a backlog: every rebalance moves
-partitions mid-fetch, and afterwards the outputs equal the reference and the group's
+"""Workers joining and leaving while one catches up on a backlog, with the sink on: every
+rebalance moves partitions mid-fetch, and afterwards the outputs equal the reference, the
+database holds every raw message and the latest revision of every reading, and the group's
 committed offsets reach the raw topic's end.
 
 Before the consumer's seek fence (``app._ProbingConsumer``), records fetched before a
@@ -20,6 +21,7 @@ from tests.integration.harness import (
     wait_for,
 )
 from tests.integration.test_crash import _produce_fleet
+from tests.integration.test_sink_e2e import assert_db_matches_topic
 
 
 def test_workers_joining_and_leaving_mid_stream_lose_nothing_and_commit_everything(
@@ -51,5 +53,6 @@ def test_workers_joining_and_leaving_mid_stream_lose_nothing_and_commit_everythi
     progress.close()
     a.wait_ready()
     assert_matches(dep, expected)
-    ends = log_ends(dep.read(s.topic_raw))
-    wait_committed(dep, s.topic_raw, ends, timeout=60)
+    raw = dep.read(s.topic_raw)
+    assert_db_matches_topic(dep, database, len(raw))
+    wait_committed(dep, s.topic_raw, log_ends(raw), timeout=60)

@@ -88,9 +88,7 @@ def test_simulator_to_worker_to_database(deployment: Deployment, database: str) 
     )
 
 
-def test_postgres_down_for_30_seconds_mid_stream(
-    deployment: Deployment, database: str, postgres: LocalPostgres
-) -> None:
+def test_postgres_down_mid_stream(deployment: Deployment, database: str, postgres: LocalPostgres) -> None:
     dep = deployment
     dep.extra_env["AURORA_DATABASE_URL"] = database
     dep.extra_env["AURORA_SINK_MAX_BACKOFF_S"] = "2"
@@ -102,7 +100,7 @@ def test_postgres_down_for_30_seconds_mid_stream(
     postgres.stop()
     try:
         dep.produce(messages[3000:])  # arrives while the database is down
-        time.sleep(30)
+        time.sleep(12)  # several retries at the 2 s backoff cap
     finally:
         postgres.start()
     assert_db_matches_topic(dep, database, len(messages))
@@ -142,24 +140,3 @@ def test_row_the_database_refuses_goes_to_dlq(deployment: Deployment, database: 
         "good1",
         "good2",
     ]
-
-
-def test_a_rebalance_with_the_sink_on_loses_nothing_and_commits_the_raw_topic(
-    deployment: Deployment, database: str
-) -> None:
-    # The raw topic has two readers in each worker (the normalize agent's intake and the
-    # sink's stream); a second worker joining mid-stream moves partitions between them.
-    dep = deployment
-    dep.extra_env["AURORA_DATABASE_URL"] = database
-    messages = list(generate(SimConfig(**{**FLEET.__dict__, "seed": 41}), limit=6000))
-    sent = dep.produce(messages[:3000])
-    a = dep.start_worker("a")
-    a.wait_ready()
-    wait_rows(database, "SELECT count(*) FROM raw_audit", 1000)
-    b = dep.start_worker("b")
-    sent += dep.produce(messages[3000:])
-    b.wait_ready()
-    assert_db_matches_topic(dep, database, sent)
-    wait_committed(dep, dep.settings.topic_raw, log_ends(dep.read(dep.settings.topic_raw)), timeout=60)
-    for w in (a, b):
-        assert "aurora_readings_processed_total" in w.metrics()
