@@ -36,6 +36,7 @@ from aurora_streams.domain.forecast import preload
 from aurora_streams.observability import AuroraMonitor, register_collector
 from aurora_streams.processing import build_processor
 from aurora_streams.settings import Settings
+from aurora_streams.tables import store
 from aurora_streams.tables.device_state import define_device_state
 from aurora_streams.tables.views import define_view_tables
 from aurora_streams.topics import key_partition
@@ -378,7 +379,7 @@ def create_app(settings: Settings) -> AuroraApp:
     app = AuroraApp(
         settings.app_id,
         broker=settings.broker_url,
-        store="rocksdb://",
+        store=f"{store.SCHEME}://",
         datadir=str(settings.datadir),
         topic_partitions=settings.partitions,
         topic_replication_factor=settings.replication_factor,

@@ -89,7 +89,9 @@ class Settings(BaseSettings):
         "only). Kafka deletes by record timestamp: input stamped older than this goes unread.",
     )
     output_compression: Literal["none", "lz4", "zstd", "snappy", "gzip"] = Field(
-        "none", description="Compression of the normalize agent's outputs and changelog batches."
+        "lz4",
+        description="Compression of the normalize agent's outputs and changelog batches (lz4: fewer "
+        "bytes on the broker and its disk for little CPU; none: as produced).",
     )
     produce_timeout_s: float = Field(
         120.0,
@@ -159,6 +161,16 @@ class Settings(BaseSettings):
     forecast_publish_hours: int = Field(
         24, ge=1, le=168, description="Hours ahead in each record published to the forecasts topic."
     )
+    forecast_publish_every_min: int = Field(
+        60,
+        ge=0,
+        le=10_080,
+        description=(
+            "A device channel's forecast is published when its model learns a window ending on a "
+            "multiple of this many minutes of event time (0: whenever it learns). The model learns "
+            "every window either way; this sets only the forecasts topic's volume."
+        ),
+    )
     aggregate_retention_days: int = Field(35, ge=1, description="Days of per-device aggregates kept.")
     recent_anomalies_per_device: int = Field(200, ge=1, description="Anomalies kept per device for /v1.")
 
@@ -182,6 +194,15 @@ class Settings(BaseSettings):
         ge=1,
         le=30_000,
         description="Longest a fetch of the raw topic waits at the broker for records (bounds idle latency).",
+    )
+    state_memory_mb: int = Field(
+        128,
+        ge=16,
+        description=(
+            "Memory of all the worker's RocksDB databases together (every table and partition, "
+            "standbys included): one shared block cache that the memtables are charged to. Less "
+            "means earlier flushes and more reads from the page cache."
+        ),
     )
     checkpoint_interval_s: float = Field(
         5.0,

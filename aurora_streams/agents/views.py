@@ -69,7 +69,9 @@ class ViewUpdater:
         self.anomaly_cache: dict[str, list[dict[str, Any]]] = {}
         self.dirty_devices: set[str] = set()
         self.expired: set[str] = set()
-        self.closing = WindowCloser(settings.forecast_window_min * 60_000, forecasts, models)
+        window_ms = settings.forecast_window_min * 60_000
+        every_ms = settings.forecast_publish_every_min * 60_000
+        self.closing = WindowCloser(window_ms, forecasts, models, every_ms)
 
     def apply(self, emitted: Iterable[NormalizedReading | AnomalyEvent]) -> None:
         """Apply records in the order they were produced (batch after batch)."""
@@ -131,12 +133,21 @@ class WindowCloser:
     day slots (latest revisions) inside it. The forecaster ignores windows it has already
     learned, so a re-delivery changes nothing; a reading that arrives after its window closed
     is in the aggregates but not in the model (an online model does not relearn the past).
+
+    A channel's forecast is published when its model learns a window whose end is a multiple
+    of ``publish_every_ms`` (0: every window it learns): a function of the windows learned,
+    so a replay publishes the same forecasts, and at most one record per channel per period.
     """
 
     def __init__(
-        self, window_ms: int, table: Any, models: StateCache[tuple[int, DeviceForecaster]] | None = None
+        self,
+        window_ms: int,
+        table: Any,
+        models: StateCache[tuple[int, DeviceForecaster]] | None = None,
+        publish_every_ms: int = 0,
     ) -> None:
         self.window_ms = window_ms
+        self.publish_every_ms = publish_every_ms
         self.table = table
         self.cache: dict[str, dict[str, Any]] = {}
         self.learned: dict[str, None] = {}
@@ -187,7 +198,11 @@ class WindowCloser:
         for closed in range(first, end, self.window_ms):
             model.learn(closed, self._energy(device, channel, closed, days, day_cache))
         entry["open"], entry["dirty"] = end, True
-        self.learned[key] = None
+        every = self.publish_every_ms
+        # The windows just learned end at first .. end - window: publish if one of them ends
+        # on a period boundary.
+        if not every or (end - self.window_ms) // every > (first - 1) // every:
+            self.learned[key] = None
 
     def _energy(
         self, device: str, channel: str, end: int, days: Any, day_cache: dict[str, DayRecord]

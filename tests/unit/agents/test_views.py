@@ -108,3 +108,30 @@ def test_a_new_day_expires_the_channels_days_past_the_retention(
         }
     finally:
         db.close()
+
+
+def test_forecasts_are_published_once_per_period_of_event_time() -> None:
+    hour = 4 * WINDOW  # T0 is on an hour boundary
+    closer = WindowCloser(WINDOW, {}, None, publish_every_ms=hour)
+    published = []
+    for i in range(1, 18):  # one reading per window: each closes the window before it
+        closer.observe("d1", "E1", T0 + i * WINDOW, {}, {})
+        if KEY in closer.learned:
+            published.append(i)
+        closer.learned.clear()
+    # The windows ending on the hour (T0 + 4k windows) close at readings 5, 9, 13 and 17.
+    assert published == [5, 9, 13, 17]
+    # A reading after a gap learns every window in it: one record, if the gap holds an hour's end.
+    closer.observe("d1", "E1", T0 + 30 * WINDOW, {}, {})
+    assert list(closer.learned) == [KEY]
+    closer.learned.clear()
+    closer.observe("d1", "E1", T0 + 31 * WINDOW, {}, {})  # closes T0 + 30 windows: not on the hour
+    assert not closer.learned
+
+
+def test_every_learned_window_is_published_without_a_period() -> None:
+    closer = WindowCloser(WINDOW, {}, None)
+    for i in range(1, 4):
+        closer.observe("d1", "E1", T0 + i * WINDOW, {}, {})
+        assert (KEY in closer.learned) == (i > 1)
+        closer.learned.clear()
