@@ -63,10 +63,10 @@ class _ProbingConsumer(aiokafka_driver.Consumer):  # type: ignore[misc]
     moved past records no one processed (issue 19's rebalance loss). So from the start of a
     rebalance until its seek is done (:attr:`_seeking`), and for a fetch submitted before a
     seek, stream records are dropped unread (changelog records, which recovery reads
-    meanwhile, pass); a dropped partition is sought again to its seek target once the
+    meanwhile, pass); a dropped partition is sought again to its committed offset once the
     seek is done, before the next fetch, because a fetch submitted during the seek may
     have returned records from the new position. Nothing of such a partition was delivered
-    since its seek, so its target is still where it must resume."""
+    since its seek, so its committed offset is still where it must resume."""
 
     _seeking: bool = False
     """A rebalance started and its stream partitions are not sought yet."""
@@ -75,9 +75,6 @@ class _ProbingConsumer(aiokafka_driver.Consumer):  # type: ignore[misc]
     _fetch_epoch: int = 0
     _fetch_suspect: bool = False
     """The epoch and seeking state when the fetch being iterated was submitted."""
-    _seek_targets: dict[TP, int | None]
-    """Each stream partition's position after the last seek (None: the log's start or end,
-    per ``consumer_auto_offset_reset``)."""
 
     def begin_rebalance(self) -> None:
         """Void stream records from now until the rebalance's seek (see the class)."""
@@ -106,22 +103,28 @@ class _ProbingConsumer(aiokafka_driver.Consumer):  # type: ignore[misc]
         return self._seeking or self._fetch_suspect or self._fetch_epoch != self._seek_epoch
 
     async def _seek_again(self, tps: set[TP]) -> None:
-        """Seek ``tps`` (records dropped by the fence) to their seek targets."""
-        targets = getattr(self, "_seek_targets", {})
+        """Seek ``tps`` (records dropped by the fence) to their committed offsets, read now:
+        nothing of them was processed since the seek, so that is where they resume."""
         assigned = self.assignment()
         consumer = self._thread._ensure_consumer()
-        again = {tp: targets[tp] for tp in tps if tp in assigned and tp in targets}
+        again: dict[TP, int | None] = {}
+        for tp in sorted(tp for tp in tps if tp in assigned):
+            offset = await self._thread.call_thread(consumer.committed, tp)
+            again[tp] = offset if offset is not None and offset >= 0 else None
         start = [tp for tp, offset in again.items() if offset is None]
         if start:
+            # Resolved to offsets rather than aiokafka's seek_to_beginning/end: those leave
+            # the position unset until the next fetch, and Faust's livelock check, which
+            # reads every position, crashed the worker on it (found by the forecast crash test).
             latest = self.app.conf.consumer_auto_offset_reset == "latest"
-            reset = consumer.seek_to_end if latest else consumer.seek_to_beginning
-            await self._thread.call_thread(reset, *start)
+            lookup = consumer.end_offsets if latest else consumer.beginning_offsets
+            found = await self._thread.call_thread(lookup, start)
+            again.update({tp: found[tp] for tp in start})
         for tp, offset in again.items():
-            if offset is not None:
-                self._thread.seek(tp, offset)  # as Faust's own seek: aiokafka's is synchronous
-            self._read_offset[tp] = offset
-        if again:
-            self.log.info("seek fence: %d partitions sought again after a rebalance", len(again))
+            assert offset is not None
+            self._thread.seek(tp, offset)  # as Faust's own seek: aiokafka's is synchronous
+            self._read_offset[tp] = offset if offset else None
+        self.log.info("seek fence: %d partitions sought again after a rebalance: %s", len(again), again)
 
     async def seek_to_committed(self) -> Any:
         """Seek every assigned partition to its committed offset, and those without one
@@ -141,11 +144,6 @@ class _ProbingConsumer(aiokafka_driver.Consumer):  # type: ignore[misc]
             latest = self.app.conf.consumer_auto_offset_reset == "latest"
             reset = consumer.seek_to_end if latest else consumer.seek_to_beginning
             await self._thread.call_thread(reset, *unset)
-        self._seek_targets = {
-            tp: offset if offset is not None and offset > 0 else None
-            for tp, offset in committed.items()
-            if tp.topic not in changelogs
-        }
         return committed
 
     def _flow_open(self) -> bool:
