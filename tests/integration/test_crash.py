@@ -97,9 +97,9 @@ def test_two_workers_give_the_same_results_as_one(deployment: Deployment) -> Non
 
 @pytest.mark.xfail(
     strict=False,
-    reason="known defect (issue 18/19 notes, session 11): in 2 of the last 4 clean-clone CI runs a "
-    "read_committed reader saw records missing after three SIGKILLs under exactly_once (2,476 of "
-    "2,517 normalized, no duplicates); under investigation, so a failure is reported, not hidden",
+    reason="known defect (issue 18/19 notes, session 11): in a clean-clone check of session 10 and "
+    "one of session 11 a read_committed reader saw records missing after three SIGKILLs under "
+    "exactly_once (2,476 of 2,517 normalized, no duplicates); reported as XFAIL until found",
 )
 def test_exactly_once_sigkill_three_times_leaves_no_duplicate_output(deployment: Deployment) -> None:
     """Under ``exactly_once`` on Apache Kafka, outputs, changelog writes and input offsets
