@@ -98,8 +98,8 @@ class _ProbingConsumer(aiokafka_driver.Consumer):  # type: ignore[misc]
         self._fetch_epoch, self._fetch_suspect = self._seek_epoch, self._seeking
         return await super()._getmany(active_partitions, timeout)
 
-    def _void(self, tp: TP) -> bool:
-        """Whether a stream record of ``tp`` just fetched must be dropped (see the class)."""
+    def _void(self) -> bool:
+        """Whether a stream record just fetched must be dropped (see the class)."""
         return self._seeking or self._fetch_suspect or self._fetch_epoch != self._seek_epoch
 
     async def _seek_again(self, tps: set[TP]) -> None:
@@ -244,7 +244,7 @@ class _ProbingConsumer(aiokafka_driver.Consumer):  # type: ignore[misc]
                         if num_since_yield > yield_every:
                             await sleep(0)
                             num_since_yield = 0
-                        if tp.topic not in changelogs and void(tp):
+                        if tp.topic not in changelogs and void():
                             dropped.add(tp)
                             continue
                         offset = message.offset

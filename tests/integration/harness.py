@@ -440,8 +440,7 @@ def committed_offsets(dep: Deployment, topic: str) -> dict[int, int]:
 
 
 def log_ends(records: Iterable[Record]) -> dict[int, int]:
-    """Each partition's next offset after ``records``. From the records read, not
-    ListOffsets: the embedded broker undercounts log ends (DESIGN.md, Brokers)."""
+    """Each partition's next offset after ``records`` (the records read)."""
     ends: dict[int, int] = {}
     for r in records:
         ends[r.partition] = max(ends.get(r.partition, 0), r.offset + 1)
