@@ -12,6 +12,7 @@ __all__ = [
     "ConfigError",
     "DomainRejection",
     "InvalidReading",
+    "LogReset",
     "TopicMismatchError",
 ]
 
@@ -64,3 +65,24 @@ class InvalidReading(AuroraError):
 class DomainRejection(InvalidReading):
     """A well-formed reading the device state machine cannot accept (e.g. a channel that
     switches between register and interval readings). It goes to the DLQ like bad input."""
+
+
+class LogReset(AuroraError):
+    """A raw partition's log is not the one its device states were built from: a state
+    remembers an offset at or past the log's end, which a re-delivery can never explain
+    (a broker's data wiped, the raw topic deleted and recreated, an unclean leader election).
+
+    Raised only with ``AURORA_ON_LOG_RESET=refuse``. Operator action: if the log was
+    recreated on purpose, set ``AURORA_ON_LOG_RESET=rebase`` (the default) and restart;
+    nothing is committed for the refused input, so it is read again then.
+    """
+
+    def __init__(self, partition: int, offset: int, state_offset: int, log_end: int) -> None:
+        super().__init__(
+            f"raw partition {partition}: a device state is at offset {state_offset} but the log "
+            f"ends at {log_end} (message at offset {offset}): the log was reset or recreated. "
+            "Refused (AURORA_ON_LOG_RESET=refuse): set AURORA_ON_LOG_RESET=rebase to go on from "
+            "the device states, or delete the worker's state to start over"
+        )
+        self.partition, self.offset = partition, offset
+        self.state_offset, self.log_end = state_offset, log_end

@@ -19,6 +19,7 @@ __all__ = [
     "DLQ_RECORDS",
     "E2E_LATENCY",
     "LAST_BATCH_TIMESTAMP",
+    "LOG_REBASES",
     "READINGS",
     "RECORDS_PRODUCED",
     "SINK_FALLBACKS",
@@ -41,6 +42,12 @@ DLQ_RECORDS: Final = Counter(
 )
 RECORDS_PRODUCED: Final = Counter(
     "aurora_records_produced_total", "Records produced, by output topic.", ["topic"]
+)
+LOG_REBASES: Final = Counter(
+    "aurora_raw_log_rebases_total",
+    "Raw partitions found reset (a device state past the log's end) and moved to a new log "
+    "epoch (AURORA_ON_LOG_RESET=rebase).",
+    ["partition"],
 )
 STATE_WRITES: Final = Counter(
     "aurora_state_writes_total", "Device state table writes (one per touched device per checkpoint)."

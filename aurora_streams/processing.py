@@ -28,12 +28,51 @@ from aurora_streams.codecs import (
 from aurora_streams.domain.device import DeviceState, apply
 from aurora_streams.domain.model import AnomalyEvent, DeviceRules, NormalizedReading
 from aurora_streams.domain.validate import ValidationPolicy, validate_message
-from aurora_streams.errors import InvalidReading
+from aurora_streams.errors import InvalidReading, LogReset
 
 if TYPE_CHECKING:  # settings imports TopicNames from here
     from aurora_streams.settings import Settings
 
-__all__ = ["OutRecord", "Processor", "TopicNames", "build_processor", "new_state"]
+__all__ = [
+    "LOG_EPOCH_BITS",
+    "LogRebase",
+    "OutRecord",
+    "Processor",
+    "TopicNames",
+    "build_processor",
+    "log_epoch",
+    "log_offset",
+    "new_state",
+]
+
+LOG_EPOCH_BITS = 48
+"""A device state's ``last_offset`` is ``(log epoch << 48) + source offset``. A partition
+starts in epoch 0; each reset of its log found (see :class:`Processor`) moves it to a new
+epoch, above every state built from the old log, so the replay fence never compares
+offsets of two different logs. Kafka offsets stay far below 2**48 (281 trillion)."""
+
+
+def log_epoch(fence_offset: int) -> int:
+    """The log epoch of a ``last_offset``."""
+    return fence_offset >> LOG_EPOCH_BITS if fence_offset >= 0 else 0
+
+
+def log_offset(fence_offset: int) -> int:
+    """The source offset of a ``last_offset`` within its log epoch (-1: none yet)."""
+    return fence_offset & ((1 << LOG_EPOCH_BITS) - 1) if fence_offset >= 0 else fence_offset
+
+
+class LogRebase(NamedTuple):
+    """A partition moved to a new log epoch: what the worker logs and stores."""
+
+    partition: int
+    offset: int
+    """The message whose device state revealed the reset."""
+    state_offset: int
+    """That state's ``last_offset`` (source offset in its epoch)."""
+    log_end: int
+    base: int
+    """The partition's new base: ``epoch << LOG_EPOCH_BITS``."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,6 +123,19 @@ class Processor:
     ``states`` passed to :meth:`process` caches device states for one batch: a device not in
     it is loaded with ``load`` and added, and the caller writes every state in it back after
     the batch's outputs are delivered (DESIGN.md, State and replay).
+
+    Log resets: a re-delivery replays offsets below the log's end, so a partition whose
+    input reached an offset at or past the log's end (``log_marks``, the highest position
+    applied, which the caller stores and restores with the states) or a device state there
+    was built from another log: the broker's data wiped or the raw topic recreated while
+    the states were kept. Fenced as replays, the new log's input was dropped silently (99.3%
+    of it in the issue that found this). The caller sets ``log_ends`` per partition (the
+    consumer's high watermark) before each batch. With ``on_log_reset="rebase"`` the
+    partition then moves to a new log epoch (``log_bases``; each move is recorded in
+    ``rebases`` for the caller to log) and its input is applied on top of the device states,
+    whose rules flag what repeats them; with ``"refuse"``
+    :class:`~aurora_streams.errors.LogReset` is raised before anything of the message is
+    applied. Without a known log end nothing is detected (the reference, the benchmark).
     """
 
     def __init__(
@@ -94,7 +146,19 @@ class Processor:
         topics: TopicNames,
         encoding: Encoding = "json",
         max_message_bytes: int = 262_144,
+        on_log_reset: str = "rebase",
     ) -> None:
+        if on_log_reset not in ("rebase", "refuse"):
+            raise ValueError(f"on_log_reset must be rebase or refuse, not {on_log_reset!r}")
+        self.on_log_reset = on_log_reset
+        self.log_bases: dict[int, int] = {}
+        """Per partition: its log epoch's base (``epoch << LOG_EPOCH_BITS``); absent: 0."""
+        self.log_ends: dict[int, int] = {}
+        """Per partition: the log's end (high watermark) as last fetched; absent: unknown."""
+        self.log_marks: dict[int, int] = {}
+        """Per partition: the highest position (base + offset) applied; absent: none."""
+        self.rebases: list[LogRebase] = []
+        """Partitions moved to a new epoch, in order, until the caller takes them."""
         self.rules = rules
         self.policy = policy
         self.topics = topics
@@ -149,6 +213,13 @@ class Processor:
             return out
         enc = self.encoding
         fenced: set[str] = set()
+        base = self.log_bases.get(partition, 0)
+        mark = self.log_marks.get(partition, -1)
+        if mark >= base + offset:
+            end = self.log_ends.get(partition)
+            if end is not None and mark >= base + end:
+                base = self._reset(partition, offset, log_offset(mark), end, log_epoch(mark))
+        position = base + offset
         for item in items:
             if isinstance(item, InvalidReading):
                 self._dead(out, src, item)
@@ -157,7 +228,9 @@ class Processor:
             if state is None:
                 state = states[item.device_id] = load(item.device_id)
             if item.device_id not in fenced:
-                if state.last_offset >= offset:
+                if state.last_offset >= position:
+                    position = self._check_log(partition, offset, state.last_offset)
+                if state.last_offset >= position:
                     # Re-delivery of a message whose effects are already in the state (and
                     # whose outputs were delivered before the state was written).
                     self.stats["replayed"] += len(items)
@@ -183,8 +256,35 @@ class Processor:
                 emitted.extend(result.records)
                 emitted.extend(result.anomalies)
         for device_id in fenced:
-            states[device_id].last_offset = offset
+            states[device_id].last_offset = position
+        if position > mark:
+            self.log_marks[partition] = position
         return out
+
+    def _check_log(self, partition: int, offset: int, last: int) -> int:
+        """A state at or past ``offset`` in this partition's epoch: is it a re-delivery, or
+        a state from another log? Returns the message's position to fence with (moved to a
+        new epoch on a reset) or raises :class:`LogReset` (``refuse``)."""
+        base = self.log_bases.get(partition, 0)
+        state_base = log_epoch(last) << LOG_EPOCH_BITS
+        if state_base > base:
+            # The state was written after a rebase whose partition record was not stored
+            # (a crash between the two): its epoch is the partition's.
+            base = self.log_bases[partition] = state_base
+        end = self.log_ends.get(partition)
+        if end is None or last < base + end:
+            return base + offset  # a re-delivery: offsets below the log's end
+        return self._reset(partition, offset, log_offset(last), end, log_epoch(last)) + offset
+
+    def _reset(self, partition: int, offset: int, reached: int, end: int, epoch: int) -> int:
+        """The partition's log ends at ``end`` but its input reached ``reached`` in log
+        epoch ``epoch``: raise (refuse) or move the partition past that epoch; its new base."""
+        if self.on_log_reset == "refuse":
+            raise LogReset(partition, offset, reached, end)
+        base = self.log_bases[partition] = (epoch + 1) << LOG_EPOCH_BITS
+        self.log_marks.pop(partition, None)
+        self.rebases.append(LogRebase(partition, offset, reached, end, base))
+        return base
 
     def process_all(
         self,
@@ -264,6 +364,7 @@ def build_processor(settings: Settings) -> Processor:
         topics=settings.topics,
         encoding=settings.output_encoding,
         max_message_bytes=settings.max_message_bytes,
+        on_log_reset=settings.on_log_reset,
     )
 
 

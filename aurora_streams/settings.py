@@ -230,6 +230,13 @@ class Settings(BaseSettings):
         "at_least_once",
         description="exactly_once needs a broker with transactions (not the embedded one).",
     )
+    on_log_reset: Literal["rebase", "refuse"] = Field(
+        "rebase",
+        description="When a raw partition's log is found reset (a device state past the log's "
+        "end: broker data wiped, topic recreated): rebase goes on from the device states with the "
+        "partition's offsets in a new log epoch (said in one log line and a metric); refuse stops "
+        "the worker (exit 78) without committing, until the operator decides.",
+    )
     session_timeout_s: float = Field(
         10.0, gt=0, description="Consumer session timeout; a dead worker is noticed after it."
     )

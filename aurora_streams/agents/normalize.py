@@ -75,9 +75,16 @@ from aurora_streams.agents.intake import RawIntake
 from aurora_streams.agents.views import ViewUpdater
 from aurora_streams.domain.device import DeviceState
 from aurora_streams.domain.forecast import DeviceForecaster
+from aurora_streams.errors import LogReset
 from aurora_streams.processing import Processor
 from aurora_streams.settings import Settings
-from aurora_streams.tables.device_state import StateCache, load_state
+from aurora_streams.tables.device_state import (
+    StateCache,
+    encode_log_record,
+    load_log_record,
+    load_state,
+    log_base_key,
+)
 
 __all__ = ["Epoch", "Epochs", "Sealed", "attach_normalize", "release_acks", "seal", "store"]
 
@@ -153,6 +160,10 @@ def _stop_now(exc: BaseException) -> None:
     without a commit. Going on would let later batches advance the device states past the
     failed messages, whose re-delivery the replay fence would then drop; a restart
     re-delivers the batch from the committed offset."""
+    if isinstance(exc, LogReset):
+        log.critical("%s", exc)
+        logging.shutdown()
+        os._exit(78)  # EX_CONFIG: the operator decides (AURORA_ON_LOG_RESET)
     log.critical("batch failed, stopping the worker so it is re-delivered: %r", exc, exc_info=exc)
     logging.shutdown()
     os._exit(70)  # EX_SOFTWARE; the orchestrator (or the operator) restarts the worker
@@ -184,6 +195,9 @@ class _Partition:
     states: dict[str, DeviceState] = field(default_factory=dict)
     loaded: int = 0
     """Devices of ``states`` decoded from the table or new: not held in memory before."""
+    log_record: tuple[int, int] | None = None
+    """The partition's log epoch base and mark after its last batch (stored with the device
+    states, see ``processing.Processor`` on log resets)."""
 
 
 class Epoch:
@@ -260,6 +274,8 @@ class Epochs:
         self.app, self.table, self.settings, self.fast, self.cache = app, table, settings, fast, cache
         self.models, self.processor, self.views = models, processor, views
         self.lock = asyncio.Lock()
+        self._log_generation = -1
+        """The generation whose stored log bases ``processor.log_bases`` holds."""
         self.epoch = Epoch(cache.generation)
         self.storing: asyncio.Future[None] | None = None
 
@@ -305,6 +321,18 @@ class Epochs:
         by_partition: dict[int, list[Any]] = {}
         for message in messages:
             by_partition.setdefault(message.partition, []).append(message)
+        processor = self.processor
+        if self._log_generation != epoch.generation:
+            # Bases as stored: a rebase in an abandoned epoch was never stored (nor were the
+            # states it let through), and partitions may have moved.
+            processor.log_bases.clear()
+            processor.log_marks.clear()
+            self._log_generation = epoch.generation
+        consumer = self.app.consumer
+        for p, part_messages in by_partition.items():
+            end = consumer.highwater(part_messages[0].tp)
+            if end is not None:
+                processor.log_ends[p] = end
         outputs: list[Any] = []
         inbound = self.app.monitor.stream_inbound_time
         for p, part_messages in by_partition.items():
@@ -348,8 +376,28 @@ class Epochs:
                 state = load_state(table, device_id)
             return state
 
+        processor = self.processor
+        p = messages[0].partition
+        if p not in processor.log_bases:
+            processor.log_bases[p], mark = load_log_record(table, p)
+            if mark >= 0:
+                processor.log_marks[p] = mark
         emitted: list[Any] = []
-        outputs = self.processor.process_all(messages, states=states, load=load, emitted=emitted)
+        outputs = processor.process_all(messages, states=states, load=load, emitted=emitted)
+        for rebase in processor.rebases:
+            log.warning(
+                "raw partition %d was reset: device states reach offset %d but the log ends at %d "
+                "(message at offset %d; the broker's data wiped or the topic recreated?). Going on "
+                "from the device states in a new log epoch (AURORA_ON_LOG_RESET=rebase); input "
+                "that repeats what they hold is flagged duplicate by the device rules",
+                rebase.partition,
+                rebase.state_offset,
+                rebase.log_end,
+                rebase.offset,
+            )
+            metrics.LOG_REBASES.labels(str(rebase.partition)).inc()
+        processor.rebases.clear()
+        part.log_record = (processor.log_bases.get(p, 0), processor.log_marks.get(p, -1))
         part.updater.apply(emitted)
         outputs.extend(part.updater.forecast_records())
         return outputs
@@ -429,6 +477,8 @@ def seal(epoch: Epoch, fast: FastProducer | None) -> Sealed:
             writers[p].commit()
         views_dirty = views_dirty or part.updater.dirty
         encoded[p] = []
+        if part.log_record is not None:
+            encoded[p].append((log_base_key(p), encode_log_record(*part.log_record)))
         for device_id, state in part.states.items():
             pending[device_id] = (p, state)
     metrics.CHECKPOINT_SEAL_DURATION.observe(time.perf_counter() - started)

@@ -12,11 +12,28 @@ from collections import OrderedDict
 from typing import Any, Generic, TypeVar
 
 import faust
+import orjson
 
 from aurora_streams.domain.device import DeviceState
 from aurora_streams.settings import Settings
 
-__all__ = ["StateCache", "define_device_state", "load_state"]
+__all__ = [
+    "LOG_BASE_PREFIX",
+    "StateCache",
+    "define_device_state",
+    "encode_log_record",
+    "is_device_key",
+    "load_log_record",
+    "load_state",
+    "log_base_key",
+]
+
+LOG_BASE_PREFIX = "\x00log-base:"
+"""Keys of the table's partition records: ``<prefix><partition>`` holds that raw partition's
+log epoch base and the highest position applied on it (``processing.Processor`` on log
+resets), JSON ``{"base": int, "mark": int}``, stored with the device states of every
+checkpoint. A device id never starts with a control character (the id rules), so these
+never collide with devices; readers of the table skip them."""
 
 V = TypeVar("V")
 
@@ -56,6 +73,28 @@ def load_state(table: Any, device_id: str) -> DeviceState:
     current (the RocksDB store reads that partition's database)."""
     data = table.get(device_id)
     return DeviceState() if data is None else DeviceState.from_bytes(data)
+
+
+def log_base_key(partition: int) -> str:
+    return f"{LOG_BASE_PREFIX}{partition}"
+
+
+def is_device_key(key: str) -> bool:
+    return not key.startswith(LOG_BASE_PREFIX)
+
+
+def encode_log_record(base: int, mark: int) -> bytes:
+    return orjson.dumps({"base": base, "mark": mark})
+
+
+def load_log_record(table: Any, partition: int) -> tuple[int, int]:
+    """The partition's stored ``(base, mark)``: ``(0, -1)`` before its first checkpoint.
+    Must run with an event of the partition current, as :func:`load_state`."""
+    data = table.get(log_base_key(partition))
+    if data is None:
+        return 0, -1
+    doc = orjson.loads(data)
+    return int(doc["base"]), int(doc["mark"])
 
 
 class StateCache(Generic[V]):

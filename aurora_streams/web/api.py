@@ -22,7 +22,9 @@ from faust.exceptions import SameNode
 from aurora_streams.domain.aggregates import SIZES, DayRecord, bucket_windows, day_key, day_of
 from aurora_streams.domain.device import DeviceState
 from aurora_streams.domain.timeutil import TimestampError, format_ms, parse_timestamp
+from aurora_streams.processing import log_offset
 from aurora_streams.settings import Settings
+from aurora_streams.tables.device_state import is_device_key
 from aurora_streams.web.auth import authenticator
 from aurora_streams.web.errors import error_response, request_id
 
@@ -93,7 +95,7 @@ class ApiService:
         routed = await self._route(request, device_id)
         if routed is not None:
             return routed
-        data: bytes | None = self.device_state.get(device_id)
+        data: bytes | None = self.device_state.get(device_id) if is_device_key(device_id) else None
         if data is None:
             return error_response(request, 404, "unknown_device", f"no device {device_id[:64]!r}")
         return data
@@ -117,7 +119,7 @@ class ApiService:
         return any(tp.partition == partition and tp.topic == self.settings.topic_raw for tp in actives)
 
     def _local_devices(self) -> list[str]:
-        return sorted(k for k in self.device_state if self._is_active(k))
+        return sorted(k for k in self.device_state if is_device_key(k) and self._is_active(k))
 
     async def _fan_out(self, request: web.Request) -> list[dict[str, Any]]:
         """Every other worker's ``scope=local`` answer to this request."""
@@ -199,7 +201,8 @@ class ApiService:
                 }
             )
         return self._ok(
-            request, {"device_id": device_id, "last_offset": state.last_offset, "channels": channels}
+            request,
+            {"device_id": device_id, "last_offset": log_offset(state.last_offset), "channels": channels},
         )
 
     async def aggregates(self, request: web.Request, device_id: str) -> web.Response:

@@ -5,10 +5,19 @@ from __future__ import annotations
 from typing import Any
 
 import orjson
+import pytest
 
 from aurora_streams.codecs import decode_output
 from aurora_streams.domain.device import ChannelState, DeviceState
-from aurora_streams.processing import Processor, build_processor, new_state
+from aurora_streams.errors import LogReset
+from aurora_streams.processing import (
+    LOG_EPOCH_BITS,
+    Processor,
+    build_processor,
+    log_epoch,
+    log_offset,
+    new_state,
+)
 from aurora_streams.settings import Settings
 
 TS = 1_735_653_600_000
@@ -178,3 +187,101 @@ def test_a_keyless_message_is_a_dead_letter_and_touches_no_state() -> None:
         b"m1", msg(0, 1.0), partition=0, offset=0, timestamp_ms=TS, states=states, load=new_state
     )
     assert any(o.topic == p.topics.normalized for o in outs)
+
+
+def _feed(
+    p: Processor, states: dict[str, Any], device: str, i: int, offset: int, *, part: int = 0
+) -> list[Any]:
+    value = orjson.dumps(
+        {"device_id": device, "ts": TS + i * 300_000, "kind": "register", "value": float(i), "unit": "kWh"}
+    )
+    return p.process(
+        device.encode(), value, partition=part, offset=offset, timestamp_ms=TS, states=states, load=new_state
+    )
+
+
+def test_a_redelivery_below_the_log_end_is_fenced_as_before() -> None:
+    p, states = make(), {}
+    for i in range(3):
+        _feed(p, states, "m1", i, 100 + i)
+    p.log_ends[0] = 103  # the log holds what the state came from: a seek back re-delivers it
+    assert _feed(p, states, "m1", 1, 101) == [] and p.stats["replayed"] == 1
+    assert p.rebases == [] and states["m1"].last_offset == 102
+
+
+def test_a_reset_log_is_rebased_not_dropped_as_replays() -> None:
+    """A broker's data wiped under a worker that kept its states: the new log starts at 0
+    while the states remember offsets up to 5,000. Every new reading is applied (before: all
+    fenced as replays, 0 dead letters), in a new log epoch that later replays still fence."""
+    p, states = make(), {}
+    _feed(p, states, "m1", 0, 5_000)
+    _feed(p, states, "m2", 0, 40)  # below the new log's end: only the partition's epoch tells
+    p.log_ends[0] = 3
+    out = _feed(p, states, "m1", 1, 0)
+    assert [o.topic for o in out] == ["meter.readings.normalized"]
+    assert [(r.partition, r.offset, r.state_offset, r.log_end) for r in p.rebases] == [(0, 0, 5_000, 3)]
+    base = p.rebases[0].base
+    assert base == 1 << LOG_EPOCH_BITS and p.log_bases[0] == base
+    assert states["m1"].last_offset == base and log_epoch(base) == 1 and log_offset(base) == 0
+    # m2's old offset (40) is from the old log: its new readings at offsets 1-2 are applied.
+    assert [o.topic for o in _feed(p, states, "m2", 1, 1)] == ["meter.readings.normalized"]
+    assert _feed(p, states, "m2", 2, 2) != []
+    assert log_offset(states["m2"].last_offset) == 2
+    # A re-delivery within the new log is fenced again, and nothing moves a second time.
+    assert _feed(p, states, "m1", 1, 0) == [] and len(p.rebases) == 1
+    assert p.stats["replayed"] == 1 and p.stats["new"] == 5
+
+
+def test_refuse_raises_before_the_message_touches_state() -> None:
+    p = build_processor(Settings(on_log_reset="refuse"))
+    states: dict[str, Any] = {}
+    _feed(p, states, "m1", 0, 5_000)
+    before = states["m1"].to_bytes()
+    p.log_ends[0] = 3
+    with pytest.raises(
+        LogReset, match="raw partition 0: a device state is at offset 5000 but the log ends at 3"
+    ):
+        _feed(p, states, "m1", 1, 0)
+    assert states["m1"].to_bytes() == before and p.rebases == []
+
+
+def test_a_state_of_a_later_epoch_sets_the_partition_epoch() -> None:
+    """A crash after a rebased checkpoint's states were stored but before its partition
+    record was: the states' epoch is the partition's, and re-deliveries stay fenced."""
+    p, states = make(), {}
+    base = 1 << LOG_EPOCH_BITS
+    _feed(p, states, "m1", 0, 0)
+    states["m1"].last_offset = base + 7
+    p.log_ends[0] = 10
+    assert _feed(p, states, "m1", 1, 5) == [] and p.log_bases[0] == base and p.rebases == []
+    assert _feed(p, states, "m1", 1, 8) != [] and states["m1"].last_offset == base + 8
+
+
+def test_without_a_known_log_end_a_fenced_message_stays_fenced() -> None:
+    p, states = make(), {}
+    _feed(p, states, "m1", 0, 5_000)
+    assert _feed(p, states, "m1", 1, 0) == [] and p.rebases == []
+
+
+def test_a_partition_mark_past_the_log_end_rebases_before_any_device_is_fenced() -> None:
+    """The worker restarted on a wiped broker: the partition's stored mark (5,000) is past
+    the new log's end (100), so m2, whose own state (offset 40) is below the end, is not
+    fenced at offset 10: its reading is applied, in the new epoch."""
+    p, states = make(), {}
+    _feed(p, states, "m2", 0, 40)
+    restarted = make()
+    restarted.log_marks[0], restarted.log_ends[0] = 5_000, 100
+    out = _feed(restarted, states, "m2", 1, 10)
+    assert [o.topic for o in out] == ["meter.readings.normalized"]
+    assert [(r.offset, r.state_offset, r.log_end) for r in restarted.rebases] == [(10, 5_000, 100)]
+    assert states["m2"].last_offset == (1 << LOG_EPOCH_BITS) + 10
+    assert restarted.log_marks[0] == states["m2"].last_offset
+
+
+def test_the_mark_follows_the_highest_position_applied() -> None:
+    p, states = make(), {}
+    _feed(p, states, "m1", 0, 7)
+    _feed(p, states, "m2", 0, 3)
+    assert p.log_marks == {0: 7}
+    p.log_ends[0] = 8
+    assert _feed(p, states, "m1", 0, 7) == [] and p.rebases == []  # a re-delivery, not a reset
