@@ -119,6 +119,13 @@ class Settings(BaseSettings):
         default_factory=lambda: [10_000.0, 100_000.0, 1_000_000.0, 10_000_000.0],
         description="Register wrap points tried, in order, when a register falls.",
     )
+    register_wrap_band: float = Field(
+        0.1,
+        gt=0,
+        lt=0.5,
+        description="A fall is a wrap only from the top this fraction of a modulus to the bottom "
+        "this fraction (e.g. 9,000-9,999.9 to 0-1,000 at 10,000); any other fall is a reset.",
+    )
     reorder_horizon_s: int = Field(
         6 * 3600, ge=0, description="Out-of-order readings this recent are placed in order."
     )
@@ -287,6 +294,7 @@ class Settings(BaseSettings):
             max_power_kw=self.max_power_kw,
             device_max_power_kw=dict(self.device_max_power_kw),
             register_moduli_kwh=tuple(sorted(self.register_moduli_kwh)),
+            wrap_band=self.register_wrap_band,
             reorder_horizon_s=self.reorder_horizon_s,
             max_window=self.max_window,
             gap_factor=self.gap_factor,

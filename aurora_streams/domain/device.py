@@ -309,6 +309,8 @@ def apply(state: DeviceState, r: Reading, rules: DeviceRules) -> ApplyResult:
             return ApplyResult("stale", [], [])
         _replace(e, r)
         return _finish(ch, r, idx, rules, "revised")
+    if Flag.FUTURE_TIMESTAMP.value in r.arrival_flags:
+        return _unplaced(r, "future", (), None, rules)
     latest = entries[-1].ts if entries else None
     if latest is not None and (
         (idx == 0 and ch.anchored) or r.ts_ms < latest - rules.reorder_horizon_s * 1000
@@ -504,12 +506,15 @@ def _derive_register(pred: Entry, e: Entry, max_kw: float, rules: DeviceRules, o
                 f"register rose {rise:g} kWh in {step / 1000:g} s, above {max_delta:g} kWh at {max_kw:g} kW",
             )
     else:
-        # A fall is a wrap only at a known modulus and if the wrapped delta is physically
-        # possible in the elapsed time; otherwise a reset, and nothing is booked.
+        # A fall is a wrap only at a known modulus, from near it to near zero, and if the
+        # wrapped delta is physically possible in the elapsed time; otherwise a reset, a
+        # correction or a replacement: flagged, and nothing is booked from it.
+        band = rules.wrap_band
         for modulus in rules.register_moduli_kwh:
             if pred.value < modulus and e.value < modulus:
                 wrapped = e.value + modulus - pred.value
-                if wrapped <= max_delta + _EPS:
+                near = pred.value >= modulus * (1.0 - band) and e.value <= modulus * band
+                if near and wrapped <= max_delta + _EPS:
                     out.delta = wrapped
                     out.raise_flag(
                         Flag.ROLLOVER,
@@ -602,19 +607,37 @@ def _event(
 
 
 def _late(r: Reading, latest: int, rules: DeviceRules) -> ApplyResult:
-    """A reading too old to place: emitted once as it is, derived without a predecessor
-    (registers get no delta), flagged; the state is unchanged."""
-    e = Entry.from_reading(r, (*r.arrival_flags, Flag.OUT_OF_ORDER.value, Flag.LATE_BEYOND_HORIZON.value))
-    d = _derive(r.kind, None, e, rules.max_power_for(r.device_id), rules)
-    d.flags.discard(Flag.FIRST_READING)
+    """A reading too old to place (see :func:`_unplaced`)."""
     behind = (latest - r.ts_ms) / 1000.0
-    d.notes[Flag.LATE_BEYOND_HORIZON] = (
+    note = (
         behind,
         f"{behind:g} s older than the channel's latest reading; horizon {rules.reorder_horizon_s} s",
     )
+    flags = (Flag.OUT_OF_ORDER.value, Flag.LATE_BEYOND_HORIZON.value)
+    return _unplaced(r, "late", flags, (Flag.LATE_BEYOND_HORIZON, note), rules)
+
+
+def _unplaced(
+    r: Reading,
+    status: str,
+    flags: tuple[str, ...],
+    note: tuple[Flag, tuple[float, str]] | None,
+    rules: DeviceRules,
+) -> ApplyResult:
+    """A reading the channel's window does not take: too old to place (``late``), or
+    stamped beyond ``max_future_s`` ahead of its broker time (``future``), which as the
+    channel's latest would make every live reading after it late and drop the true one at
+    its time as stale. Emitted once as it is, derived without a predecessor (registers get
+    no delta, intervals book their own value), flagged; the state is unchanged, so it is
+    never the reference of another reading."""
+    e = Entry.from_reading(r, (*r.arrival_flags, *flags))
+    d = _derive(r.kind, None, e, rules.max_power_for(r.device_id), rules)
+    d.flags.discard(Flag.FIRST_READING)
+    if note is not None:
+        d.notes[note[0]] = note[1]
     e.revision = 0
     e.ts_start, e.delta, e.flags = d.ts_start, d.delta, _ordered(d.flags)
-    result = ApplyResult("late", [], [])
+    result = ApplyResult(status, [], [])
     _emit(r.device_id, r.channel, r.kind, e, (), d.notes, result.records, result.anomalies)
     return result
 

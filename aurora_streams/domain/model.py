@@ -120,6 +120,11 @@ class DeviceRules:
     device_max_power_kw: dict[str, float] = field(default_factory=dict)
     register_moduli_kwh: tuple[float, ...] = (10_000.0, 100_000.0, 1_000_000.0, 10_000_000.0)
     """Known register wrap points (e.g. a 5-digit kWh register wraps at 100,000)."""
+    wrap_band: float = 0.1
+    """A fall is a wrap at a modulus only if the register was within this fraction of the
+    modulus below it and now reads within this fraction above zero: with days between reads
+    almost any fall fits the power bound alone (1,000.0 -> 999.9 five days later booked
+    9,999.9 kWh as a wrap at 10,000)."""
     reorder_horizon_s: int = 6 * 3600
     """Readings up to this much older than a channel's latest are placed in order; older ones
     are flagged ``late_beyond_horizon`` and not placed."""

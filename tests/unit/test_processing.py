@@ -21,6 +21,8 @@ from aurora_streams.processing import (
 from aurora_streams.settings import Settings
 
 TS = 1_735_653_600_000
+LATER = TS + 24 * 3600_000
+"""The broker time of the messages: after every reading's stamp (none is future_timestamp)."""
 
 
 def make() -> Processor:
@@ -36,9 +38,13 @@ def msg(i: int, value: float) -> bytes:
 
 def test_outputs_keyed_by_device_and_routed() -> None:
     p, states = make(), {}
-    out = p.process(b"m1", msg(0, 5.0), partition=2, offset=0, timestamp_ms=TS, states=states, load=new_state)
+    out = p.process(
+        b"m1", msg(0, 5.0), partition=2, offset=0, timestamp_ms=LATER, states=states, load=new_state
+    )
     assert [(o.topic, o.key) for o in out] == [("meter.readings.normalized", b"m1")]
-    out = p.process(b"m1", msg(1, 1.0), partition=2, offset=1, timestamp_ms=TS, states=states, load=new_state)
+    out = p.process(
+        b"m1", msg(1, 1.0), partition=2, offset=1, timestamp_ms=LATER, states=states, load=new_state
+    )
     assert [o.topic for o in out] == ["meter.readings.normalized", "meter.anomalies"]
     assert states["m1"].last_offset == 1
 
@@ -51,7 +57,7 @@ def test_redelivered_offsets_are_fenced() -> None:
             msg(i, float(i)),
             partition=0,
             offset=10 + i,
-            timestamp_ms=TS,
+            timestamp_ms=LATER,
             states=states,
             load=new_state,
         )
@@ -63,7 +69,7 @@ def test_redelivered_offsets_are_fenced() -> None:
                 msg(i, float(i)),
                 partition=0,
                 offset=10 + i,
-                timestamp_ms=TS,
+                timestamp_ms=LATER,
                 states=states,
                 load=new_state,
             )
@@ -72,7 +78,9 @@ def test_redelivered_offsets_are_fenced() -> None:
     assert states["m1"].to_bytes() == before and p.stats["replayed"] == 3
     # The same reading under a new offset is a genuine duplicate from the source.
     assert (
-        p.process(b"m1", msg(2, 2.0), partition=0, offset=20, timestamp_ms=TS, states=states, load=new_state)
+        p.process(
+            b"m1", msg(2, 2.0), partition=0, offset=20, timestamp_ms=LATER, states=states, load=new_state
+        )
         == []
     )
     assert p.stats["duplicate"] == 1
@@ -80,7 +88,9 @@ def test_redelivered_offsets_are_fenced() -> None:
 
 def test_dead_letter_keeps_original_bytes_and_location() -> None:
     p = make()
-    out = p.process(b"\xff", b"whatever", partition=1, offset=7, timestamp_ms=TS, states={}, load=new_state)
+    out = p.process(
+        b"\xff", b"whatever", partition=1, offset=7, timestamp_ms=LATER, states={}, load=new_state
+    )
     [letter] = [decode_output(o.value) for o in out]
     assert letter["error_reason"] == "invalid_key" and letter["original_value"] == b"whatever"
     assert (letter["source_partition"], letter["source_offset"]) == (1, 7)
@@ -94,7 +104,9 @@ def test_state_loader_used_once_per_device() -> None:
         return DeviceState()
 
     for i in range(3):
-        p.process(b"m1", msg(i, float(i)), partition=0, offset=i, timestamp_ms=TS, states=states, load=load)
+        p.process(
+            b"m1", msg(i, float(i)), partition=0, offset=i, timestamp_ms=LATER, states=states, load=load
+        )
     assert calls == ["m1"]
 
 
@@ -110,7 +122,7 @@ def test_a_bug_on_one_message_goes_to_the_dlq_and_processing_goes_on() -> None:
     m2 = msg(1, 1.0).replace(b'"m1"', b'"m2"')
     sent = [(b"m1", msg(0, 0.0)), (b"m2", m2), (b"m1", msg(1, 1.0))]
     outs = [
-        p.process(key, value, partition=0, offset=i, timestamp_ms=TS, states=states, load=load)
+        p.process(key, value, partition=0, offset=i, timestamp_ms=LATER, states=states, load=load)
         for i, (key, value) in enumerate(sent)
     ]
     [letter] = [decode_output(o.value) for o in outs[1]]
@@ -125,7 +137,7 @@ def test_process_all_is_process_of_each_message_in_order() -> None:
     class Message:
         def __init__(self, key: bytes, value: bytes, offset: int) -> None:
             self.key, self.value, self.partition, self.offset = key, value, 3, offset
-            self.timestamp = (TS + offset) / 1000  # seconds, as Faust's messages carry it
+            self.timestamp = (LATER + offset) / 1000  # seconds, as Faust's messages carry it
 
     sent = [(b"m1", msg(i, float(i))) for i in range(4)] + [(b"m1", b"{not json"), (b"m1", msg(1, 1.0))]
     messages = [Message(key, value, offset) for offset, (key, value) in enumerate(sent)]
@@ -135,7 +147,7 @@ def test_process_all_is_process_of_each_message_in_order() -> None:
         out
         for m in messages
         for out in one.process(
-            m.key, m.value, partition=3, offset=m.offset, timestamp_ms=TS + m.offset, states=states_one,
+            m.key, m.value, partition=3, offset=m.offset, timestamp_ms=LATER + m.offset, states=states_one,
             load=new_state, emitted=emitted_one,
         )
     ]  # fmt: skip
@@ -156,7 +168,7 @@ def test_a_dead_letter_fits_the_broker_whatever_its_original_size() -> None:
 
     p = make()
     big = b'{"device_id": "m1", "junk": "' + b"x" * 900_000 + b'"}'
-    [out] = p.process(b"m1", big, partition=2, offset=9, timestamp_ms=TS, states={}, load=new_state)
+    [out] = p.process(b"m1", big, partition=2, offset=9, timestamp_ms=LATER, states={}, load=new_state)
     assert len(out.value) < 16_384
     letter = decode_output(out.value)
     assert letter["error_reason"] == "too_large" or "large" in letter["error_reason"]
@@ -168,7 +180,9 @@ def test_a_dead_letter_fits_the_broker_whatever_its_original_size() -> None:
 
 def test_a_dead_letter_under_the_limit_keeps_its_original_whole() -> None:
     p = make()
-    [out] = p.process(b"m1", b"{not json", partition=0, offset=3, timestamp_ms=TS, states={}, load=new_state)
+    [out] = p.process(
+        b"m1", b"{not json", partition=0, offset=3, timestamp_ms=LATER, states={}, load=new_state
+    )
     letter = decode_output(out.value)
     assert letter["original_value"] == b"{not json" and letter["original_truncated"] is False
     assert letter["original_size"] == 9
@@ -177,14 +191,14 @@ def test_a_dead_letter_under_the_limit_keeps_its_original_whole() -> None:
 def test_a_keyless_message_is_a_dead_letter_and_touches_no_state() -> None:
     p, states = make(), {}
     [out] = p.process(
-        None, msg(0, 1.0), partition=3, offset=5, timestamp_ms=TS, states=states, load=new_state
+        None, msg(0, 1.0), partition=3, offset=5, timestamp_ms=LATER, states=states, load=new_state
     )
     letter = decode_output(out.value)
     assert letter["error_reason"] == "missing_key" and letter["original_key"] is None
     assert states == {} and p.stats["dlq:missing_key"] == 1
     # The device's keyed readings on its own partition are all still new.
     outs = p.process(
-        b"m1", msg(0, 1.0), partition=0, offset=0, timestamp_ms=TS, states=states, load=new_state
+        b"m1", msg(0, 1.0), partition=0, offset=0, timestamp_ms=LATER, states=states, load=new_state
     )
     assert any(o.topic == p.topics.normalized for o in outs)
 
@@ -196,7 +210,13 @@ def _feed(
         {"device_id": device, "ts": TS + i * 300_000, "kind": "register", "value": float(i), "unit": "kWh"}
     )
     return p.process(
-        device.encode(), value, partition=part, offset=offset, timestamp_ms=TS, states=states, load=new_state
+        device.encode(),
+        value,
+        partition=part,
+        offset=offset,
+        timestamp_ms=LATER,
+        states=states,
+        load=new_state,
     )
 
 

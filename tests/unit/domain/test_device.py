@@ -277,3 +277,61 @@ def test_the_written_out_row_matches_the_field_list() -> None:
     assert tuple(values) == device._ENTRY_FIELDS
     e = device.Entry(*values.values())
     assert device._entry_row(e) == device._entry_values(e) == tuple(values.values())
+
+
+@pytest.mark.parametrize(
+    ("before", "after", "days"),
+    [
+        (1000.0, 999.9, 5),  # a small backward step, days later: a correction, not 9,999.9 kWh
+        (5000.0, 0.5, 3),  # a meter replaced mid-range: not 5,000.5 kWh
+        (99_990.0, 99_980.0, 30),  # NEM13 SEN1312023-like: Quantity -10, not 99,990 kWh
+        (9_950.0, 2_000.0, 4),  # from near the modulus, but not to near zero
+    ],
+)
+def test_a_fall_far_from_a_modulus_is_a_reset_whatever_the_time_between(
+    before: float, after: float, days: int
+) -> None:
+    d = Driver(DeviceRules(max_power_kw=100.0))
+    d.feed(reg(T0, before))
+    rec = d.feed(reg(T0 + days * 24 * 60 * MIN, after)).records[0]
+    assert Flag.COUNTER_RESET in rec.flags and Flag.ROLLOVER not in rec.flags
+    assert rec.delta_kwh is None
+
+
+def test_a_wrap_days_later_is_still_a_wrap_when_it_goes_from_near_the_top_to_near_zero() -> None:
+    d = Driver(DeviceRules(max_power_kw=100.0))
+    d.feed(reg(T0, 9_800.0))
+    rec = d.feed(reg(T0 + 3 * 24 * 60 * MIN, 150.0)).records[0]
+    assert Flag.ROLLOVER in rec.flags and rec.delta_kwh == pytest.approx(350.0)
+
+
+FUTURE = (Flag.FUTURE_TIMESTAMP.value,)
+
+
+def test_a_future_stamped_reading_never_becomes_the_channel_reference() -> None:
+    """Issue 20: a register reading stamped two days ahead became the channel's latest; the
+    next 83 of 120 live reads were late with no delta and 112.3 kWh were booked against 65.0."""
+    d = Driver(DeviceRules(max_power_kw=100.0))
+    d.feed(reg(T0, 100.0))
+    ahead = T0 + 2 * 24 * 60 * MIN
+    res = d.feed(reg(ahead, 190.0, arrival_flags=FUTURE, ingested_at_ms=T0 + 5 * MIN))
+    assert res.status == "future" and res.records[0].delta_kwh is None
+    assert Flag.FUTURE_TIMESTAMP in res.records[0].flags
+    assert [a.type for a in res.anomalies] == [Flag.FUTURE_TIMESTAMP]
+    booked = 0.0
+    for i in range(1, 121):
+        r = d.feed(reg(T0 + i * 5 * MIN, 100.0 + i * 0.5))
+        assert r.status == "new" and r.records[0].delta_kwh == pytest.approx(0.5)
+        booked += r.records[0].delta_kwh or 0.0
+    assert booked == pytest.approx(60.0)
+    # The true reading at the stamp the future one claimed, when its time comes, is placed.
+    true = d.feed(reg(ahead, 160.0))
+    assert true.status == "new" and true.records[0].delta_kwh == pytest.approx(0.0)
+
+
+def test_a_future_stamped_interval_books_its_own_value_and_leaves_live_ones_in_order() -> None:
+    d = Driver()
+    d.feed(ivl(T0, 0.5))
+    d.feed(ivl(T0 + 2 * 24 * 60 * MIN, 0.9, arrival_flags=FUTURE))
+    res = d.feed(ivl(T0 + 30 * MIN, 0.6))
+    assert res.status == "new" and res.anomalies == [] and res.records[0].flags == ()
