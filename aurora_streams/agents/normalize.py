@@ -328,11 +328,6 @@ class Epochs:
             processor.log_bases.clear()
             processor.log_marks.clear()
             self._log_generation = epoch.generation
-        consumer = self.app.consumer
-        for p, part_messages in by_partition.items():
-            end = consumer.highwater(part_messages[0].tp)
-            if end is not None:
-                processor.log_ends[p] = end
         outputs: list[Any] = []
         inbound = self.app.monitor.stream_inbound_time
         for p, part_messages in by_partition.items():
@@ -378,6 +373,9 @@ class Epochs:
 
         processor = self.processor
         p = messages[0].partition
+        end = self.app.consumer.highwater(messages[0].tp)
+        if end is not None:
+            processor.log_ends[p] = end
         if p not in processor.log_bases:
             processor.log_bases[p], mark = load_log_record(table, p)
             if mark >= 0:

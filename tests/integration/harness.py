@@ -30,6 +30,7 @@ from aurora_streams.domain.device import DeviceState
 from aurora_streams.processing import build_processor, new_state
 from aurora_streams.settings import Settings, load_settings
 from aurora_streams.simulator import SimMessage, produce
+from aurora_streams.tables.device_state import is_device_key
 from aurora_streams.topics import ensure_topics
 
 REPO = Path(__file__).resolve().parents[2]
@@ -159,9 +160,13 @@ def _version(doc: dict[str, Any]) -> tuple[int, int]:
 
 
 def latest_states(changelog: Iterable[Record]) -> dict[str, bytes]:
+    """The latest value of every device in the device table's changelog (its partition
+    records, see ``tables.device_state.LOG_BASE_PREFIX``, are not devices)."""
     out: dict[str, bytes] = {}
     for rec in sorted(changelog, key=lambda r: (r.partition, r.offset)):
         assert rec.key is not None
+        if not is_device_key(rec.key.decode()):
+            continue
         if rec.value is None:
             out.pop(rec.key.decode(), None)
         else:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import re
 import time
+from typing import Any
 
 from confluent_kafka.admin import AdminClient  # type: ignore[attr-defined]
 
@@ -20,6 +21,7 @@ from aurora_streams.topics import ensure_topics
 from tests.integration.harness import (
     Deployment,
     Record,
+    committed_offsets,
     latest_by,
     log_ends,
     reference,
@@ -45,22 +47,30 @@ def _recreate_raw_topic(dep: Deployment) -> None:
     assert s.topic_raw in created
 
 
-def test_a_recreated_raw_topic_is_rebased_and_nothing_is_dropped(deployment: Deployment) -> None:
-    dep = deployment
+def _process_then_recreate(
+    dep: Deployment, before: list[Any], after: list[Any]
+) -> tuple[list[Record], list[Record]]:
+    """A worker processes ``before`` (committed to the end) and stops, keeping its data dir;
+    the raw topic is deleted and recreated and ``after`` produced to it. Returns both logs
+    as the broker stored them."""
     s = dep.settings
-    messages = list(generate(SimConfig(**{**FLEET.__dict__, "seed": 31, "devices": 40}), limit=2_400))
-    before, after = messages[:1_600], messages[1_600:]  # the old log is the longer one
-
     sent = dep.produce(before)
     raw_before = dep.read(s.topic_raw, until=lambda r: len(r) >= sent)
     w = dep.start_worker("a")
     w.wait_ready()
     wait_committed(dep, s.topic_raw, log_ends(raw_before), timeout=90)
     w.stop()
-
     _recreate_raw_topic(dep)
     sent = dep.produce(after)
-    raw_after = dep.read(s.topic_raw, until=lambda r: len(r) >= sent)
+    return raw_before, dep.read(s.topic_raw, until=lambda r: len(r) >= sent)
+
+
+def test_a_recreated_raw_topic_is_rebased_and_nothing_is_dropped(deployment: Deployment) -> None:
+    dep = deployment
+    s = dep.settings
+    messages = list(generate(SimConfig(**{**FLEET.__dict__, "seed": 31, "devices": 40}), limit=2_400))
+    # The old log is the longer one.
+    raw_before, raw_after = _process_then_recreate(dep, messages[:1_600], messages[1_600:])
     assert min(r.offset for r in raw_after) == 0  # a new log: offsets start again
 
     # What one continuous log would give: the new records appended after the old ones.
@@ -98,26 +108,12 @@ def test_refuse_stops_the_worker_with_its_reason_and_commits_nothing(deployment:
     dep = deployment
     s = dep.settings
     messages = list(generate(SimConfig(**{**FLEET.__dict__, "seed": 32, "devices": 20}), limit=800))
-    sent = dep.produce(messages[:600])
-    raw_before = dep.read(s.topic_raw, until=lambda r: len(r) >= sent)
-    w = dep.start_worker("a")
-    w.wait_ready()
-    wait_committed(dep, s.topic_raw, log_ends(raw_before), timeout=90)
-    w.stop()
-
-    _recreate_raw_topic(dep)
-    dep.produce(messages[600:])
+    _process_then_recreate(dep, messages[:600], messages[600:])
     dep.extra_env["AURORA_ON_LOG_RESET"] = "refuse"
     w = dep.start_worker("a")
     assert w.proc is not None
     assert w.proc.wait(90) == 78
     log = w.log_path.read_text()
     assert "the log was reset or recreated" in log and "AURORA_ON_LOG_RESET=rebase" in log
-    committed = {p: o for p, o in _committed(dep).items() if o >= 0}
+    committed = {p: o for p, o in committed_offsets(dep, s.topic_raw).items() if o >= 0}
     assert committed == {}, f"refused input was committed: {committed}"
-
-
-def _committed(dep: Deployment) -> dict[int, int]:
-    from tests.integration.harness import committed_offsets
-
-    return committed_offsets(dep, dep.settings.topic_raw)
