@@ -475,8 +475,6 @@ def seal(epoch: Epoch, fast: FastProducer | None) -> Sealed:
             writers[p].commit()
         views_dirty = views_dirty or part.updater.dirty
         encoded[p] = []
-        if part.log_record is not None:
-            encoded[p].append((log_base_key(p), encode_log_record(*part.log_record)))
         for device_id, state in part.states.items():
             pending[device_id] = (p, state)
     metrics.CHECKPOINT_SEAL_DURATION.observe(time.perf_counter() - started)
@@ -516,6 +514,13 @@ async def store(
                         writer.put(table, device_id, data)
                     writer.commit()
                 writes += len(chunk)
+            record = sealed.partitions[p].log_record
+            if record is not None:
+                # The partition's log record (processing.Processor on log resets) goes with
+                # its states; it is not a device state, so STATE_WRITES does not count it.
+                with _on_partition(sealed.partitions[p].event):
+                    writer.put(table, log_base_key(p), encode_log_record(*record))
+                    writer.commit()
     finally:
         metrics.STATE_WRITES.inc(writes)
     if fast is not None:
