@@ -298,7 +298,7 @@ def _drop_local_tables(datadir: Path) -> None:
 @click.option("--duplicate-rate", type=float, default=0.002, show_default=True)
 @click.option("--jump-rate", type=float, default=0.001, show_default=True)
 @click.option("--gap-rate", type=float, default=0.002, show_default=True)
-@click.option("--zero-run-rate", type=float, default=0.001, show_default=True)
+@click.option("--zero-run-rate", type=float, default=0.00005, show_default=True)
 @click.option("--negative-rate", type=float, default=0.0005, show_default=True)
 @click.option("--estimate-rate", type=float, default=0.002, show_default=True)
 @click.option("--future-rate", type=float, default=0.0005, show_default=True)

@@ -17,6 +17,7 @@ from pydantic import BaseModel, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from aurora_streams.domain.model import DeviceRules
+from aurora_streams.domain.scoring import ScoringRules
 from aurora_streams.domain.validate import ValidationPolicy
 from aurora_streams.errors import ConfigError
 from aurora_streams.processing import TopicNames
@@ -136,7 +137,23 @@ class Settings(BaseSettings):
         description="Decoded device states kept in memory per worker (0: decode from the table every batch).",
     )
     gap_factor: float = Field(1.5, gt=1.0, description="Step > factor x cadence is a gap.")
-    run_length: int = Field(3, ge=2, description="Equal values in a row for zero_run/frozen.")
+    run_length: int = Field(3, ge=2, description="Equal actual values in a row for zero_run/frozen.")
+    zero_run_min_s: int = Field(
+        86_400, ge=0, description="A run of zeros is zero_run once it lasts this long."
+    )
+    frozen_min_s: int = Field(
+        21_600,
+        ge=0,
+        description="A run of one non-zero value (a register not advancing) is frozen once it "
+        "lasts this long.",
+    )
+    spike_z: float = Field(
+        5.0, gt=0, description="Power this many deviations above its hour's usual is a spike."
+    )
+    notable_z: float = Field(4.0, gt=0, description="... this many (below spike_z) is high (or low below).")
+    scoring_floor_kw: float = Field(
+        0.5, ge=0, description="The least deviation (kW) scoring divides by: a household switches kilowatts."
+    )
     max_future_s: int = Field(300, ge=0, description="Clock skew tolerated before future_timestamp.")
     device_zones: dict[str, str] = Field(
         default_factory=dict,
@@ -299,6 +316,13 @@ class Settings(BaseSettings):
             max_window=self.max_window,
             gap_factor=self.gap_factor,
             run_length=self.run_length,
+            zero_run_min_s=self.zero_run_min_s,
+            frozen_min_s=self.frozen_min_s,
+            scoring=ScoringRules(
+                spike_z=self.spike_z,
+                notable_z=min(self.notable_z, self.spike_z),
+                floor_kw=self.scoring_floor_kw,
+            ),
         )
 
     @cached_property

@@ -61,7 +61,7 @@ class SimConfig:
     duplicate_rate: float = 0.002
     jump_rate: float = 0.001
     gap_rate: float = 0.002
-    zero_run_rate: float = 0.001
+    zero_run_rate: float = 0.00005
     negative_rate: float = 0.0
     estimate_rate: float = 0.0
     future_rate: float = 0.0
@@ -190,8 +190,11 @@ def _tick(
         ch.stuck_left -= 1
         energy = 0.0 if ch.stuck_value is None else ch.stuck_value
     elif rng.random() < cfg.zero_run_rate:
-        ch.stuck_left = rng.randrange(3, 8)
+        # Long enough to be a fault under the default rules (DeviceRules.zero_run_min_s,
+        # frozen_min_s): a stuck meter reads zero for a day or more, or one value for hours.
         ch.stuck_value = None if ch.kind == "register" or rng.random() < 0.5 else energy
+        hours = rng.uniform(25, 30) if ch.stuck_value is None else rng.uniform(7, 9)
+        ch.stuck_left = round(hours * 3600 / ch.step_s)
     if ch.kind == "register":
         ch.register = ch.register + energy
         if rng.random() < cfg.reset_rate:

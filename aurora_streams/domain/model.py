@@ -133,7 +133,14 @@ class DeviceRules:
     gap_factor: float = 1.5
     """A step longer than ``gap_factor`` times the expected cadence is a gap."""
     run_length: int = 3
-    """This many equal consecutive values make a ``zero_run`` (zeros) or ``frozen`` run."""
+    """At least this many equal consecutive actual values make a ``zero_run`` (zeros) or
+    ``frozen`` run, and the run must also last ``zero_run_min_s`` / ``frozen_min_s``."""
+    zero_run_min_s: int = 86_400
+    """A run of zeros is an anomaly only once it lasts this long: zeros are ordinary for
+    hours (a solar export channel every night, an import channel on a sunny day)."""
+    frozen_min_s: int = 21_600
+    """A run of one non-zero value (or a register that does not advance) is an anomaly
+    only once it lasts this long."""
     scoring: ScoringRules = field(default_factory=ScoringRules)
     """Online time-of-day scoring (spike, drop, high, low)."""
 

@@ -21,11 +21,14 @@ from aurora_streams.domain.timeutil import TimestampError, parse_timestamp
 from aurora_streams.domain.units import normalize_unit
 from aurora_streams.errors import InvalidReading
 
-__all__ = ["ValidationPolicy", "validate_message"]
+__all__ = ["MAX_INTERVAL_S", "ValidationPolicy", "validate_message"]
 
 _DEVICE_RE: Final = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:\-]{0,63}$")
 _CHANNEL_RE: Final = re.compile(r"^[A-Za-z0-9]{1,8}$")
 _KINDS: Final = ("register", "interval")
+MAX_INTERVAL_S: Final = 366 * 86_400
+"""Any length up to a year: a DST day is 82,800 or 90,000 s, and a NEM13 accumulation
+spans its read period (months)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -192,10 +195,10 @@ def _reading(
     if interval_raw is not None:
         if isinstance(interval_raw, bool) or not isinstance(interval_raw, int):
             raise InvalidReading("invalid_type", "field 'interval_s' must be an integer", field="interval_s")
-        if not 1 <= interval_raw <= 86_400 or 86_400 % interval_raw:
+        if not 1 <= interval_raw <= MAX_INTERVAL_S:
             raise InvalidReading(
                 "invalid_value",
-                f"field 'interval_s' must divide a day (1..86400), got {interval_raw}",
+                f"field 'interval_s' must be 1..{MAX_INTERVAL_S} seconds, got {interval_raw}",
                 field="interval_s",
             )
         interval_s = interval_raw

@@ -206,17 +206,20 @@ class AccumulationRead:
         return (self.quantity or 0.0) * self.factor if self.unit is not None else 0.0
 
     def to_gateway_batch(self, source: str | None = None) -> dict[str, object]:
-        """Both register reads as register readings (the worker derives the delta); a read
-        without a value or time is left out."""
+        """The record's Quantity as one interval reading over its read period (previous read
+        to current read), in the file's UOM, with the current read's quality: the Quantity
+        is the energy the provider settles, and it is not the register difference when the
+        register wrapped, was replaced, runs backwards or has a multiplier (the AEMO test
+        files book -10, 994.9 or 65 where the reads differ by 99,990, 99,005.1 or 9,065). A
+        record without a Quantity or both read times has nothing to book and is left out."""
         readings: list[dict[str, object]] = []
-        for value, ts, (quality, method, reason) in (
-            (self.previous, self.previous_ms, self.previous_quality),
-            (self.current, self.current_ms, self.current_quality),
-        ):
-            if value is None or ts is None:
-                continue
-            r: dict[str, object] = {"channel": self.suffix, "ts": ts, "kind": "register", "value": value,
-                                    "unit": self.uom, "quality": quality}  # fmt: skip
+        prev, cur = self.previous_ms, self.current_ms
+        if self.quantity is not None and prev is not None and cur is not None and cur > prev:
+            quality, method, reason = self.current_quality
+            r: dict[str, object] = {
+                "channel": self.suffix, "ts": cur, "kind": "interval", "value": self.quantity,
+                "unit": self.uom, "interval_s": (cur - prev) // 1000, "quality": quality,
+            }  # fmt: skip
             readings.append(_with_version(r, method, reason, self.update_ms))
         return _gateway_batch(self.nmi, readings, source)
 
@@ -667,9 +670,11 @@ class Nem12Reader:
         if uom.lower() not in _UOMS:
             self._problem(lineno, "uom_unknown", f"UOM {uom!r} is not in the specification's list")
 
-        def number(text: str, name: str) -> float | None:
+        def number(text: str, name: str, *, signed: bool = False) -> float | None:
             if not text:
                 return None
+            if signed and text.startswith("-") and _NUMBER_RE.match(text[1:]):
+                return float(text)
             if not _NUMBER_RE.match(text):
                 self._problem(lineno, "value_format", f"{name} {text!r} is not a non-negative decimal")
                 try:
@@ -691,7 +696,9 @@ class Nem12Reader:
             return q, method, self._reason(reason, q, lineno, where="250")
 
         previous, current = number(f[8], "PreviousRegisterRead"), number(f[13], "CurrentRegisterRead")
-        quantity = number(f[18], "Quantity")
+        # A Quantity may be negative: a correction of an earlier read (AEMO's own NEM13 test
+        # files book -10 and -120); register reads may not.
+        quantity = number(f[18], "Quantity", signed=True)
         norm = normalize_unit(uom) if uom else None
         read = AccumulationRead(
             nmi=nmi, suffix=suffix, uom=uom,

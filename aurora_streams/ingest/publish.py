@@ -35,7 +35,7 @@ def _publish_day(
     summary: IngestSummary,
     reported: set[str],
 ) -> None:
-    size = 2 if isinstance(day, AccumulationRead) else len(day.values)
+    size = 1 if isinstance(day, AccumulationRead) else len(day.values)
     if day.unit is None:
         summary.skipped_readings += size
         key = f"{day.nmi}/{day.suffix}"

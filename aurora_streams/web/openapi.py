@@ -90,7 +90,7 @@ _READING_PROPS: dict[str, Any] = {
     "kind": {"type": "string", "enum": ["register", "interval"]},
     "value": {"type": "number", "minimum": -1e12, "maximum": 1e12},
     "unit": {"type": "string", "enum": ["Wh", "kWh", "MWh", "varh", "kvarh", "Mvarh", "VAh", "kVAh", "MVAh"]},
-    "interval_s": {"type": "integer", "enum": [60, 300, 600, 900, 1800, 3600, 86400]},
+    "interval_s": {"type": "integer", "minimum": 1, "maximum": 31622400},
     "quality": {"type": "string", "enum": ["A", "E", "F", "S", "N", "V"]},
     "method": {"type": ["string", "null"], "pattern": "^[0-9]{2}$"},
     "reason_code": {"type": ["integer", "null"], "minimum": 0, "maximum": 999},

@@ -41,7 +41,9 @@ def test_injected_faults_show_up_as_flags() -> None:
         malformed_rate=0.01,
         encoding="mixed",
     )
-    s = Settings()
+    # A stuck meter's run outlasts the defaults' minimum durations, but 6,000 messages over
+    # 60 meters is about a day each: shorter minimums show the fault within it.
+    s = Settings(zero_run_min_s=3600, frozen_min_s=3600)
     p = build_processor(s)
     states: dict = {}
     flags: Counter[str] = Counter()

@@ -32,13 +32,26 @@ def test_spike_and_drop_against_the_hour_profile() -> None:
     rules = ScoringRules()
     for day in range(30):
         start = day * 24 * H + 18 * H
-        assert score_and_learn(p, start, start + H, 2.0 + rng.gauss(0, 0.1), rules) is None or day < 7
+        assert score_and_learn(p, start, start + H, 3.0 + rng.gauss(0, 0.1), rules) is None or day < 7
     spike = score_and_learn(p, 40 * 24 * H + 18 * H, 40 * 24 * H + 19 * H, 9.0, rules)
     assert spike is not None and spike.type == "spike" and spike.score > 4 and "18:00" in spike.detail
     before = p.bucket(18)
     drop = score_and_learn(p, 41 * 24 * H + 18 * H, 41 * 24 * H + 19 * H, 0.0, rules)
     assert drop is not None and drop.type == "drop"
     assert p.bucket(18) == before  # faults do not teach the profile
+
+
+def test_a_household_switching_a_kettle_is_not_a_spike() -> None:
+    # Real households swing by kilowatts within an hour: scoring divides by at least
+    # floor_kw, so a usual 0.3 kW hour with a 2 kW half-hour is at most "high", never a spike.
+    rng = random.Random(2)
+    p = Profile()
+    rules = ScoringRules()
+    for day in range(30):
+        start = day * 24 * H + 7 * H
+        score_and_learn(p, start, start + H // 2, (0.3 + rng.gauss(0, 0.05)) / 2, rules)
+    found = score_and_learn(p, 40 * 24 * H + 7 * H, 40 * 24 * H + 7 * H + H // 2, 1.0, rules)
+    assert found is None or found.type == "high"
 
 
 def test_scores_come_out_as_anomaly_events_of_in_order_readings_only() -> None:

@@ -82,7 +82,8 @@ def test_units(unit: str, value: float, expected: float, norm: str) -> None:
         ({"unit": "furlongs"}, "unknown_unit", "unit"),
         ({"unit": None}, "missing_field", "unit"),
         ({"interval_s": None}, "missing_field", "interval_s"),
-        ({"interval_s": 7}, "invalid_value", "interval_s"),
+        ({"interval_s": 0}, "invalid_value", "interval_s"),
+        ({"interval_s": 366 * 86_400 + 1}, "invalid_value", "interval_s"),
         ({"interval_s": "1800"}, "invalid_type", "interval_s"),
         ({"quality": "Z"}, "invalid_value", "quality"),
         ({"reason_code": 5000}, "invalid_value", "reason_code"),
@@ -194,3 +195,10 @@ def test_any_mapping_and_sequence_pass_not_only_dicts_and_lists() -> None:
     first, second = validate_message(batch, key="m1", broker_ts_ms=NOW, policy=POLICY)
     assert isinstance(first, Reading)
     assert isinstance(second, InvalidReading) and second.reason == "invalid_type" and second.index == 1
+
+
+@pytest.mark.parametrize("interval_s", [82_800, 90_000, 7, 92 * 86_400])
+def test_any_interval_length_up_to_a_year_is_accepted(interval_s: int) -> None:
+    # A DST day is 23 or 25 hours, and a NEM13 accumulation spans its read period.
+    [r] = validate_message(good(interval_s=interval_s), key="m1", broker_ts_ms=NOW, policy=POLICY)
+    assert isinstance(r, Reading) and r.interval_s == interval_s

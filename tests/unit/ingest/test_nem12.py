@@ -184,7 +184,7 @@ NEM13 = (
 )
 
 
-def test_nem13_reads_become_register_readings_whose_delta_is_the_quantity() -> None:
+def test_nem13_quantity_is_booked_over_its_read_period() -> None:
     import orjson
 
     from aurora_streams.ingest.nem12 import AccumulationRead
@@ -194,13 +194,46 @@ def test_nem13_reads_become_register_readings_whose_delta_is_the_quantity() -> N
     [read] = list(Nem12Reader.from_bytes(NEM13.encode(), "nem13.csv"))
     assert isinstance(read, AccumulationRead) and read.quantity == 1312.1 and read.suffix == "11"
     batch = read.to_gateway_batch(source="nem13.csv")
-    assert [r["kind"] for r in batch["readings"]] == ["register", "register"]  # type: ignore[index]
+    [reading] = batch["readings"]  # type: ignore[misc]
+    assert reading["kind"] == "interval" and reading["value"] == 1312.1  # type: ignore[index]
+    assert reading["ts"] == read.current_ms  # type: ignore[index]
+    assert reading["interval_s"] == (read.current_ms - read.previous_ms) // 1000  # type: ignore[index,operator]
     p = build_processor(Settings())
     states: dict = {}  # type: ignore[type-arg]
     out = p.process(b"VABC005890", orjson.dumps(batch), partition=0, offset=0, timestamp_ms=1_800_000_000_000,
                     states=states, load=new_state)  # fmt: skip
     records = [orjson.loads(o.value) for o in out if o.topic == "meter.readings.normalized"]
     assert records[-1]["delta_kwh"] == pytest.approx(1312.1)
+    assert records[-1]["ts_start"] == "2003-10-04T23:30:55.000Z"  # the previous read, NEM time +10:00
+
+
+@pytest.mark.parametrize(
+    ("previous", "current", "quantity"),
+    [
+        ("999999999999.00", "000000000009.00", "10.000"),  # a 12-digit register wrapped: booked 0 before
+        ("00105.4", "99110.5", "994.900"),  # reads differ by 99,005.1: booked that before
+        ("000888", "009953", "65"),  # a multiplier or a forward estimate: 9,065 booked before
+        ("081908.00", "081848.00", "-10"),  # the register fell: 99,990 booked as a wrap before
+    ],
+)
+def test_nem13_books_the_quantity_not_the_register_difference(
+    previous: str, current: str, quantity: str
+) -> None:
+    import orjson
+
+    from aurora_streams.processing import build_processor, new_state
+    from aurora_streams.settings import Settings
+
+    text = (
+        NEM13.replace("006342.8", previous).replace("007654.9", current).replace(",1312.1,", f",{quantity},")
+    )
+    days, _ = read(text)
+    [batch] = [d.to_gateway_batch() for d in days]
+    p = build_processor(Settings())
+    out = p.process(b"VABC005890", orjson.dumps(batch), partition=0, offset=0, timestamp_ms=1_800_000_000_000,
+                    states={}, load=new_state)  # fmt: skip
+    [rec] = [orjson.loads(o.value) for o in out if o.topic == "meter.readings.normalized"]
+    assert rec["delta_kwh"] == pytest.approx(float(quantity))
 
 
 def test_nem13_quantity_that_disagrees_with_the_register_is_a_warning() -> None:
