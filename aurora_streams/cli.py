@@ -582,6 +582,12 @@ def ingest_nem12(
         raise click.ClickException(
             f"{len(rejected)} file(s) rejected (nothing of them published): " + "; ".join(rejected)
         )
+    refused = sum(1 for p in summary.problems if p.rule == "id_refused")
+    if refused:
+        raise click.ClickException(
+            f"{refused} channel(s) refused: their device id or channel breaks the worker's rules "
+            "(see problems); nothing of them was published"
+        )
 
 
 def _print_summary(summary: Any, as_json: bool, *, published: bool) -> None:

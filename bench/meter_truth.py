@@ -38,7 +38,7 @@ from typing import Any
 
 from common import ROOT, write_report
 
-from aurora_streams.domain.aggregates import DayRecord, bucket_windows, day_of
+from aurora_streams.domain.aggregates import DayRecord, bucket_windows, day_of, is_validated
 from aurora_streams.domain.flags import QUALITY_RANK
 from aurora_streams.domain.model import AnomalyEvent, NormalizedReading
 from aurora_streams.ingest.nem12 import AccumulationRead, DayBlock, Nem12Error, Nem12Reader
@@ -80,7 +80,14 @@ class Booked:
                 if old is None or rec.revision >= old.revision:
                     self.readings[rec.event_id] = rec
                 day = self.days.setdefault((rec.device_id, rec.channel, day_of(rec.ts_end)), DayRecord())
-                day.apply(rec.ts_end, rec.delta_kwh, rec.revision, rec.updated_at, rec.unit)
+                day.apply(
+                    rec.ts_end,
+                    rec.delta_kwh,
+                    rec.revision,
+                    rec.updated_at,
+                    rec.unit,
+                    not is_validated(rec.flags),
+                )
             else:
                 prev = self.anomalies.get(rec.anomaly_id)
                 if prev is None or rec.revision >= prev.revision:
@@ -98,7 +105,7 @@ class Booked:
         out: dict[tuple[str, str], float] = defaultdict(float)
         for (device, channel, _day), record in self.days.items():
             for b in bucket_windows([record], 86_400_000, -(2**62), 2**62):
-                out[(device, channel)] += b.sum + getattr(b, "excluded_sum", 0.0)
+                out[(device, channel)] += b.sum + b.excluded_sum
         return dict(out)
 
     def active_anomalies(self) -> list[AnomalyEvent]:

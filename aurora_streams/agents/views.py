@@ -22,7 +22,14 @@ import orjson
 
 from aurora_streams.agents.delivery import TableWriter
 from aurora_streams.codecs import anomaly_fields, encode_forecast
-from aurora_streams.domain.aggregates import DayRecord, day_key, day_key_prefix, day_of
+from aurora_streams.domain.aggregates import (
+    DayRecord,
+    day_key,
+    day_key_prefix,
+    day_of,
+    is_validated,
+    row_excluded,
+)
 from aurora_streams.domain.forecast import DeviceForecaster, forecast_record
 from aurora_streams.domain.model import AnomalyEvent, NormalizedReading
 from aurora_streams.processing import OutRecord
@@ -102,7 +109,9 @@ class ViewUpdater:
             else:
                 record = DayRecord.from_bytes(stored)
             self.day_cache[key] = record
-        if record.apply(rec.ts_end, rec.delta_kwh, rec.revision, rec.updated_at, rec.unit):
+        if record.apply(
+            rec.ts_end, rec.delta_kwh, rec.revision, rec.updated_at, rec.unit, not is_validated(rec.flags)
+        ):
             self.dirty_days.add(key)
         if rec.unit == "kWh":
             self.closing.observe(rec.device_id, rec.channel, rec.ts_end, self.days, self.day_cache)
@@ -216,9 +225,10 @@ class WindowCloser:
                 if stored is None:
                     continue
                 record = day_cache[key] = DayRecord.from_bytes(stored)
-            for _ts, delta, _rev, _upd in record.between(end - self.window_ms, end):
-                if delta is not None:
-                    total += delta
+            for row in record.between(end - self.window_ms, end):
+                # Models learn validated energy only: one spike must not teach a forecast.
+                if row[1] is not None and not row_excluded(row):
+                    total += row[1]
         return total
 
     def forecast_records(self, settings: Settings) -> list[OutRecord]:

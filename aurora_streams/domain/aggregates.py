@@ -9,6 +9,12 @@ revision replaces exactly what it revises, and a replay changes nothing.
 Windows (15 minutes, an hour, a day) are computed from the slots when asked. Intervals are
 period-ending, so a reading belongs to the window that holds ``ts_end - 1 ms``: the
 interval 00:00-00:15 is in the 00:00 window, not the 00:15 one.
+
+A window's ``sum`` is **validated** energy: readings flagged with an
+:data:`~aurora_streams.domain.flags.UNVALIDATED_FLAGS` flag (an implausible jump, a
+future-stamped reading) are left out of it and counted beside it (``excluded_sum``,
+``excluded_count``), so one injected spike cannot make a fleet's hour 125 times its usual
+and the energy is still all there to see.
 """
 
 from __future__ import annotations
@@ -20,7 +26,20 @@ from typing import Any, Final
 
 import orjson
 
-__all__ = ["DAY_MS", "SIZES", "Bucket", "DayRecord", "bucket_windows", "day_key", "day_key_prefix", "day_of"]
+from aurora_streams.domain.flags import UNVALIDATED_FLAGS
+
+__all__ = [
+    "DAY_MS",
+    "SIZES",
+    "Bucket",
+    "DayRecord",
+    "bucket_windows",
+    "day_key",
+    "day_key_prefix",
+    "day_of",
+    "is_validated",
+    "row_excluded",
+]
 
 DAY_MS: Final = 86_400_000
 SIZES: Final[Mapping[str, int]] = {"15m": 900_000, "1h": 3_600_000, "1d": DAY_MS}
@@ -30,6 +49,11 @@ _NO_VERSION: Final = -(2**62)
 def day_of(ts_end: int) -> int:
     """The UTC day (days since the epoch) a reading ending at ``ts_end`` belongs to."""
     return (ts_end - 1) // DAY_MS
+
+
+def is_validated(flags: Iterable[str]) -> bool:
+    """Whether a reading with ``flags`` counts in validated energy."""
+    return UNVALIDATED_FLAGS.isdisjoint(flags)
 
 
 def day_key(device_id: str, channel: str, day: int) -> str:
@@ -44,7 +68,9 @@ def day_key_prefix(device_id: str, channel: str) -> str:
 
 class DayRecord:
     """Slots of one device, channel and UTC day, in time order: rows of
-    ``[ts_end, delta, revision, updated_at]``, one per interval end.
+    ``[ts_end, delta, revision, updated_at, excluded]``, one per interval end (``excluded``:
+    1 when the reading is not validated; rows stored before it existed have four fields and
+    count as validated).
 
     Kept as the rows themselves (what the encoding holds), so decoding is one ``orjson``
     call and a reading after the last slot, the usual case, is an append.
@@ -68,11 +94,17 @@ class DayRecord:
         return self.rows[lo:hi]
 
     def apply(
-        self, ts_end: int, delta: float | None, revision: int, updated_at: int | None, unit: str
+        self,
+        ts_end: int,
+        delta: float | None,
+        revision: int,
+        updated_at: int | None,
+        unit: str,
+        excluded: bool = False,
     ) -> bool:
         """Store a record if it is newer than the slot's; returns whether anything changed."""
         rows = self.rows
-        new = [ts_end, delta, revision, updated_at]
+        new = [ts_end, delta, revision, updated_at, 1 if excluded else 0]
         if not rows or ts_end > rows[-1][0]:
             rows.append(new)
         else:
@@ -102,31 +134,49 @@ def _ts(row: list[Any]) -> int:
     return int(row[0])
 
 
+def row_excluded(row: list[Any]) -> bool:
+    """Whether a slot's energy is left out of validated energy."""
+    return len(row) > 4 and bool(row[4])
+
+
 @dataclass(frozen=True, slots=True)
 class Bucket:
     start: int
     end: int
     sum: float
+    """Validated energy."""
     count: int
     min: float | None
     max: float | None
+    excluded_sum: float = 0.0
+    """Energy of the readings left out of ``sum`` (not validated)."""
+    excluded_count: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         return {"start": self.start, "end": self.end, "sum": self.sum, "count": self.count,
-                "min": self.min, "max": self.max}  # fmt: skip
+                "min": self.min, "max": self.max, "excluded_sum": self.excluded_sum,
+                "excluded_count": self.excluded_count}  # fmt: skip
 
 
 def bucket_windows(days: Iterable[DayRecord], size_ms: int, start: int, end: int) -> list[Bucket]:
     """Windows of ``size_ms`` covering [start, end) that hold at least one reading with a
-    delta, in time order. Readings without a delta (a reset, a first register reading) are
+    delta, in time order: validated energy in ``sum`` (``count``, ``min``, ``max`` of it),
+    the rest beside it. Readings without a delta (a reset, a first register reading) are
     not counted."""
-    acc: dict[int, list[float]] = {}
+    acc: dict[int, tuple[list[float], list[float]]] = {}
     for day in days:
-        for ts_end, delta, _rev, _upd in day.rows:
+        for row in day.rows:
+            delta = row[1]
             if delta is None:
                 continue
-            at = ts_end - 1
+            at = row[0] - 1
             if not start <= at < end:
                 continue
-            acc.setdefault(at - at % size_ms, []).append(delta)
-    return [Bucket(b, b + size_ms, sum(v), len(v), min(v), max(v)) for b, v in sorted(acc.items())]
+            pair = acc.get(at - at % size_ms)
+            if pair is None:
+                pair = acc[at - at % size_ms] = ([], [])
+            pair[1 if row_excluded(row) else 0].append(delta)
+    return [
+        Bucket(b, b + size_ms, sum(v), len(v), min(v, default=None), max(v, default=None), sum(x), len(x))
+        for b, (v, x) in sorted(acc.items())
+    ]

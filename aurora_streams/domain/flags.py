@@ -8,7 +8,7 @@ from __future__ import annotations
 from enum import StrEnum
 from typing import Final
 
-__all__ = ["ANOMALY_FLAGS", "QUALITY_FLAGS", "QUALITY_RANK", "Flag"]
+__all__ = ["ANOMALY_FLAGS", "QUALITY_FLAGS", "QUALITY_RANK", "UNVALIDATED_FLAGS", "Flag"]
 
 
 class Flag(StrEnum):
@@ -47,6 +47,11 @@ ANOMALY_FLAGS: Final = frozenset(
         Flag.FUTURE_TIMESTAMP,
     }
 )
+
+#: A reading with one of these is kept and published, but its energy is not validated: the
+#: aggregates leave it out of their sums and report it beside them. A negative value stays
+#: in (a NEM13 Quantity may be a correction); a rollover's delta is real energy.
+UNVALIDATED_FLAGS: Final = frozenset({Flag.SUSPICIOUS_JUMP.value, Flag.FUTURE_TIMESTAMP.value})
 
 #: NEM12 quality flag -> the flag it implies on the normalized record.
 QUALITY_FLAGS: Final[dict[str, Flag]] = {

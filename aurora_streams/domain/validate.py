@@ -21,10 +21,11 @@ from aurora_streams.domain.timeutil import TimestampError, parse_timestamp
 from aurora_streams.domain.units import normalize_unit
 from aurora_streams.errors import InvalidReading
 
-__all__ = ["MAX_INTERVAL_S", "ValidationPolicy", "validate_message"]
+__all__ = ["MAX_INTERVAL_S", "ValidationPolicy", "id_problem", "validate_message"]
 
-_DEVICE_RE: Final = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:\-]{0,63}$")
-_CHANNEL_RE: Final = re.compile(r"^[A-Za-z0-9]{1,8}$")
+# \Z, not $: "$" also matches before a trailing newline, and "m1\n" passed as an id.
+_DEVICE_RE: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:\-]{0,63}\Z")
+_CHANNEL_RE: Final = re.compile(r"[A-Za-z0-9]{1,8}\Z")
 _KINDS: Final = ("register", "interval")
 MAX_INTERVAL_S: Final = 366 * 86_400
 """Any length up to a year: a DST day is 82,800 or 90,000 s, and a NEM13 accumulation
@@ -91,6 +92,17 @@ def validate_message(
 
 # ``type(x) is dict`` / ``list`` first: decoded JSON and Avro are plain dicts and lists, and
 # an ABC's isinstance check costs more than a reading's other type checks together (issue 8).
+def id_problem(device_id: str, channel: str) -> str | None:
+    """Why the worker would refuse a reading of ``device_id`` and ``channel`` (None: it
+    would not): for producers (NEM12 ingest) to refuse before publishing what the worker
+    can only dead-letter."""
+    if not _DEVICE_RE.match(device_id):
+        return f"device id {device_id[:64]!r} is not 1-64 of [A-Za-z0-9._:-] starting with a letter or digit"
+    if not _CHANNEL_RE.match(channel):
+        return f"channel {channel[:16]!r} is not 1-8 letters or digits"
+    return None
+
+
 def _is_object(value: object) -> TypeGuard[Mapping[str, Any]]:
     return type(value) is dict or isinstance(value, Mapping)
 

@@ -18,7 +18,8 @@ from pathlib import Path
 
 import orjson
 
-from aurora_streams.ingest.nem12 import AccumulationRead, DayBlock, Mode, Nem12Reader, Problem
+from aurora_streams.domain.validate import id_problem
+from aurora_streams.ingest.nem12 import AccumulationRead, DayBlock, Mode, Nem12Error, Nem12Reader, Problem
 from aurora_streams.ingest.summary import IngestSummary
 
 __all__ = ["Sink", "ingest_reader", "ingest_source", "open_reader", "text_size"]
@@ -47,6 +48,17 @@ def _publish_day(
                 "warning",
             ))  # fmt: skip
         return
+    refused = id_problem(day.nmi, day.suffix)
+    if refused is not None:
+        # The worker would dead-letter every batch of it: refuse it here, where the file and
+        # line can be named (a real file, NMI "(redacted)", went entirely to the DLQ while the
+        # CLI reported 61,056 readings published).
+        summary.skipped_readings += size
+        key = f"{day.nmi}/{day.suffix}"
+        if key not in reported:
+            reported.add(key)
+            summary.problems.append(Problem(source, day.line, "id_refused", f"{refused}: not published"))
+        return
     batch = day.to_gateway_batch(source=source)
     readings = batch["readings"]
     assert isinstance(readings, list)
@@ -57,6 +69,12 @@ def _publish_day(
         sink(day.nmi.encode(), orjson.dumps(batch))
     summary.messages += 1
     summary.published_readings += len(readings)
+
+
+def _check_ids(day: DayBlock | AccumulationRead, source: str) -> None:
+    refused = id_problem(day.nmi, day.suffix)
+    if refused is not None:
+        raise Nem12Error(Problem(source, day.line, "id_refused", f"{refused}: the worker would refuse it"))
 
 
 def ingest_reader(
@@ -72,12 +90,14 @@ def ingest_reader(
     publishing through ``sink`` (None: parse only). Raises :class:`Nem12Error` in strict mode,
     before anything of the file is published."""
     if mode == "strict" and sink is not None:
-        for _ in make_reader("strict"):  # validation pass: raises on the first breach
-            pass
+        for day in make_reader("strict"):  # validation pass: raises on the first breach
+            _check_ids(day, source)
     reader = make_reader(mode)
     reported: set[str] = set()
     seen = 0
     for day in reader:
+        if mode == "strict":
+            _check_ids(day, source)
         summary.add(day)
         _publish_day(day, source, sink, summary, reported)
         if progress is not None and reader.bytes_read > seen:

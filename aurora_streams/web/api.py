@@ -31,8 +31,9 @@ from aurora_streams.web.errors import error_response, request_id
 __all__ = ["attach_api"]
 
 _MAX_LIMIT: Final = 1000
-_CHANNEL_RE: Final = re.compile(r"^[A-Za-z0-9]{1,8}$")
-_DEVICE_RE: Final = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:\-]{0,63}$")
+# The worker's id rules (domain.validate); \Z, since "$" matches before a trailing newline.
+_CHANNEL_RE: Final = re.compile(r"[A-Za-z0-9]{1,8}\Z")
+_DEVICE_RE: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:\-]{0,63}\Z")
 _MAX_RANGE_DAYS: Final = 400
 
 
@@ -327,8 +328,9 @@ class ApiService:
         return self._ok(request, {"items": items, "next_cursor": next_cursor})
 
     async def consumption(self, request: web.Request) -> web.Response:
-        """Energy per window summed over the fleet, or one site: import (E channels) and
-        export (B channels) in kWh, and how many devices contributed."""
+        """Validated energy per window summed over the fleet, or one site: import (E
+        channels) and export (B channels) in kWh, how many devices contributed, and the
+        energy of both left out as not validated (``excluded_kwh``)."""
         size = _param(request, "size") or "1h"
         if size not in SIZES:
             raise _BadRequest("invalid_size", f"size must be one of {', '.join(SIZES)}", "size")
@@ -362,18 +364,20 @@ class ApiService:
                         if record.unit == "kWh":
                             records.append(record)
                 for b in bucket_windows(records, SIZES[size], start, end):
-                    row = totals.setdefault(b.start, [0.0, 0.0, 0.0])
+                    row = totals.setdefault(b.start, [0.0, 0.0, 0.0, 0.0])
                     row[column] += b.sum
                     row[2] += 1
+                    row[3] += b.excluded_sum
         local = {str(k): v for k, v in totals.items()}
         if request.query.get("scope") == "local":
             return self._ok(request, {"totals": local})
         for other in await self._fan_out(request):
-            for k, (imp, exp, n) in other["totals"].items():
-                row = local.setdefault(k, [0.0, 0.0, 0.0])
+            for k, (imp, exp, n, excluded) in other["totals"].items():
+                row = local.setdefault(k, [0.0, 0.0, 0.0, 0.0])
                 row[0] += imp
                 row[1] += exp
                 row[2] += n
+                row[3] += excluded
         items = [
             {
                 "start": format_ms(int(k)),
@@ -381,6 +385,7 @@ class ApiService:
                 "import_kwh": v[0],
                 "export_kwh": v[1],
                 "channel_windows": int(v[2]),
+                "excluded_kwh": v[3],
             }
             for k, v in sorted(local.items(), key=lambda kv: int(kv[0]))
         ]

@@ -127,14 +127,19 @@ _BATCH = {
 def openapi() -> dict[str, Any]:
     bucket = {
         "type": "object",
-        "required": ["start", "end", "sum", "count"],
+        "required": ["start", "end", "sum", "count", "excluded_sum", "excluded_count"],
         "properties": {
             "start": {"type": "string"},
             "end": {"type": "string"},
-            "sum": {"type": "number"},
+            "sum": {"type": "number", "description": "validated energy"},
             "count": {"type": "integer"},
             "min": {"type": ["number", "null"]},
             "max": {"type": ["number", "null"]},
+            "excluded_sum": {
+                "type": "number",
+                "description": "energy of readings not validated (suspicious_jump, future_timestamp)",
+            },
+            "excluded_count": {"type": "integer"},
         },
     }
 
@@ -235,7 +240,8 @@ def openapi() -> dict[str, Any]:
             },
             "/v1/devices/{device_id}/aggregates": {
                 "get": {
-                    "summary": "consumption per window (sum, count, min, max) over event time",
+                    "summary": "validated consumption per window (sum, count, min, max) over event "
+                    "time, with the energy left out (excluded_sum, excluded_count)",
                     "security": _SECURED,
                     "parameters": [
                         _DEVICE,
@@ -324,7 +330,8 @@ def openapi() -> dict[str, Any]:
             },
             "/v1/fleet/consumption": {
                 "get": {
-                    "summary": "energy per window over the fleet or one site (import E*, export B*)",
+                    "summary": "validated energy per window over the fleet or one site (import E*, "
+                    "export B*), with the energy left out as not validated (excluded_kwh)",
                     "security": _SECURED,
                     "parameters": [
                         _q("size", {"type": "string", "enum": ["15m", "1h", "1d"]}, "window size"),

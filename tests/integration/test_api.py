@@ -42,15 +42,18 @@ def tokens(dep: Deployment) -> None:
 def expected_buckets(
     records: dict[str, dict[str, Any]], device: str, channel: str, size: int
 ) -> list[dict[str, Any]]:
-    acc: dict[int, list[float]] = defaultdict(list)
+    # Validated energy in the sum; suspicious jumps and future-stamped readings beside it.
+    acc: dict[int, tuple[list[float], list[float]]] = defaultdict(lambda: ([], []))
     for r in records.values():
         if r["device_id"] == device and r["channel"] == channel and r["delta_kwh"] is not None:
             at = r["ts_end"] - 1
-            acc[at - at % size].append(r["delta_kwh"])
+            unvalidated = {"suspicious_jump", "future_timestamp"} & set(r["flags"])
+            acc[at - at % size][1 if unvalidated else 0].append(r["delta_kwh"])
     return [
         {"start": format_ms(b), "end": format_ms(b + size), "sum": pytest.approx(sum(v)), "count": len(v),
-         "min": min(v), "max": max(v)}
-        for b, v in sorted(acc.items())
+         "min": min(v, default=None), "max": max(v, default=None), "excluded_sum": pytest.approx(sum(x)),
+         "excluded_count": len(x)}
+        for b, (v, x) in sorted(acc.items())
     ]  # fmt: skip
 
 

@@ -22,7 +22,7 @@ def test_appends_inserts_and_newer_versions_only() -> None:
     assert d.apply(T0 + 2 * STEP, 1.5, 1, None, "kWh")  # higher revision wins
     assert not d.apply(T0 + 2 * STEP, 7.0, 0, 10**13, "kWh")  # lower revision loses whatever its updated_at
     assert d.apply(T0 + 2 * STEP, 1.6, 1, 5, "kWh")  # same revision, an updated_at beats none
-    assert d.slots[T0 + 2 * STEP] == [1.6, 1, 5]
+    assert d.slots[T0 + 2 * STEP] == [1.6, 1, 5, 0]
 
 
 def test_result_does_not_depend_on_arrival_order_and_round_trips() -> None:
@@ -39,8 +39,8 @@ def test_result_does_not_depend_on_arrival_order_and_round_trips() -> None:
         assert d.rows == expected.rows
     again = DayRecord.from_bytes(expected.to_bytes())
     assert again.rows == expected.rows and again.unit == "kWh"
-    # The encoding is the one stored before rows were kept as rows: sorted [ts, delta, rev, upd].
-    assert orjson.loads(expected.to_bytes())["s"][0] == [T0 + STEP, 1.0, 1, None]
+    # Sorted rows of [ts, delta, rev, upd, excluded].
+    assert orjson.loads(expected.to_bytes())["s"][0] == [T0 + STEP, 1.0, 1, None, 0]
 
 
 def test_between_and_windows() -> None:
@@ -56,3 +56,36 @@ def test_between_and_windows() -> None:
         (1_800_000, 3, 3.0),
         (2_700_000, 3, 3.0),
     ]
+
+
+def test_unvalidated_energy_is_left_out_of_the_sum_and_reported_beside_it() -> None:
+    # Before: one injected spike made the fleet's hour 9,316 kWh against its usual 74, and
+    # Scenario18's flagged jumps booked 310,060 kWh into the aggregates against 260.
+    d = DayRecord()
+    for i in range(1, 5):
+        d.apply(T0 + i * STEP, 1.0, 0, None, "kWh")
+    d.apply(T0 + 5 * STEP, 9_000.0, 0, None, "kWh", excluded=True)
+    [hour] = bucket_windows([d], 3_600_000, T0, T0 + 3_600_000)
+    assert (hour.sum, hour.count, hour.max) == (4.0, 4, 1.0)
+    assert (hour.excluded_sum, hour.excluded_count) == (9_000.0, 1)
+    assert hour.to_dict()["excluded_sum"] == 9_000.0
+
+
+def test_a_window_with_only_excluded_energy_is_still_listed() -> None:
+    d = DayRecord()
+    d.apply(T0 + STEP, 50.0, 0, None, "kWh", excluded=True)
+    [b] = bucket_windows([d], 900_000, T0, T0 + 900_000)
+    assert (b.sum, b.count, b.min, b.max, b.excluded_sum) == (0, 0, None, None, 50.0)
+
+
+def test_rows_stored_before_the_excluded_field_count_as_validated() -> None:
+    old = DayRecord.from_bytes(orjson.dumps({"u": "kWh", "s": [[T0 + STEP, 2.0, 0, None]]}))
+    [b] = bucket_windows([old], 900_000, T0, T0 + 900_000)
+    assert (b.sum, b.excluded_sum) == (2.0, 0.0)
+
+
+def test_validated_means_no_implausible_jump_and_no_future_stamp() -> None:
+    from aurora_streams.domain.aggregates import is_validated
+
+    assert is_validated(("gap", "rollover", "negative", "estimated"))
+    assert not is_validated(("suspicious_jump",)) and not is_validated(("future_timestamp",))

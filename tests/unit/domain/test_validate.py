@@ -66,6 +66,7 @@ def test_units(unit: str, value: float, expected: float, norm: str) -> None:
         ({"device_id": None}, "missing_field", "device_id"),
         ({"device_id": 5}, "invalid_type", "device_id"),
         ({"device_id": "bad id!"}, "invalid_value", "device_id"),
+        ({"device_id": "m1\n"}, "invalid_value", "device_id"),  # "$" matched before the newline
         ({"kind": None}, "missing_field", "kind"),
         ({"kind": "gauge"}, "invalid_value", "kind"),
         ({"ts": None}, "invalid_type", "ts"),
@@ -88,6 +89,7 @@ def test_units(unit: str, value: float, expected: float, norm: str) -> None:
         ({"quality": "Z"}, "invalid_value", "quality"),
         ({"reason_code": 5000}, "invalid_value", "reason_code"),
         ({"channel": "E 1"}, "invalid_value", "channel"),
+        ({"channel": "E1\n"}, "invalid_value", "channel"),
         ({"channel": {}}, "invalid_value", "channel"),  # unhashable: not a crash (schemathesis)
         ({"channel": ["E1"]}, "invalid_value", "channel"),
         ({"ts": ["2025-01-01T00:00:00Z"]}, "invalid_type", "ts"),
