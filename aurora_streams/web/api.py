@@ -19,7 +19,7 @@ import orjson
 from aiohttp import ClientSession, ClientTimeout, web
 from faust.exceptions import SameNode
 
-from aurora_streams.domain.aggregates import SIZES, DayRecord, bucket_windows, day_key, day_of
+from aurora_streams.domain.aggregates import SIZES, DayRecord, bucket_windows, day_key, day_of, row_excluded
 from aurora_streams.domain.device import DeviceState
 from aurora_streams.domain.timeutil import TimestampError, format_ms, parse_timestamp
 from aurora_streams.processing import log_offset
@@ -276,8 +276,15 @@ class ApiService:
                 continue
             record = DayRecord.from_bytes(stored)
             unit = record.unit
-            for ts_end, delta, revision, _updated in record.between(start - 1, end - 1):
-                items.append({"ts_end": format_ms(ts_end), "delta": delta, "revision": revision})
+            for row in record.between(start - 1, end - 1):
+                items.append(
+                    {
+                        "ts_end": format_ms(row[0]),
+                        "delta": row[1],
+                        "revision": row[2],
+                        "validated": not row_excluded(row),
+                    }
+                )
         body = {"device_id": device_id, "channel": channel, "unit": unit, "from": format_ms(start),
                 "to": format_ms(end), "items": items[: _MAX_LIMIT * 5]}  # fmt: skip
         return self._ok(request, body)

@@ -50,13 +50,14 @@ def test_readings_endpoint_agrees_with_the_aggregates(deployment: Deployment) ->
     assert status == 200 and readings["items"], readings
     ends = [parse_timestamp(r["ts_end"]) for r in readings["items"]]
     assert ends == sorted(set(ends))
-    sums: dict[int, float] = defaultdict(float)
+    sums: dict[int, list[float]] = defaultdict(lambda: [0.0, 0.0])
     for at, r in zip(ends, readings["items"], strict=True):
         if r["delta"] is not None:
-            sums[(at - 1) // 900_000 * 900_000] += r["delta"]
+            sums[(at - 1) // 900_000 * 900_000][0 if r["validated"] else 1] += r["delta"]
     _, aggregates = get(w, f"/v1/devices/{device}/aggregates?from={readings['from']}&to={readings['to']}")
-    got = {parse_timestamp(b["start"]): b["sum"] for b in aggregates["items"]}
-    assert got.keys() == sums.keys() and all(got[k] == pytest.approx(v) for k, v in sums.items())
+    got = {parse_timestamp(b["start"]): (b["sum"], b["excluded_sum"]) for b in aggregates["items"]}
+    assert got.keys() == sums.keys()
+    assert all(got[k] == (pytest.approx(v[0]), pytest.approx(v[1])) for k, v in sums.items())
     assert get(w, f"/v1/devices/{device}/readings", token=None)[0] == 401
 
 

@@ -31,6 +31,9 @@ FLEET = SimConfig(
 
 
 def test_fleet_through_one_worker_matches_reference(deployment: Deployment) -> None:
+    # 10,500 messages over 120 meters is under a day each: runs of equal values are
+    # anomalies after an hour here (the defaults wait a day for zeros, 6 h for one value).
+    deployment.extra_env.update(AURORA_ZERO_RUN_MIN_S="3600", AURORA_FROZEN_MIN_S="3600")
     sent = deployment.produce(generate(FLEET, limit=10_500))
     s = deployment.settings
     raw = deployment.read(s.topic_raw, until=lambda r: len(r) >= sent)
