@@ -29,6 +29,9 @@ class Flag(StrEnum):
     NULL = "null"
     FUTURE_TIMESTAMP = "future_timestamp"
     UNIT_CONVERTED = "unit_converted"
+    QUALITY_UNRESOLVED = "quality_unresolved"
+    """NEM12 quality V reached the worker: the 400 records that resolve it were missing or
+    broken, so nothing says whether the value is actual or estimated."""
 
 
 #: Flags that describe a problem with the meter or its data, published to ``meter.anomalies``
@@ -51,7 +54,9 @@ ANOMALY_FLAGS: Final = frozenset(
 #: A reading with one of these is kept and published, but its energy is not validated: the
 #: aggregates leave it out of their sums and report it beside them. A negative value stays
 #: in (a NEM13 Quantity may be a correction); a rollover's delta is real energy.
-UNVALIDATED_FLAGS: Final = frozenset({Flag.SUSPICIOUS_JUMP.value, Flag.FUTURE_TIMESTAMP.value})
+UNVALIDATED_FLAGS: Final = frozenset(
+    {Flag.SUSPICIOUS_JUMP.value, Flag.FUTURE_TIMESTAMP.value, Flag.QUALITY_UNRESOLVED.value}
+)
 
 #: NEM12 quality flag -> the flag it implies on the normalized record.
 QUALITY_FLAGS: Final[dict[str, Flag]] = {
@@ -59,6 +64,7 @@ QUALITY_FLAGS: Final[dict[str, Flag]] = {
     "S": Flag.SUBSTITUTED,
     "F": Flag.SUBSTITUTED,
     "N": Flag.NULL,
+    "V": Flag.QUALITY_UNRESOLVED,
 }
 
 #: Better quality revises worse at the same version stamp: A > F > S > E > N (> V, unresolved).

@@ -137,7 +137,8 @@ def openapi() -> dict[str, Any]:
             "max": {"type": ["number", "null"]},
             "excluded_sum": {
                 "type": "number",
-                "description": "energy of readings not validated (suspicious_jump, future_timestamp)",
+                "description": "energy of readings not validated "
+                "(suspicious_jump, future_timestamp, quality_unresolved)",
             },
             "excluded_count": {"type": "integer"},
         },

@@ -89,3 +89,4 @@ def test_validated_means_no_implausible_jump_and_no_future_stamp() -> None:
 
     assert is_validated(("gap", "rollover", "negative", "estimated"))
     assert not is_validated(("suspicious_jump",)) and not is_validated(("future_timestamp",))
+    assert not is_validated(("quality_unresolved",))  # NEM12 V that no 400 record resolved

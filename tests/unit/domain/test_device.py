@@ -71,7 +71,13 @@ def test_better_quality_revises_at_same_version() -> None:
 
 @pytest.mark.parametrize(
     ("quality", "flag"),
-    [("E", Flag.ESTIMATED), ("S", Flag.SUBSTITUTED), ("F", Flag.SUBSTITUTED), ("N", Flag.NULL)],
+    [
+        ("E", Flag.ESTIMATED),
+        ("S", Flag.SUBSTITUTED),
+        ("F", Flag.SUBSTITUTED),
+        ("N", Flag.NULL),
+        ("V", Flag.QUALITY_UNRESOLVED),  # was published unflagged
+    ],
 )
 def test_quality_flags_carried(quality: str, flag: Flag) -> None:
     rec = Driver().feed(ivl(T0, 0.0, quality=quality, method="52", reason_code=None)).records[0]
