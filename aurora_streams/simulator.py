@@ -63,6 +63,9 @@ class SimConfig:
     gap_rate: float = 0.002
     zero_run_rate: float = 0.00005
     negative_rate: float = 0.0
+    overlap_rate: float = 0.0
+    """Intervals sent with twice their length, overlapping their predecessor (a 23-hour
+    day sent as 24 hours)."""
     estimate_rate: float = 0.0
     future_rate: float = 0.0
     malformed_rate: float = 0.0
@@ -229,6 +232,8 @@ def _tick(
         reading["unit"] = "Wh"
     if ch.kind == "interval":
         reading["interval_s"] = ch.step_s
+        if cfg.overlap_rate and rng.random() < cfg.overlap_rate:
+            reading["interval_s"] = 2 * ch.step_s
     if rng.random() < cfg.future_rate:
         arrival = ts - 2 * 3600 * 1000
     revision: dict[str, Any] | None = None

@@ -521,6 +521,15 @@ def _derive_interval(pred: Entry | None, e: Entry, max_kw: float, out: _Derived)
             missing_ms / length_ms,
             f"{missing_ms / length_ms:g} missing intervals ({missing_ms / 60000:g} min) before this reading",
         )
+    elif pred is not None and out.ts_start < pred.ts:
+        # Two intervals claim the same time (a 23-hour day sent as 24): the energy of both is
+        # booked, and the overlap said.
+        overlap_ms = pred.ts - out.ts_start
+        out.raise_flag(
+            Flag.OVERLAP,
+            overlap_ms / length_ms,
+            f"starts {overlap_ms / 60000:g} min before the previous interval ends",
+        )
 
 
 def _derive_register(pred: Entry, e: Entry, max_kw: float, rules: DeviceRules, out: _Derived) -> None:

@@ -80,7 +80,7 @@ def parse_timestamp(raw: object, *, naive_zone: str | None = None) -> int:
                     "naive_timestamp",
                     f"timestamp {raw[:64]!r} has no UTC offset and the device has no configured zone",
                 )
-            dt = dt.replace(tzinfo=zone(naive_zone))
+            dt = _local(dt, raw, zone(naive_zone))
         ms = (dt - _EPOCH) // timedelta(milliseconds=1)
     else:
         raise TimestampError(
@@ -92,6 +92,23 @@ def parse_timestamp(raw: object, *, naive_zone: str | None = None) -> int:
     if isinstance(raw, str):
         _keep(_PARSED, (raw, naive_zone), ms)
     return ms
+
+
+def _local(naive: datetime, raw: str, tz: tzinfo) -> datetime:
+    """Wall time ``naive`` in ``tz``. A time in the repeated hour when clocks go back names
+    two instants, and one in the skipped hour when they go forward none: both are refused
+    (the reading goes to the DLQ, with its reason) rather than guessed. Taking the first
+    occurrence dropped the second half-hour of the repeated hour as a stale duplicate of
+    the first: energy lost without a word."""
+    first, second = naive.replace(tzinfo=tz, fold=0), naive.replace(tzinfo=tz, fold=1)
+    if first.utcoffset() != second.utcoffset():
+        kind = "ambiguous" if first.utcoffset() > second.utcoffset() else "nonexistent"  # type: ignore[operator]
+        what = "occurs twice" if kind == "ambiguous" else "does not exist"
+        raise TimestampError(
+            f"{kind}_local_time",
+            f"local time {raw[:64]!r} {what} in {tz} (a daylight-saving change): send it with its UTC offset",
+        )
+    return first
 
 
 # Hot path (one or two instants per reading): a fleet's readings share their interval

@@ -23,6 +23,7 @@ FLEET = SimConfig(
     gap_rate=0.01,
     zero_run_rate=0.01,
     negative_rate=0.005,
+    overlap_rate=0.005,
     estimate_rate=0.01,
     future_rate=0.005,
     malformed_rate=0.003,

@@ -380,3 +380,21 @@ def test_a_future_stamped_interval_books_its_own_value_and_leaves_live_ones_in_o
     d.feed(ivl(T0 + 2 * 24 * 60 * MIN, 0.9, arrival_flags=FUTURE))
     res = d.feed(ivl(T0 + 30 * MIN, 0.6))
     assert res.status == "new" and res.anomalies == [] and res.records[0].flags == ()
+
+
+def test_a_25_hour_day_sent_with_its_length_is_contiguous() -> None:
+    # Before: interval_s had to divide a day, so a 25-hour local day was sent as 86,400 s and
+    # flagged a one-hour gap.
+    d = Driver()
+    end1 = T0 + 24 * 60 * MIN
+    d.feed(ivl(end1, 20.0, interval_s=86_400), ivl(end1 + 25 * 60 * MIN, 21.0, interval_s=90_000))
+    assert not ({Flag.GAP, Flag.OVERLAP} & set(d.results[-1].records[0].flags))
+
+
+def test_an_interval_that_overlaps_its_predecessor_is_flagged() -> None:
+    # A 23-hour day sent as 24 hours overlapped the day before silently.
+    d = Driver()
+    end1 = T0 + 24 * 60 * MIN
+    res = d.feed(ivl(end1, 20.0, interval_s=86_400), ivl(end1 + 23 * 60 * MIN, 19.0, interval_s=86_400))
+    assert Flag.OVERLAP in res.records[0].flags and [a.type for a in res.anomalies] == [Flag.OVERLAP]
+    assert res.records[0].delta_kwh == 19.0  # booked, and said

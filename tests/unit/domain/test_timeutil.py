@@ -69,3 +69,24 @@ def test_a_naive_time_is_cached_per_zone() -> None:
     with pytest.raises(TimestampError) as info:
         parse_timestamp(text)  # cached for zones, still rejected without one
     assert info.value.reason == "naive_timestamp"
+
+
+@pytest.mark.parametrize(
+    ("wall", "reason"),
+    [
+        ("2025-04-06T02:30:00", "ambiguous_local_time"),  # Sydney's clocks go back at 03:00
+        ("2025-10-05T02:30:00", "nonexistent_local_time"),  # ... and forward at 02:00
+    ],
+)
+def test_a_naive_time_a_dst_change_makes_ambiguous_or_impossible_is_refused(wall: str, reason: str) -> None:
+    # Before: the repeated hour's second half-hours took the first occurrence's instant and
+    # were dropped as stale duplicates of the first: energy lost, nothing said.
+    with pytest.raises(TimestampError) as info:
+        parse_timestamp(wall, naive_zone="Australia/Sydney")
+    assert info.value.reason == reason and "UTC offset" in str(info.value)
+
+
+def test_naive_times_around_a_dst_change_are_read_in_their_offset() -> None:
+    before = parse_timestamp("2025-04-06T01:30:00", naive_zone="Australia/Sydney")
+    after = parse_timestamp("2025-04-06T03:30:00", naive_zone="Australia/Sydney")
+    assert after - before == 3 * 3_600_000  # 01:30 +11:00 to 03:30 +10:00
