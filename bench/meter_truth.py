@@ -66,10 +66,11 @@ class Booked:
         self.dead_letters = 0
         self.offset = 0
 
-    def send(self, key: bytes, value: bytes) -> None:
+    def send(self, key: bytes, value: bytes, timestamp_ms: int | None = None) -> None:
         emitted: list[NormalizedReading | AnomalyEvent] = []
         out = self.processor.process(
-            key, value, partition=0, offset=self.offset, timestamp_ms=self.broker_ts_ms,
+            key, value, partition=0, offset=self.offset,
+            timestamp_ms=self.broker_ts_ms if timestamp_ms is None else timestamp_ms,
             states=self.states, load=new_state, emitted=emitted,
         )  # fmt: skip
         self.offset += 1
@@ -251,18 +252,217 @@ def run_series() -> dict[str, Any]:
     return out
 
 
+_HALF_HOUR_MS = 1_800_000
+_SPACING = 400
+"""Readings between two injected faults: far enough apart that they do not interact."""
+
+
+def household_series() -> list[tuple[int, float]]:
+    """The real 2-year household: (interval end, kWh) every 30 minutes."""
+    path = DATA / "series" / "nem12_4103794252_E1_30min.csv.gz"
+    out = []
+    with gzip.open(path, "rt", newline="") as f:
+        for row in csv.DictReader(f):
+            end = datetime.fromisoformat(row["t_end"]).replace(tzinfo=NEM_TIME)
+            out.append((int(end.timestamp() * 1000), float(row["value"])))
+    return out
+
+
+class Injected:
+    """Faults injected at known places, and where each may legitimately show: per anomaly
+    type, the interval ends it explains (a fault's side effects count as its own: the slot
+    a late or future reading left empty is a true gap)."""
+
+    def __init__(self) -> None:
+        self.faults: list[tuple[str, str, int]] = []
+        """(type, device, interval end where it must be detected)"""
+        self.explains: dict[tuple[str, str], set[int]] = defaultdict(set)
+        """(device, anomaly type) -> interval ends a fault explains"""
+
+    def add(self, kind: str, device: str, at: int, *also: tuple[str, Iterable[int]]) -> None:
+        self.faults.append((kind, device, at))
+        self.explains[(device, kind)].add(at)
+        for other, ends in also:
+            self.explains[(device, other)].update(ends)
+
+
+def faulty_streams(
+    series: list[tuple[int, float]],
+) -> tuple[list[tuple[int, dict[str, Any]]], Injected, float]:
+    """Raw readings of two meters built from the real series, in send order with their
+    broker times: an interval meter with spikes, zero runs, frozen runs, gaps, duplicates,
+    late and future readings, and a register meter (the same energy, a 10,000 kWh register
+    that wraps) with resets, frozen registers and gaps. Returns (messages, faults, the
+    energy the register meter's resets make unknowable)."""
+    inj = Injected()
+    sent: list[tuple[int, dict[str, Any]]] = []
+    kinds = ("spike", "zero_run", "frozen", "gap", "duplicate", "late", "future")
+    plan = {i: kinds[n % len(kinds)] for n, i in enumerate(range(_SPACING, len(series) - 200, _SPACING))}
+    held: dict[int, dict[str, Any]] = {}
+    skip_until = -1
+    override: dict[int, float] = {}
+
+    def ivl(ts: int, v: float) -> dict[str, Any]:
+        return {"device_id": "f-ivl", "channel": "E1", "kind": "interval", "ts": ts, "value": round(v, 3),
+                "unit": "kWh", "interval_s": 1800}  # fmt: skip
+
+    ends = [ts for ts, _ in series]
+    for i, (ts, v) in enumerate(series):
+        arrival = ts + 60_000
+        kind = plan.get(i)
+        if kind == "spike":
+            v += 10.0  # 20 kW for half an hour on a household that draws about 5
+            inj.add("spike", "f-ivl", ts)
+        elif kind == "zero_run":
+            override.update({j: 0.0 for j in range(i, i + 48)})  # a day of zeros
+            inj.add("zero_run", "f-ivl", ts, ("zero_run", ends[i : i + 48]))
+        elif kind == "frozen":
+            c = max(round(v, 3), 0.3)
+            override.update({j: c for j in range(i, i + 14)})  # seven hours of one value
+            inj.add("frozen", "f-ivl", ts, ("frozen", ends[i : i + 14]))
+        elif kind == "gap":
+            skip_until = i + 3
+            inj.add("gap", "f-ivl", ends[i + 4])
+        elif kind == "late":
+            held[i + 20] = ivl(ts, v)  # ten hours late: beyond the 6-hour horizon
+            inj.add("late_beyond_horizon", "f-ivl", ts, ("gap", [ends[i + 1]]))
+            continue
+        elif kind == "future":
+            sent.append((arrival, ivl(ts + 2 * 86_400_000, v)))  # the meter's clock two days ahead
+            inj.add("future_timestamp", "f-ivl", ts + 2 * 86_400_000, ("gap", [ends[i + 1]]))
+            continue
+        if i <= skip_until:
+            continue
+        value = override.get(i, v)
+        sent.append((arrival, ivl(ts, value)))
+        if kind == "duplicate":
+            sent.append((arrival + 1000, ivl(ts, value)))
+            inj.add("duplicate", "f-ivl", ts)
+        if i in held:
+            sent.append((arrival, held.pop(i)))
+
+    # The register meter: the same energy on a 10,000 kWh register from 5,000.
+    modulus, register, lost = 10_000.0, 5_000.0, 0.0
+    # Resets rarely (every ninth fault), so that the register also reaches its modulus and wraps.
+    rplan = {
+        i: "counter_reset" if n % 9 == 8 else ("frozen", "gap")[n % 2]
+        for n, i in enumerate(range(_SPACING + 7, len(series) - 200, _SPACING))
+    }
+    stuck: dict[int, float] = {}
+    skip_until = -1
+    previous = register
+    for i, (ts, v) in enumerate(series):
+        register += v
+        kind = rplan.get(i)
+        if kind == "counter_reset" and 500 < register % modulus < 8_500:
+            lost += v  # the step's energy: a reset register cannot say it
+            register = v  # reset to zero, then counted this interval
+            inj.add("counter_reset", "f-reg", ts)
+        elif kind == "frozen":
+            stuck.update({j: register % modulus for j in range(i, i + 14)})
+            # When it comes unstuck, seven hours of energy arrive in one step: a spike, rightly.
+            inj.add("frozen", "f-reg", ts, ("frozen", ends[i : i + 14]), ("spike", [ends[i + 14]]))
+        elif kind == "gap":
+            skip_until = i + 3
+            inj.add("gap", "f-reg", ends[i + 4])
+        shown = stuck.get(i, register % modulus)
+        if register % modulus < previous % modulus and kind != "counter_reset" and i not in stuck:
+            inj.add("rollover", "f-reg", ts)
+        previous = register
+        if i <= skip_until:
+            continue
+        sent.append((ts + 60_000, {"device_id": "f-reg", "channel": "E1", "kind": "register", "ts": ts,
+                                   "value": round(shown, 3), "unit": "kWh"}))  # fmt: skip
+    return sent, inj, lost
+
+
+def run_faults() -> dict[str, Any]:
+    """Recall and precision per anomaly type with faults injected at known places into the
+    real household series, and the energy booked against the energy sent."""
+    import orjson
+
+    series = household_series()
+    messages, inj, lost = faulty_streams(series)
+    booked = Booked(build_processor(load_settings()), 0)
+    duplicates_seen: set[int] = set()
+    for arrival, reading in messages:
+        before = booked.processor.stats["duplicate"]
+        booked.send(reading["device_id"].encode(), orjson.dumps(reading), arrival)
+        if booked.processor.stats["duplicate"] > before:
+            duplicates_seen.add(reading["ts"])
+    # Detections as raised (a future-stamped reading's anomaly stays raised on its record,
+    # which the true reading at that time supersedes later).
+    raised = [a for a in booked.anomalies.values() if not a.cleared]
+    found: dict[tuple[str, str], set[int]] = defaultdict(set)
+    for a in raised:
+        found[(a.device_id, a.type)].add(a.ts_end)
+    per_type: dict[str, dict[str, Any]] = {}
+    for kind, device, at in inj.faults:
+        row = per_type.setdefault(kind, {"injected": 0, "detected": 0})
+        row["injected"] += 1
+        hit = (
+            at in duplicates_seen
+            if kind == "duplicate"
+            else bool(found[(device, kind)] & inj.explains[(device, kind)])
+        )
+        row["detected"] += hit
+    for kind, row in per_type.items():
+        row["recall"] = round(row["detected"] / row["injected"], 4)
+        if kind == "duplicate":
+            row["flagged"], row["precision"] = (
+                len(duplicates_seen),
+                round(row["detected"] / max(1, len(duplicates_seen)), 4),
+            )
+            continue
+        flagged = [(d, ts) for (d, t), tss in found.items() if t == kind for ts in tss]
+        true = sum(1 for d, ts in flagged if ts in inj.explains[(d, kind)])
+        row["flagged"], row["precision"] = len(flagged), round(true / len(flagged), 4) if flagged else None
+    others = Counter(t for (d, t), tss in found.items() if t not in per_type for _ in tss)
+    # The interval meter's true energy: each slot's reading as the meter measured it (with
+    # the injected spikes and runs), once; a future-stamped reading's energy belongs to a slot
+    # that never arrives, so it is reported beside.
+    slots: dict[int, float] = {}
+    future_kwh = 0.0
+    for arrival, r in messages:
+        if r["device_id"] != "f-ivl":
+            continue
+        if r["ts"] > arrival + 300_000:
+            future_kwh += r["value"]
+        else:
+            slots[r["ts"]] = r["value"]
+    sent_ivl = sum(slots.values())
+    energy = booked.energy()
+    true_reg = sum(v for _, v in series[1:])
+    return {
+        "readings_sent": len(messages),
+        "per_type": dict(sorted(per_type.items())),
+        "other_anomalies": dict(others),
+        "interval_meter": {
+            "measured_kwh": round(sent_ivl, 3),
+            "booked_kwh": round(energy.get(("f-ivl", "E1"), 0.0), 3),
+            "future_stamped_kwh": round(future_kwh, 3),
+        },
+        "register_meter": {
+            "consumed_kwh": round(true_reg, 3),
+            "booked_kwh": round(energy.get(("f-reg", "E1"), 0.0), 3),
+            "unknowable_at_resets_kwh": round(lost, 3),
+        },
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--files-only", action="store_true")
     parser.add_argument("--series-only", action="store_true")
+    parser.add_argument("--faults-only", action="store_true")
     parser.add_argument("--show", type=int, default=20, help="print this many differing files")
     parser.add_argument("--no-write", action="store_true", help="print, do not record a result")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
     report: dict[str, Any] = {}
-    if not args.series_only:
+    if not (args.series_only or args.faults_only):
         files = run_files(args.show)
         report["files"] = files
         print(
@@ -270,11 +470,18 @@ def main() -> None:
             f"({files['rejected_by_reader']} rejected); {files['files_differing']} differ in energy; "
             f"{files['files_with_dead_letters']} with dead letters; {files['files_unreadable']} unreadable"
         )
-    if not args.files_only:
+    if not (args.files_only or args.faults_only):
         report["series"] = run_series()
         for name, s in report["series"].items():
             print(f"series {name}: {s['readings']} readings, {s['share_with_anomaly']:.2%} with an anomaly "
                   f"{s['anomalies_by_type']}, dlq={s['dead_letters']}")  # fmt: skip
+    if not (args.files_only or args.series_only):
+        report["faults"] = faults = run_faults()
+        for kind, row in faults["per_type"].items():
+            print(f"fault {kind:<20} injected {row['injected']:>3}  recall {row['recall']:.1%}  "
+                  f"flagged {row['flagged']:>4}  precision {row['precision']}")  # fmt: skip
+        print(f"  other anomalies: {faults['other_anomalies']}")
+        print(f"  interval meter: {faults['interval_meter']}  register meter: {faults['register_meter']}")
     if not args.no_write:
         print(
             write_report(

@@ -675,7 +675,11 @@ def _unplaced(
     d.flags.discard(Flag.FIRST_READING)
     if note is not None:
         d.notes[note[0]] = note[1]
-    e.revision = 0
+    # A future-stamped reading is published below the first revision: the true reading at
+    # its time, placed later at revision 0, supersedes it everywhere (sink, aggregates,
+    # "highest revision wins"); at the same revision the sink kept the first one stored,
+    # the wrong one.
+    e.revision = -1 if status == "future" else 0
     e.ts_start, e.delta, e.flags = d.ts_start, d.delta, _ordered(d.flags)
     result = ApplyResult(status, [], [])
     _emit(r.device_id, r.channel, r.kind, e, (), d.notes, result.records, result.anomalies)
