@@ -16,20 +16,24 @@ from tests.integration.harness import REPO, Deployment, latest_by
 
 DATA = REPO.parent / "shared" / "data" / "nem12"
 FILES = {
-    "5-minute": DATA / "nem-reader" / "unzipped" / "Example_NEM12_month_solar.csv",
-    "10-minute": DATA / "nem-reader" / "unzipped" / "Example_NEM12_different_interval_length.csv",
+    "5-minute": (DATA / "nem-reader" / "unzipped" / "Example_NEM12_month_solar.csv", 5),
+    "10-minute": (DATA / "nem-reader" / "unzipped" / "Example_NEM12_different_interval_length.csv", 10),
+    # A real household, two years of half-hours (35,184 readings).
+    "2-year household": (DATA / "aemo-gem" / "NEM12-41037942528.20110709-20130710.csv", 30),
+    # NEM13 whose register reads differ by 99,005.1 where the Quantity is 994.9 (booked as
+    # the register difference before).
+    "NEM13 Quantity": (DATA / "nem-reader" / "nem13" / "nem13#SCENARIO13#TCAUSTM#NEMMCO.zip", 0),
 }
 
 
 @pytest.mark.skipif(not DATA.exists(), reason=f"the shared NEM12 corpus is not at {DATA}")
 @pytest.mark.parametrize("label", list(FILES))
 def test_file_round_trips_with_the_same_channel_totals(deployment: Deployment, label: str) -> None:
-    path = FILES[label]
+    path, interval_min = FILES[label]
     expected = IngestSummary()
     for day in Nem12Reader.from_path(path, "lenient"):
         expected.add(day)
-    minutes = {c.interval_min for c in expected.channels.values()}
-    assert (5 if label == "5-minute" else 10) in minutes
+    assert interval_min in {c.interval_min for c in expected.channels.values()}
 
     out = subprocess.run(
         [sys.executable, "-m", "aurora_streams", "ingest", "nem12", "--lenient", "--json", str(path)],
