@@ -14,8 +14,9 @@ is a pure function of a reading and its predecessor in time order (:func:`_deriv
   replaces the stored one (flag ``revised``). An older or equal version with other content
   is stale and ignored. So re-delivering any subsequence, in any order, changes nothing.
 * **Horizon.** A reading older than the window cannot be placed: it is emitted on its own,
-  flagged ``late_beyond_horizon``, and the state does not change. Its record is a pure
-  function of the reading and the state, so a re-delivery repeats the identical record.
+  flagged ``late_beyond_horizon``, and the window does not change. The channel remembers
+  its last ``max_window`` late readings, so the same one again emits nothing and a newer
+  version of it is the next revision, as in the window.
 
 The state is mutated in place (the hot path allocates little); callers that need the old
 state keep its bytes (:meth:`DeviceState.to_bytes`).
@@ -222,6 +223,11 @@ class ChannelState:
     kind: Kind
     anchored: bool = False
     entries: list[Entry] = field(default_factory=list)
+    late: list[list[Any]] = field(default_factory=list)
+    """The last ``max_window`` readings published as ``late`` (too old to place), oldest
+    first: ``[ts, revision, updated_at, quality, value, unit, interval_s, method,
+    reason_code]``. Only what tells a re-delivery (identical: nothing emitted) and a version
+    (newer: the next revision; older or equal: stale) from a new late reading."""
 
 
 @dataclass(slots=True)
@@ -244,7 +250,10 @@ class DeviceState:
                 "o": self.last_offset,
                 "p": {name: p.to_list() for name, p in sorted(self.profiles.items())},
                 "c": {
-                    name: [ch.kind, ch.anchored, [_entry_row(e) for e in ch.entries]]
+                    # The late list only when there is one: states without it encode as before.
+                    name: [ch.kind, ch.anchored, [_entry_row(e) for e in ch.entries], ch.late]
+                    if ch.late
+                    else [ch.kind, ch.anchored, [_entry_row(e) for e in ch.entries]]
                     for name, ch in sorted(self.channels.items())
                 },
             }
@@ -257,8 +266,10 @@ class DeviceState:
             raise ValueError(f"unsupported device state version {doc.get('v')!r}")
         return cls(
             {
-                name: ChannelState(kind, anchored, [Entry.from_list(e) for e in entries])
-                for name, (kind, anchored, entries) in doc["c"].items()
+                name: ChannelState(
+                    ch[0], ch[1], [Entry.from_list(e) for e in ch[2]], ch[3] if len(ch) > 3 else []
+                )
+                for name, ch in doc["c"].items()
             },
             doc.get("o", -1),
             {name: Profile(stats) for name, stats in doc.get("p", {}).items()},
@@ -315,7 +326,7 @@ def apply(state: DeviceState, r: Reading, rules: DeviceRules) -> ApplyResult:
     if latest is not None and (
         (idx == 0 and ch.anchored) or r.ts_ms < latest - rules.reorder_horizon_s * 1000
     ):
-        return _late(r, latest, rules)
+        return _late(ch, r, latest, rules)
     arrival = r.arrival_flags
     status = "new"
     if idx < len(entries):
@@ -646,15 +657,36 @@ def _event(
     )  # fmt: skip
 
 
-def _late(r: Reading, latest: int, rules: DeviceRules) -> ApplyResult:
-    """A reading too old to place (see :func:`_unplaced`)."""
+def _late(ch: ChannelState, r: Reading, latest: int, rules: DeviceRules) -> ApplyResult:
+    """A reading too old to place (see :func:`_unplaced`). The channel remembers its last
+    late readings (``ChannelState.late``): the same one again is a duplicate (before: one
+    more record and one more "late" anomaly per re-delivery), another version of it is
+    stale or the next revision by the in-window rules (before: a repeated NEM12 day with
+    other values gave two revision-0 records with one event id)."""
+    content = [r.updated_at_ms, r.quality, r.value, r.unit, r.interval_s, r.method, r.reason_code]
+    revision = 0
+    held = next((row for row in ch.late if row[0] == r.ts_ms), None)
+    if held is not None:
+        if held[2:] == content:
+            return ApplyResult("duplicate", [], [])
+        old = (held[2] if held[2] is not None else -1, QUALITY_RANK[held[3]])
+        new = (r.updated_at_ms if r.updated_at_ms is not None else -1, QUALITY_RANK[r.quality])
+        if new <= old:
+            return ApplyResult("stale", [], [])
+        revision = held[1] + 1
+        ch.late.remove(held)
+    ch.late.append([r.ts_ms, revision, *content])
+    if len(ch.late) > rules.max_window:
+        del ch.late[: len(ch.late) - rules.max_window]
     behind = (latest - r.ts_ms) / 1000.0
     note = (
         behind,
         f"{behind:g} s older than the channel's latest reading; horizon {rules.reorder_horizon_s} s",
     )
-    flags = (Flag.OUT_OF_ORDER.value, Flag.LATE_BEYOND_HORIZON.value)
-    return _unplaced(r, "late", flags, (Flag.LATE_BEYOND_HORIZON, note), rules)
+    flags: tuple[str, ...] = (Flag.OUT_OF_ORDER.value, Flag.LATE_BEYOND_HORIZON.value)
+    if revision:
+        flags = (*flags, Flag.REVISED.value)
+    return _unplaced(r, "late", flags, (Flag.LATE_BEYOND_HORIZON, note), rules, revision)
 
 
 def _unplaced(
@@ -663,12 +695,13 @@ def _unplaced(
     flags: tuple[str, ...],
     note: tuple[Flag, tuple[float, str]] | None,
     rules: DeviceRules,
+    revision: int = 0,
 ) -> ApplyResult:
     """A reading the channel's window does not take: too old to place (``late``), or
     stamped beyond ``max_future_s`` ahead of its broker time (``future``), which as the
     channel's latest would make every live reading after it late and drop the true one at
     its time as stale. Emitted once as it is, derived without a predecessor (registers get
-    no delta, intervals book their own value), flagged; the state is unchanged, so it is
+    no delta, intervals book their own value), flagged; the window is unchanged, so it is
     never the reference of another reading."""
     e = Entry.from_reading(r, (*r.arrival_flags, *flags))
     d = _derive(r.kind, None, e, rules.max_power_for(r.device_id), rules)
@@ -679,7 +712,7 @@ def _unplaced(
     # its time, placed later at revision 0, supersedes it everywhere (sink, aggregates,
     # "highest revision wins"); at the same revision the sink kept the first one stored,
     # the wrong one.
-    e.revision = -1 if status == "future" else 0
+    e.revision = -1 if status == "future" else revision
     e.ts_start, e.delta, e.flags = d.ts_start, d.delta, _ordered(d.flags)
     result = ApplyResult(status, [], [])
     _emit(r.device_id, r.channel, r.kind, e, (), d.notes, result.records, result.anomalies)

@@ -117,19 +117,51 @@ def test_older_than_first_reading_becomes_first() -> None:
     assert res.records[1].delta_kwh == pytest.approx(1.0) and Flag.FIRST_READING not in res.records[1].flags
 
 
-def test_late_beyond_horizon_is_emitted_flagged_and_state_unchanged() -> None:
+def test_late_beyond_horizon_is_emitted_flagged_and_the_window_unchanged() -> None:
     rules = DeviceRules(reorder_horizon_s=3600)
     d = Driver(rules)
     d.feed(ivl(T0, 1.0), ivl(T0 + 180 * MIN, 1.0))
-    before = d.state.to_bytes()
+    window = [e.to_list() for e in d.state.channels["E1"].entries]
     res = d.feed(ivl(T0 + 60 * MIN, 2.0))
     assert res.status == "late"
     rec = res.records[0]
     assert {Flag.LATE_BEYOND_HORIZON, Flag.OUT_OF_ORDER} <= set(rec.flags) and rec.delta_kwh == 2.0
     assert [a.type for a in res.anomalies] == [Flag.LATE_BEYOND_HORIZON]
-    assert d.state.to_bytes() == before
-    again = d.feed(ivl(T0 + 60 * MIN, 2.0))
-    assert again.records == res.records  # a re-delivery repeats the identical record
+    assert [e.to_list() for e in d.state.channels["E1"].entries] == window
+    # The state round-trips with what it remembers of the late reading.
+    assert DeviceState.from_bytes(d.state.to_bytes()).to_bytes() == d.state.to_bytes()
+
+
+def test_an_exact_re_delivery_beyond_the_horizon_emits_nothing() -> None:
+    # Before: each re-delivery of a late reading was one more record and one more "late"
+    # anomaly.
+    d = Driver(DeviceRules(reorder_horizon_s=3600))
+    d.feed(ivl(T0, 1.0), ivl(T0 + 180 * MIN, 1.0))
+    d.feed(ivl(T0 + 60 * MIN, 2.0))
+    again = d.feed(ivl(T0 + 60 * MIN, 2.0, ingested_at_ms=T0 + 999 * MIN))
+    assert again.status == "duplicate" and again.records == [] and again.anomalies == []
+
+
+def test_another_version_of_a_late_reading_is_stale_or_the_next_revision() -> None:
+    # Before: a repeated NEM12 day with other values at the same stamp gave two revision-0
+    # records with one event id and different values.
+    d = Driver(DeviceRules(reorder_horizon_s=3600))
+    d.feed(ivl(T0, 1.0), ivl(T0 + 180 * MIN, 1.0))
+    first = d.feed(ivl(T0 + 60 * MIN, 2.0, updated_at_ms=T0))
+    assert first.records[0].revision == 0
+    assert d.feed(ivl(T0 + 60 * MIN, 2.5, updated_at_ms=T0)).status == "stale"  # same version: first wins
+    newer = d.feed(ivl(T0 + 60 * MIN, 2.7, updated_at_ms=T0 + MIN))
+    [rec] = newer.records
+    assert rec.revision == 1 and rec.value_kwh == 2.7 and Flag.REVISED in rec.flags
+    assert rec.event_id == first.records[0].event_id
+
+
+def test_the_memory_of_late_readings_is_bounded() -> None:
+    d = Driver(DeviceRules(reorder_horizon_s=3600, max_window=4))
+    d.feed(ivl(T0 + 1000 * MIN, 1.0))
+    for i in range(10):
+        d.feed(ivl(T0 + i * 30 * MIN, 0.5))
+    assert [row[0] for row in d.state.channels["E1"].late] == [T0 + i * 30 * MIN for i in range(6, 10)]
 
 
 def test_gap_in_register_readings_against_cadence() -> None:
