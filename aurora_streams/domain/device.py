@@ -224,10 +224,11 @@ class ChannelState:
     anchored: bool = False
     entries: list[Entry] = field(default_factory=list)
     late: list[list[Any]] = field(default_factory=list)
-    """The last ``max_window`` readings published as ``late`` (too old to place), oldest
-    first: ``[ts, revision, updated_at, quality, value, unit, interval_s, method,
+    """The last ``max_window`` readings published unplaced (``late``: too old to place, or
+    ``future``-stamped), oldest first: ``[ts, revision, updated_at, quality, value, unit, interval_s, method,
     reason_code]``. Only what tells a re-delivery (identical: nothing emitted) and a version
-    (newer: the next revision; older or equal: stale) from a new late reading."""
+    (newer: the next revision; older or equal: stale) from a new one, and what revision the
+    true reading at a future one's stamp supersedes it with."""
 
 
 @dataclass(slots=True)
@@ -321,7 +322,11 @@ def apply(state: DeviceState, r: Reading, rules: DeviceRules) -> ApplyResult:
         _replace(e, r)
         return _finish(ch, r, idx, rules, "revised")
     if Flag.FUTURE_TIMESTAMP.value in r.arrival_flags:
-        return _unplaced(r, "future", (), None, rules)
+        known, revision = _remember(ch, r, rules)
+        if known is not None:
+            return ApplyResult(known, [], [])
+        flags = (Flag.REVISED.value,) if revision else ()
+        return _unplaced(r, "future", flags, None, rules, revision)
     latest = entries[-1].ts if entries else None
     if latest is not None and (
         (idx == 0 and ch.anchored) or r.ts_ms < latest - rules.reorder_horizon_s * 1000
@@ -332,7 +337,15 @@ def apply(state: DeviceState, r: Reading, rules: DeviceRules) -> ApplyResult:
     if idx < len(entries):
         arrival = (*arrival, Flag.OUT_OF_ORDER.value)
         status = "out_of_order"
-    entries.insert(idx, Entry.from_reading(r, arrival))
+    entry = Entry.from_reading(r, arrival)
+    if ch.late:
+        held = next((row for row in ch.late if row[0] == r.ts_ms), None)
+        if held is not None:
+            # A future-stamped reading claimed this time and was published: the true one
+            # is its next revision, so it supersedes it everywhere "highest revision wins".
+            ch.late.remove(held)
+            entry.revision = held[1]
+    entries.insert(idx, entry)
     result = _finish(ch, r, idx, rules, status)
     if status == "new" and r.quality != "N":
         _score(state, r, result, rules)
@@ -657,27 +670,35 @@ def _event(
     )  # fmt: skip
 
 
-def _late(ch: ChannelState, r: Reading, latest: int, rules: DeviceRules) -> ApplyResult:
-    """A reading too old to place (see :func:`_unplaced`). The channel remembers its last
-    late readings (``ChannelState.late``): the same one again is a duplicate (before: one
-    more record and one more "late" anomaly per re-delivery), another version of it is
-    stale or the next revision by the in-window rules (before: a repeated NEM12 day with
-    other values gave two revision-0 records with one event id)."""
+def _remember(ch: ChannelState, r: Reading, rules: DeviceRules) -> tuple[str | None, int]:
+    """Look ``r`` up in the channel's memory of unplaced readings (``ChannelState.late``):
+    ``("duplicate" | "stale", _)`` when it emits nothing, else ``(None, revision)`` to
+    publish it at, remembered. The same reading again was one more record and one more
+    anomaly per re-delivery; another version at the same stamp was a second revision-0
+    record with one event id and other values."""
     content = [r.updated_at_ms, r.quality, r.value, r.unit, r.interval_s, r.method, r.reason_code]
     revision = 0
     held = next((row for row in ch.late if row[0] == r.ts_ms), None)
     if held is not None:
         if held[2:] == content:
-            return ApplyResult("duplicate", [], [])
+            return "duplicate", 0
         old = (held[2] if held[2] is not None else -1, QUALITY_RANK[held[3]])
         new = (r.updated_at_ms if r.updated_at_ms is not None else -1, QUALITY_RANK[r.quality])
         if new <= old:
-            return ApplyResult("stale", [], [])
+            return "stale", 0
         revision = held[1] + 1
         ch.late.remove(held)
     ch.late.append([r.ts_ms, revision, *content])
     if len(ch.late) > rules.max_window:
         del ch.late[: len(ch.late) - rules.max_window]
+    return None, revision
+
+
+def _late(ch: ChannelState, r: Reading, latest: int, rules: DeviceRules) -> ApplyResult:
+    """A reading too old to place (see :func:`_unplaced` and :func:`_remember`)."""
+    known, revision = _remember(ch, r, rules)
+    if known is not None:
+        return ApplyResult(known, [], [])
     behind = (latest - r.ts_ms) / 1000.0
     note = (
         behind,
@@ -708,11 +729,7 @@ def _unplaced(
     d.flags.discard(Flag.FIRST_READING)
     if note is not None:
         d.notes[note[0]] = note[1]
-    # A future-stamped reading is published below the first revision: the true reading at
-    # its time, placed later at revision 0, supersedes it everywhere (sink, aggregates,
-    # "highest revision wins"); at the same revision the sink kept the first one stored,
-    # the wrong one.
-    e.revision = -1 if status == "future" else revision
+    e.revision = revision
     e.ts_start, e.delta, e.flags = d.ts_start, d.delta, _ordered(d.flags)
     result = ApplyResult(status, [], [])
     _emit(r.device_id, r.channel, r.kind, e, (), d.notes, result.records, result.anomalies)

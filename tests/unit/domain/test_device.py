@@ -404,10 +404,20 @@ def test_a_future_stamped_reading_never_becomes_the_channel_reference() -> None:
     # The true reading at the stamp the future one claimed, when its time comes, is placed.
     true = d.feed(reg(ahead, 160.0))
     assert true.status == "new" and true.records[0].delta_kwh == pytest.approx(0.0)
-    # ... and supersedes the future one: same event id, a higher revision (both were 0, and
-    # the sink kept the first stored, the wrong one).
+    # ... and supersedes the future one: same event id, the next revision (both were 0,
+    # and the sink kept the first stored, the wrong one).
     assert true.records[0].event_id == res.records[0].event_id
-    assert res.records[0].revision == -1 < true.records[0].revision == 0
+    assert res.records[0].revision == 0 and true.records[0].revision == 1
+    assert d.state.channels["E1"].late == []  # forgotten once superseded
+
+
+def test_a_future_stamped_reading_sent_again_emits_nothing() -> None:
+    d = Driver()
+    d.feed(ivl(T0, 0.5))
+    ahead = T0 + 2 * 24 * 60 * MIN
+    d.feed(ivl(ahead, 0.9, arrival_flags=FUTURE))
+    again = d.feed(ivl(ahead, 0.9, arrival_flags=FUTURE, ingested_at_ms=T0 + 9 * MIN))
+    assert again.status == "duplicate" and again.records == [] and again.anomalies == []
 
 
 def test_a_future_stamped_interval_books_its_own_value_and_leaves_live_ones_in_order() -> None:
