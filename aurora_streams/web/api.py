@@ -55,11 +55,22 @@ def _device_id(device_id: str) -> str:
     return device_id
 
 
+_DIGITS: Final = re.compile(r"[0-9]{1,15}\Z")
+_EPOCH_MS: Final = re.compile(r"-?[0-9]{1,15}\Z")
+
+
+def _digits(raw: str) -> int | None:
+    """A plain non-negative decimal of at most 15 ASCII digits, else None. ``str.isdigit``
+    takes superscripts ("²") that ``int`` refuses, and ``int`` refuses more than 4,300
+    digits: both were 500s."""
+    return int(raw) if _DIGITS.match(raw) else None
+
+
 def _limit(request: web.Request, default: int = 100) -> int:
-    raw = request.query.get("limit", str(default))
-    if not raw.isdigit() or not 1 <= int(raw) <= _MAX_LIMIT:
+    n = _digits(request.query.get("limit", str(default)))
+    if n is None or not 1 <= n <= _MAX_LIMIT:
         raise _BadRequest("invalid_limit", f"limit must be 1-{_MAX_LIMIT}", "limit")
-    return int(raw)
+    return n
 
 
 def _instant(request: web.Request, name: str) -> int | None:
@@ -67,7 +78,7 @@ def _instant(request: web.Request, name: str) -> int | None:
     if raw is None:
         return None
     try:
-        return parse_timestamp(int(raw) if raw.lstrip("-").isdigit() else raw)
+        return parse_timestamp(int(raw) if _EPOCH_MS.match(raw) else raw)
     except TimestampError as exc:
         raise _BadRequest("invalid_time", f"{name}: {exc}", name) from exc
 
@@ -227,9 +238,10 @@ class ApiService:
         _check_range(start, end)
         cursor = _param(request, "cursor")
         if cursor is not None:
-            if not cursor.isdigit():
+            at = _digits(cursor)
+            if at is None or at >= end:
                 raise _BadRequest("invalid_cursor", "cursor must come from next_cursor", "cursor")
-            start = max(start, int(cursor))
+            start = max(start, at)
         records = []
         for day in range(day_of(start + 1), day_of(end) + 1):
             stored = self.days.get(day_key(device_id, channel, day))
@@ -300,9 +312,10 @@ class ApiService:
         after: tuple[int, str] | None = None
         if cursor:
             ts, _, aid = cursor.partition(":")
-            if not ts.isdigit() or not aid:
+            at = _digits(ts)
+            if at is None or not aid:
                 raise _BadRequest("invalid_cursor", "cursor must come from next_cursor", "cursor")
-            after = (int(ts), aid)
+            after = (at, aid)
         if device is not None:
             routed = await self._route(request, device)
             if routed is not None:
@@ -417,8 +430,8 @@ class ApiService:
 
         _device_id(device_id)
         channel = _channel(request)
-        raw_horizon = request.query.get("horizon", "48")
-        if not raw_horizon.isdigit() or not 1 <= int(raw_horizon) <= 7 * 48:
+        horizon = _digits(request.query.get("horizon", "48"))
+        if horizon is None or not 1 <= horizon <= 7 * 48:
             raise _BadRequest("invalid_horizon", "horizon must be 1-336 windows", "horizon")
         routed = await self._route(request, device_id)
         if routed is not None:
@@ -429,7 +442,7 @@ class ApiService:
                 request, 404, "no_forecast", f"no forecaster for {device_id[:64]!r} {channel}"
             )
         model = DeviceForecaster.from_dict(orjson.loads(decode_forecast_entry(stored)[1]))
-        snap = model.snapshot(int(raw_horizon))
+        snap = model.snapshot(horizon)
         body = {
             "device_id": device_id,
             "channel": channel,

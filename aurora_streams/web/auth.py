@@ -57,6 +57,10 @@ class Authenticator:
         if scheme.lower() != "bearer" or not presented.strip():
             return AuthResult(401, "missing_token", "the Authorization header must be 'Bearer <token>'")
         presented = presented.strip()
+        if not presented.isascii() or not presented.isprintable():
+            # Tokens and JWTs are printable ASCII. A non-UTF-8 byte reaches here as a
+            # surrogate escape, and encoding it for the digest (or for a JWT) was a 500.
+            return AuthResult(401, "invalid_token", "the bearer token is not valid")
         if self._jwt is not None and presented.count(".") == 2:
             return self._authorize_jwt(presented, role)
         digest = hashlib.sha256(presented.encode()).digest()

@@ -22,6 +22,9 @@ TOKENS = {
         ("bearer " + "l" * 20, "ingest", 200, "ok"),
         ("Bearer " + "l" * 20, "read", 403, "forbidden"),
         ("Bearer " + "a" * 20, "read", 200, "ok"),
+        ("Bearer " + "l" * 19 + "\udcff", "ingest", 401, "invalid_token"),  # a non-UTF-8 byte: was a 500
+        ("Bearer a.b\udcff.c", "ingest", 401, "invalid_token"),  # ... on the JWT path too
+        ("Bearer " + "l" * 20 + "\x00", "ingest", 401, "invalid_token"),
     ],
 )
 def test_authorize(header: str | None, role: str, status: int, reason: str) -> None:
@@ -107,3 +110,8 @@ def test_signed_jwts(claims: dict, secret: str, role: str, status: int) -> None:
 def test_jwts_refused_when_no_secret_configured() -> None:
     token = _jwt({"roles": ["read"], "exp": 4_000_000_000})
     assert Authenticator(TOKENS).authorize("Bearer " + token, "read").status == 401
+
+
+def test_a_jwt_with_a_non_utf8_byte_is_refused_not_a_crash() -> None:
+    auth = Authenticator(TOKENS, jwt_secret="s" * 32)
+    assert auth.authorize("Bearer a.b\udcff.c", "read").status == 401
