@@ -43,9 +43,27 @@ def main() -> None:
 
 @main.command("settings")
 def settings_cmd() -> None:
-    """Print the effective settings as JSON (no secrets are held in settings)."""
+    """Print the effective settings as JSON, secrets masked (tokens, the JWT secret, the
+    database password)."""
     s = _settings()
-    click.echo(orjson.dumps(s.model_dump(mode="json"), option=orjson.OPT_INDENT_2).decode())
+    doc = s.model_dump(mode="json")
+    if doc.get("database_url"):
+        doc["database_url"] = mask_url(doc["database_url"])
+    click.echo(orjson.dumps(doc, option=orjson.OPT_INDENT_2).decode())
+
+
+def mask_url(url: str) -> str:
+    """``url`` with its password replaced by ``***``."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    host = parts.hostname or ""
+    if parts.port is not None:
+        host = f"{host}:{parts.port}"
+    user = parts.username or ""
+    return urlunsplit(parts._replace(netloc=f"{user}:***@{host}"))
 
 
 def tune_gc() -> None:
