@@ -21,12 +21,14 @@ from aurora_streams.domain.timeutil import TimestampError, parse_timestamp
 from aurora_streams.domain.units import normalize_unit
 from aurora_streams.errors import InvalidReading
 
-__all__ = ["MAX_INTERVAL_S", "ValidationPolicy", "id_problem", "validate_message"]
+__all__ = ["MAX_ABS_VALUE", "MAX_INTERVAL_S", "ValidationPolicy", "id_problem", "validate_message"]
 
 # \Z, not $: "$" also matches before a trailing newline, and "m1\n" passed as an id.
 _DEVICE_RE: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:\-]{0,63}\Z")
 _CHANNEL_RE: Final = re.compile(r"[A-Za-z0-9]{1,8}\Z")
 _KINDS: Final = ("register", "interval")
+MAX_ABS_VALUE: Final = 1e12
+"""The largest magnitude a reading may have in its normalized unit (a terawatt-hour)."""
 MAX_INTERVAL_S: Final = 366 * 86_400
 """Any length up to a year: a DST day is 82,800 or 90,000 s, and a NEM13 accumulation
 spans its read period (months)."""
@@ -252,6 +254,14 @@ def _reading(
     if source is not None and len(source) > 128:
         raise InvalidReading("invalid_value", "field 'source' is longer than 128 characters", field="source")
 
+    value = original_value * unit.factor
+    if not -MAX_ABS_VALUE <= value <= MAX_ABS_VALUE:
+        # 1e306 MWh became an infinite kWh, and two 1.7e308 kWh readings an infinite day.
+        raise InvalidReading(
+            "value_out_of_range",
+            f"value {original_value:g} {unit_raw[:16]} is beyond +-{MAX_ABS_VALUE:g} {unit.unit}",
+            field="value",
+        )
     flags: list[str] = []
     if unit.factor != 1.0:
         flags.append(Flag.UNIT_CONVERTED)
@@ -264,7 +274,7 @@ def _reading(
         channel,
         k,
         ts_ms,
-        original_value * unit.factor,
+        value,
         unit.unit,
         original_value,
         unit_raw,

@@ -80,6 +80,9 @@ def test_units(unit: str, value: float, expected: float, norm: str) -> None:
         ({"value": float("nan")}, "not_finite", "value"),
         ({"value": float("inf")}, "not_finite", "value"),
         ({"value": True}, "invalid_type", "value"),
+        ({"value": 1e306, "unit": "MWh"}, "value_out_of_range", "value"),  # was an infinite kWh
+        ({"value": 1.7e308, "unit": "kWh"}, "value_out_of_range", "value"),
+        ({"value": -2e12, "unit": "kWh"}, "value_out_of_range", "value"),
         ({"unit": "furlongs"}, "unknown_unit", "unit"),
         ({"unit": None}, "missing_field", "unit"),
         ({"interval_s": None}, "missing_field", "interval_s"),
