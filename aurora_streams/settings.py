@@ -37,6 +37,15 @@ class ApiToken(BaseModel):
     token: SecretStr = Field(min_length=16)
     roles: list[Role]
 
+    @field_validator("token")
+    @classmethod
+    def _printable_ascii(cls, value: SecretStr) -> SecretStr:
+        # The authenticator refuses any other presented token, so such a token could never match.
+        text = value.get_secret_value()
+        if not (text.isascii() and text.isprintable() and text == text.strip()):
+            raise ValueError("an API token must be printable ASCII without surrounding spaces")
+        return value
+
 
 class Settings(BaseSettings):
     """All settings; the environment variable is ``AURORA_`` + the field name in capitals."""

@@ -115,3 +115,9 @@ def test_jwts_refused_when_no_secret_configured() -> None:
 def test_a_jwt_with_a_non_utf8_byte_is_refused_not_a_crash() -> None:
     auth = Authenticator(TOKENS, jwt_secret="s" * 32)
     assert auth.authorize("Bearer a.b\udcff.c", "read").status == 401
+
+
+@pytest.mark.parametrize("token", ["é" * 16, "a" * 16 + "\n", " " + "a" * 16])
+def test_a_token_that_could_never_match_is_refused_by_settings(token: str) -> None:
+    with pytest.raises(ValueError):
+        ApiToken(token=token, roles=["read"])  # type: ignore[arg-type]
