@@ -5,12 +5,36 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 from datetime import UTC, datetime
 from typing import Any
 
 import orjson
 
-__all__ = ["JsonFormatter", "logging_config", "setup_logging"]
+__all__ = ["JsonFormatter", "RedactSecrets", "logging_config", "redact", "setup_logging"]
+
+_SECRETS = re.compile(r"(?i)(bearer\s+|authorization:\s*(?!bearer))[^\s'\"\\]+")
+
+
+def redact(text: str) -> str:
+    """``text`` with bearer tokens and Authorization header values replaced."""
+    return _SECRETS.sub(r"\1[redacted]", text)
+
+
+class RedactSecrets(logging.Filter):
+    """Redacts bearer tokens from every record, its arguments and its traceback. Our own
+    messages never carry one, but a library's can: on a malformed header aiohttp logged the
+    raw header line, and a token followed by a NUL reached the log in full 306 times."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        if "earer" in message or "uthorization" in message:
+            record.msg, record.args = redact(message), None
+        if record.exc_info and not record.exc_text:
+            record.exc_text = logging.Formatter().formatException(record.exc_info)
+        if record.exc_text:
+            record.exc_text = redact(record.exc_text)
+        return True
 
 
 class JsonFormatter(logging.Formatter):
@@ -22,7 +46,9 @@ class JsonFormatter(logging.Formatter):
             "msg": record.getMessage(),
             "pid": os.getpid(),
         }
-        if record.exc_info:
+        if record.exc_text:
+            doc["exc"] = record.exc_text
+        elif record.exc_info:
             doc["exc"] = self.formatException(record.exc_info)
         return orjson.dumps(doc, default=str).decode()
 
@@ -38,8 +64,14 @@ def logging_config(level: str, fmt: str) -> dict[str, Any]:
         "version": 1,
         "disable_existing_loggers": False,
         "formatters": {"default": formatter},
+        "filters": {"secrets": {"()": "aurora_streams.logs.RedactSecrets"}},
         "handlers": {
-            "stderr": {"class": "logging.StreamHandler", "formatter": "default", "stream": "ext://sys.stderr"}
+            "stderr": {
+                "class": "logging.StreamHandler",
+                "formatter": "default",
+                "stream": "ext://sys.stderr",
+                "filters": ["secrets"],
+            }
         },
         "root": {"handlers": ["stderr"], "level": level.upper()},
     }
