@@ -30,10 +30,10 @@ class Flag(StrEnum):
     FUTURE_TIMESTAMP = "future_timestamp"
     UNIT_CONVERTED = "unit_converted"
     QUALITY_UNRESOLVED = "quality_unresolved"
-    OVERLAP = "overlap"
-    """An interval starts before its predecessor ends (a 23-hour local day sent as 24 hours)."""
     """NEM12 quality V reached the worker: the 400 records that resolve it were missing or
     broken, so nothing says whether the value is actual or estimated."""
+    OVERLAP = "overlap"
+    """An interval starts before its predecessor ends (a 23-hour local day sent as 24 hours)."""
 
 
 #: Flags that describe a problem with the meter or its data, published to ``meter.anomalies``

@@ -21,11 +21,19 @@ from aurora_streams.domain.timeutil import TimestampError, parse_timestamp
 from aurora_streams.domain.units import normalize_unit
 from aurora_streams.errors import InvalidReading
 
-__all__ = ["MAX_ABS_VALUE", "MAX_INTERVAL_S", "ValidationPolicy", "id_problem", "validate_message"]
+__all__ = [
+    "CHANNEL_RE",
+    "DEVICE_ID_RE",
+    "MAX_ABS_VALUE",
+    "MAX_INTERVAL_S",
+    "ValidationPolicy",
+    "id_problem",
+    "validate_message",
+]
 
 # \Z, not $: "$" also matches before a trailing newline, and "m1\n" passed as an id.
-_DEVICE_RE: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:\-]{0,63}\Z")
-_CHANNEL_RE: Final = re.compile(r"[A-Za-z0-9]{1,8}\Z")
+DEVICE_ID_RE: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:\-]{0,63}\Z")
+CHANNEL_RE: Final = re.compile(r"[A-Za-z0-9]{1,8}\Z")
 _KINDS: Final = ("register", "interval")
 MAX_ABS_VALUE: Final = 1e12
 """The largest magnitude a reading may have in its normalized unit (a terawatt-hour)."""
@@ -98,9 +106,9 @@ def id_problem(device_id: str, channel: str) -> str | None:
     """Why the worker would refuse a reading of ``device_id`` and ``channel`` (None: it
     would not): for producers (NEM12 ingest) to refuse before publishing what the worker
     can only dead-letter."""
-    if not _DEVICE_RE.match(device_id):
+    if not DEVICE_ID_RE.match(device_id):
         return f"device id {device_id[:64]!r} is not 1-64 of [A-Za-z0-9._:-] starting with a letter or digit"
-    if not _CHANNEL_RE.match(channel):
+    if not CHANNEL_RE.match(channel):
         return f"channel {channel[:16]!r} is not 1-8 letters or digits"
     return None
 
@@ -131,7 +139,7 @@ def _device(raw: object, name: str) -> str:
         raise InvalidReading(
             "invalid_type", f"field {name!r} must be a string, got {type(raw).__name__}", field=name
         )
-    if not _DEVICE_RE.match(raw):
+    if not DEVICE_ID_RE.match(raw):
         raise InvalidReading(
             "invalid_value",
             f"field {name!r} must be 1-64 of [A-Za-z0-9._:-], got {raw[:64]!r}",
@@ -294,7 +302,7 @@ _VALID_CHANNELS: Final[set[str]] = set()
 
 
 def _valid_channel(channel: str) -> bool:
-    if not _CHANNEL_RE.match(channel):
+    if not CHANNEL_RE.match(channel):
         return False
     if len(_VALID_CHANNELS) < 1024:
         _VALID_CHANNELS.add(channel)

@@ -22,6 +22,7 @@ from faust.exceptions import SameNode
 from aurora_streams.domain.aggregates import SIZES, DayRecord, bucket_windows, day_key, day_of, row_excluded
 from aurora_streams.domain.device import DeviceState
 from aurora_streams.domain.timeutil import TimestampError, format_ms, parse_timestamp
+from aurora_streams.domain.validate import CHANNEL_RE, DEVICE_ID_RE
 from aurora_streams.processing import log_offset
 from aurora_streams.settings import Settings
 from aurora_streams.tables.device_state import is_device_key
@@ -31,9 +32,9 @@ from aurora_streams.web.errors import error_response, request_id
 __all__ = ["attach_api"]
 
 _MAX_LIMIT: Final = 1000
-# The worker's id rules (domain.validate); \Z, since "$" matches before a trailing newline.
-_CHANNEL_RE: Final = re.compile(r"[A-Za-z0-9]{1,8}\Z")
-_DEVICE_RE: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:\-]{0,63}\Z")
+# The worker's id rules: a device or channel it would refuse is never found here.
+_CHANNEL_RE: Final = CHANNEL_RE
+_DEVICE_RE: Final = DEVICE_ID_RE
 _MAX_RANGE_DAYS: Final = 400
 
 
