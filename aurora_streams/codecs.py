@@ -62,22 +62,46 @@ _TS_FIELDS: Final = {
 }
 
 
+HISTORY: Final = ("1",)
+"""Earlier versions of the schemas (``schemas/history/<version>/``, only the ones that
+changed): records written with them stay decodable, read into the current schema by Avro's
+resolution rules (a field added since then takes its default). Version 1 predates
+``direction``."""
+
+
 @cache
-def schema(name: str) -> Any:
-    """The parsed fastavro schema called ``name`` (loaded from the package's ``schemas``)."""
-    path = resources.files("aurora_streams") / "schemas" / f"{name}.avsc"
-    with resources.as_file(path) as p:
+def schema(name: str, version: str | None = None) -> Any:
+    """The parsed fastavro schema called ``name`` (loaded from the package's ``schemas``),
+    or its earlier ``version``."""
+    folder = resources.files("aurora_streams") / "schemas"
+    if version is not None:
+        folder = folder / "history" / version
+    with resources.as_file(folder / f"{name}.avsc") as p:
         return load_schema(str(p))
+
+
+def _fingerprint_of(parsed: Any) -> bytes:
+    return bytes.fromhex(fingerprint(to_parsing_canonical_form(parsed), "CRC-64-AVRO"))
 
 
 @cache
 def _fingerprint(name: str) -> bytes:
-    return bytes.fromhex(fingerprint(to_parsing_canonical_form(schema(name)), "CRC-64-AVRO"))
+    return _fingerprint_of(schema(name))
 
 
 @cache
-def _by_fingerprint() -> dict[bytes, str]:
-    return {_fingerprint(name): name for name in SCHEMA_NAMES}
+def _by_fingerprint() -> dict[bytes, tuple[str, Any]]:
+    """Fingerprint -> (schema name, the schema the record was written with)."""
+    known: dict[bytes, tuple[str, Any]] = {}
+    for version in HISTORY:
+        folder = resources.files("aurora_streams") / "schemas" / "history" / version
+        for name in SCHEMA_NAMES:
+            if (folder / f"{name}.avsc").is_file():
+                old = schema(name, version)
+                known[_fingerprint_of(old)] = (name, old)
+    for name in SCHEMA_NAMES:
+        known[_fingerprint(name)] = (name, schema(name))
+    return known
 
 
 def avro_encode(name: str, record: dict[str, Any]) -> bytes:
@@ -91,16 +115,20 @@ def avro_encode(name: str, record: dict[str, Any]) -> bytes:
 
 def avro_decode(data: bytes) -> tuple[str, Any]:
     """Decode a single-object-encoded value; returns (schema name, record). Timestamps come
-    back as they were written by the schema (``timestamp-millis`` as aware datetimes)."""
+    back as they were written by the schema (``timestamp-millis`` as aware datetimes). A
+    record written with an earlier version of the schema (:data:`HISTORY`) comes back in the
+    current one."""
     if len(data) < 10 or not data.startswith(AVRO_MAGIC):
         raise InvalidReading("avro_truncated", "Avro single-object header is truncated")
-    name = _by_fingerprint().get(data[2:10])
-    if name is None:
+    known = _by_fingerprint().get(data[2:10])
+    if known is None:
         raise InvalidReading("avro_unknown_schema", f"unknown Avro schema fingerprint {data[2:10].hex()}")
+    name, writer = known
     buf = io.BytesIO(data)
     buf.seek(10)
     try:
-        record = fastavro.schemaless_reader(buf, schema(name), None)
+        current = schema(name)
+        record = fastavro.schemaless_reader(buf, writer, None if writer is current else current)
     except Exception as exc:  # fastavro raises EOFError, ValueError, UnicodeDecodeError, ...
         raise InvalidReading(
             "avro_malformed", f"Avro body does not match {name}: {type(exc).__name__}: {exc}"[:300]
@@ -186,6 +214,7 @@ def encode_normalized(rec: NormalizedReading, encoding: Encoding = "json") -> by
             "original_value": rec.original_value,
             "original_unit": rec.original_unit,
             "interval_s": rec.interval_s,
+            "direction": rec.direction,
         }
     )
 

@@ -94,19 +94,21 @@ class Booked:
                 if prev is None or rec.revision >= prev.revision:
                     self.anomalies[rec.anomaly_id] = rec
 
-    def energy(self) -> dict[tuple[str, str], float]:
-        """Per (device, channel): the sum of the latest revision's delta of each reading."""
-        out: dict[tuple[str, str], float] = defaultdict(float)
+    def energy(self) -> dict[tuple[str, str, str], float]:
+        """Per (device, channel, direction): the sum of the latest revision's delta of each
+        reading."""
+        out: dict[tuple[str, str, str], float] = defaultdict(float)
         for rec in self.readings.values():
-            out[(rec.device_id, rec.channel)] += rec.delta_kwh or 0.0
+            out[(rec.device_id, rec.channel, rec.direction or "-")] += rec.delta_kwh or 0.0
         return dict(out)
 
-    def aggregated(self) -> dict[tuple[str, str], float]:
-        """Per (device, channel): what the day aggregates hold over all time."""
-        out: dict[tuple[str, str], float] = defaultdict(float)
+    def aggregated(self) -> dict[tuple[str, str, str], float]:
+        """Per (device, channel, direction): what the day aggregates hold over all time."""
+        directions = {(r.device_id, r.channel): r.direction or "-" for r in self.readings.values()}
+        out: dict[tuple[str, str, str], float] = defaultdict(float)
         for (device, channel, _day), record in self.days.items():
             for b in bucket_windows([record], 86_400_000, -(2**62), 2**62):
-                out[(device, channel)] += b.sum + b.excluded_sum
+                out[(device, channel, directions[(device, channel)])] += b.sum + b.excluded_sum
         return dict(out)
 
     def active_anomalies(self) -> list[AnomalyEvent]:
@@ -118,15 +120,18 @@ class Booked:
         ]  # fmt: skip
 
 
-def file_energy(days: Iterable[DayBlock | AccumulationRead]) -> dict[tuple[str, str], float]:
-    """The file's own energy per (NMI, channel), energy channels only."""
+def file_energy(days: Iterable[DayBlock | AccumulationRead]) -> dict[tuple[str, str, str], float]:
+    """The file's own energy per (NMI, channel, direction), energy channels only: NEM12's
+    direction from its suffix (E consumption, B generation, "-" otherwise), NEM13's from its
+    DirectionIndicator (E, export from the market, is consumption; I is generation)."""
     best: dict[tuple[str, str, int], tuple[tuple[int, int], float]] = {}
-    quantities: dict[tuple[str, str], float] = defaultdict(float)
+    quantities: dict[tuple[str, str, str], float] = defaultdict(float)
     for day in days:
         if day.unit is None:
             continue
         if isinstance(day, AccumulationRead):
-            quantities[(day.nmi, day.suffix)] += day.energy_kwh()
+            direction = "consumption" if day.direction == "E" else "generation"
+            quantities[(day.nmi, day.suffix, direction)] += day.energy_kwh()
             continue
         for i, value in enumerate(day.values):
             if value is None:
@@ -136,9 +141,9 @@ def file_energy(days: Iterable[DayBlock | AccumulationRead]) -> dict[tuple[str, 
             held = best.get(key)
             if held is None or version > held[0]:
                 best[key] = (version, value * day.factor)
-    out: dict[tuple[str, str], float] = defaultdict(float)
+    out: dict[tuple[str, str, str], float] = defaultdict(float)
     for (nmi, suffix, _ts), (_v, kwh) in best.items():
-        out[(nmi, suffix)] += kwh
+        out[(nmi, suffix, {"E": "consumption", "B": "generation"}.get(suffix[:1].upper(), "-"))] += kwh
     for key, kwh in quantities.items():
         out[key] += kwh
     return dict(out)
@@ -439,12 +444,12 @@ def run_faults() -> dict[str, Any]:
         "other_anomalies": dict(others),
         "interval_meter": {
             "measured_kwh": round(sent_ivl, 3),
-            "booked_kwh": round(energy.get(("f-ivl", "E1"), 0.0), 3),
+            "booked_kwh": round(energy.get(("f-ivl", "E1", "consumption"), 0.0), 3),
             "future_stamped_kwh": round(future_kwh, 3),
         },
         "register_meter": {
             "consumed_kwh": round(true_reg, 3),
-            "booked_kwh": round(energy.get(("f-reg", "E1"), 0.0), 3),
+            "booked_kwh": round(energy.get(("f-reg", "E1", "consumption"), 0.0), 3),
             "unknowable_at_resets_kwh": round(lost, 3),
         },
     }

@@ -40,6 +40,7 @@ from aurora_streams.domain.model import (
     NormalizedReading,
     Reading,
     anomaly_id,
+    channel_direction,
     event_id,
 )
 from aurora_streams.domain.scoring import Profile, score_and_learn
@@ -229,6 +230,20 @@ class ChannelState:
     reason_code]``. Only what tells a re-delivery (identical: nothing emitted) and a version
     (newer: the next revision; older or equal: stale) from a new one, and what revision the
     true reading at a future one's stamp supersedes it with."""
+    direction: str | None = None
+    """The direction the channel's readings declared (NEM13 files do), else ``None``: then
+    the suffix convention applies (:func:`~aurora_streams.domain.model.channel_direction`)."""
+
+
+def _channel_row(ch: ChannelState) -> list[Any]:
+    """``[kind, anchored, entries]``, then the late list and the direction only when there
+    are any: states without them encode exactly as before they existed."""
+    row: list[Any] = [ch.kind, ch.anchored, [_entry_row(e) for e in ch.entries]]
+    if ch.late or ch.direction is not None:
+        row.append(ch.late)
+    if ch.direction is not None:
+        row.append(ch.direction)
+    return row
 
 
 @dataclass(slots=True)
@@ -250,13 +265,7 @@ class DeviceState:
                 "v": STATE_VERSION,
                 "o": self.last_offset,
                 "p": {name: p.to_list() for name, p in sorted(self.profiles.items())},
-                "c": {
-                    # The late list only when there is one: states without it encode as before.
-                    name: [ch.kind, ch.anchored, [_entry_row(e) for e in ch.entries], ch.late]
-                    if ch.late
-                    else [ch.kind, ch.anchored, [_entry_row(e) for e in ch.entries]]
-                    for name, ch in sorted(self.channels.items())
-                },
+                "c": {name: _channel_row(ch) for name, ch in sorted(self.channels.items())},
             }
         )
 
@@ -268,7 +277,11 @@ class DeviceState:
         return cls(
             {
                 name: ChannelState(
-                    ch[0], ch[1], [Entry.from_list(e) for e in ch[2]], ch[3] if len(ch) > 3 else []
+                    ch[0],
+                    ch[1],
+                    [Entry.from_list(e) for e in ch[2]],
+                    ch[3] if len(ch) > 3 else [],
+                    ch[4] if len(ch) > 4 else None,
                 )
                 for name, ch in doc["c"].items()
             },
@@ -297,11 +310,12 @@ def apply(state: DeviceState, r: Reading, rules: DeviceRules) -> ApplyResult:
 
     Outputs are in emission order: the reading's own record first, then re-derived
     neighbours in time order. Raises :class:`DomainRejection` when the channel already
-    holds readings of the other kind (register vs interval).
+    holds readings of the other kind (register vs interval), or declared the other
+    direction.
     """
     ch = state.channels.get(r.channel)
     if ch is None:
-        ch = state.channels[r.channel] = ChannelState(r.kind)
+        ch = state.channels[r.channel] = ChannelState(r.kind, direction=r.direction)
     elif ch.kind != r.kind:
         raise DomainRejection(
             "kind_conflict",
@@ -309,6 +323,16 @@ def apply(state: DeviceState, r: Reading, rules: DeviceRules) -> ApplyResult:
             f"got a {r.kind} reading",
             field="kind",
         )
+    elif r.direction is not None and ch.direction != r.direction:
+        if ch.direction is not None:
+            raise DomainRejection(
+                "direction_conflict",
+                f"channel {r.channel!r} of device {r.device_id!r} carries {ch.direction}; "
+                f"got a {r.direction} reading",
+                field="direction",
+            )
+        # Declared from now on; records already out keep the suffix convention's answer.
+        ch.direction = r.direction
     entries = ch.entries
     idx = _bisect(entries, r.ts_ms)
     if idx < len(entries) and entries[idx].ts == r.ts_ms:
@@ -326,7 +350,7 @@ def apply(state: DeviceState, r: Reading, rules: DeviceRules) -> ApplyResult:
         if known is not None:
             return ApplyResult(known, [], [])
         flags = (Flag.REVISED.value,) if revision else ()
-        return _unplaced(r, "future", flags, None, rules, revision)
+        return _unplaced(r, "future", flags, None, rules, ch.direction, revision)
     latest = entries[-1].ts if entries else None
     if latest is not None and (
         (idx == 0 and ch.anchored) or r.ts_ms < latest - rules.reorder_horizon_s * 1000
@@ -427,6 +451,7 @@ def _rederive(
     whose derivation is unchanged: nothing after it can change either."""
     entries = ch.entries
     max_kw = rules.max_power_for(device_id)
+    direction = channel_direction(channel, ch.direction)
     for j in range(start, len(entries)):
         e = entries[j]
         pred = entries[j - 1] if j > 0 else None
@@ -439,7 +464,7 @@ def _rederive(
         e.ts_start, e.delta, e.run, e.step, e.flags = d.ts_start, d.delta, d.run, d.step, flags
         if j == start or changed:
             e.revision += 1
-            _emit(device_id, channel, ch.kind, e, old_flags, d.notes, records, anomalies)
+            _emit(device_id, channel, ch.kind, direction, e, old_flags, d.notes, records, anomalies)
 
 
 class _Derived:
@@ -608,7 +633,9 @@ def _ordered(flags: Iterable[str]) -> tuple[str, ...]:
     return tuple(sorted({_FLAG_VALUE[f] for f in flags}, key=_FLAG_RANK.__getitem__))
 
 
-def _record(device_id: str, channel: str, kind: Kind, e: Entry, eid: str) -> NormalizedReading:
+def _record(
+    device_id: str, channel: str, kind: Kind, direction: str | None, e: Entry, eid: str
+) -> NormalizedReading:
     # Positional, in field order: built once per output record.
     return NormalizedReading(
         eid,
@@ -632,6 +659,7 @@ def _record(device_id: str, channel: str, kind: Kind, e: Entry, eid: str) -> Nor
         e.original_value,
         e.original_unit,
         e.interval_s,
+        direction,
     )
 
 
@@ -639,6 +667,7 @@ def _emit(
     device_id: str,
     channel: str,
     kind: Kind,
+    direction: str | None,
     e: Entry,
     old_flags: tuple[str, ...],
     notes: dict[str, tuple[float, str]],
@@ -648,7 +677,7 @@ def _emit(
     """Append ``e``'s record and its anomaly events: one per anomaly flag it carries, and a
     ``cleared`` one per anomaly flag its previous revision carried and this one does not."""
     eid = event_id(device_id, channel, e.ts)
-    records.append(_record(device_id, channel, kind, e, eid))
+    records.append(_record(device_id, channel, kind, direction, e, eid))
     if not (e.flags or old_flags):
         return
     for flag in e.flags:
@@ -707,7 +736,7 @@ def _late(ch: ChannelState, r: Reading, latest: int, rules: DeviceRules) -> Appl
     flags: tuple[str, ...] = (Flag.OUT_OF_ORDER.value, Flag.LATE_BEYOND_HORIZON.value)
     if revision:
         flags = (*flags, Flag.REVISED.value)
-    return _unplaced(r, "late", flags, (Flag.LATE_BEYOND_HORIZON, note), rules, revision)
+    return _unplaced(r, "late", flags, (Flag.LATE_BEYOND_HORIZON, note), rules, ch.direction, revision)
 
 
 def _unplaced(
@@ -716,6 +745,7 @@ def _unplaced(
     flags: tuple[str, ...],
     note: tuple[Flag, tuple[float, str]] | None,
     rules: DeviceRules,
+    declared: str | None,
     revision: int = 0,
 ) -> ApplyResult:
     """A reading the channel's window does not take: too old to place (``late``), or
@@ -732,7 +762,8 @@ def _unplaced(
     e.revision = revision
     e.ts_start, e.delta, e.flags = d.ts_start, d.delta, _ordered(d.flags)
     result = ApplyResult(status, [], [])
-    _emit(r.device_id, r.channel, r.kind, e, (), d.notes, result.records, result.anomalies)
+    direction = channel_direction(r.channel, declared)
+    _emit(r.device_id, r.channel, r.kind, direction, e, (), d.notes, result.records, result.anomalies)
     return result
 
 

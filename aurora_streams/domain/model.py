@@ -15,16 +15,34 @@ from typing import Literal, NamedTuple
 from aurora_streams.domain.scoring import ScoringRules
 
 __all__ = [
+    "DIRECTIONS",
     "AnomalyEvent",
     "DeviceRules",
+    "Direction",
     "Kind",
     "NormalizedReading",
     "Reading",
     "anomaly_id",
+    "channel_direction",
     "event_id",
 ]
 
 Kind = Literal["register", "interval"]
+Direction = Literal["consumption", "generation"]
+DIRECTIONS: tuple[Direction, ...] = ("consumption", "generation")
+"""Which way a channel's energy flows, from the customer's side: ``consumption`` is energy
+delivered to the customer (NEM12 E channels, NEM13 direction ``E``, "export from the
+market"), ``generation`` energy the customer sends out (B channels, NEM13 ``I``)."""
+
+
+def channel_direction(channel: str, declared: str | None = None) -> str | None:
+    """The direction of a channel: the one its readings declared, else the NEM12 suffix
+    convention (``E*`` consumption, ``B*`` generation); ``None`` when neither says (a NEM13
+    register suffix such as ``11`` without a declaration)."""
+    if declared is not None:
+        return declared
+    first = channel[:1].upper()
+    return "consumption" if first == "E" else "generation" if first == "B" else None
 
 
 def event_id(device_id: str, channel: str, ts_end_ms: int) -> str:
@@ -63,6 +81,8 @@ class Reading(NamedTuple):
     """Broker timestamp of the raw message: deterministic under replay, unlike wall time."""
     arrival_flags: tuple[str, ...] = ()
     """Flags known at validation time (unit_converted, future_timestamp)."""
+    direction: str | None = None
+    """The direction the source declared (see :data:`DIRECTIONS`), if it did."""
 
 
 class NormalizedReading(NamedTuple):
@@ -90,6 +110,8 @@ class NormalizedReading(NamedTuple):
     original_value: float
     original_unit: str
     interval_s: int | None
+    direction: str | None = None
+    """The channel's direction (:func:`channel_direction`): ``None`` when unknown."""
 
 
 class AnomalyEvent(NamedTuple):

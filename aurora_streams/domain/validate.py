@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any, Final, TypeGuard
 
 from aurora_streams.domain.flags import QUALITY_RANK, Flag
-from aurora_streams.domain.model import Kind, Reading
+from aurora_streams.domain.model import DIRECTIONS, Kind, Reading
 from aurora_streams.domain.timeutil import TimestampError, parse_timestamp
 from aurora_streams.domain.units import normalize_unit
 from aurora_streams.errors import InvalidReading
@@ -262,6 +262,14 @@ def _reading(
     if source is not None and len(source) > 128:
         raise InvalidReading("invalid_value", "field 'source' is longer than 128 characters", field="source")
 
+    direction = item.get("direction")
+    if direction is not None and direction not in DIRECTIONS:
+        raise InvalidReading(
+            "invalid_value",
+            f"field 'direction' must be 'consumption' or 'generation', got {direction!r}"[:160],
+            field="direction",
+        )
+
     value = original_value * unit.factor
     if not -MAX_ABS_VALUE <= value <= MAX_ABS_VALUE:
         # 1e306 MWh became an infinite kWh, and two 1.7e308 kWh readings an infinite day.
@@ -294,6 +302,7 @@ def _reading(
         source or None,
         broker_ts_ms,
         tuple(flags),
+        direction,
     )
 
 

@@ -211,7 +211,9 @@ class AccumulationRead:
         is the energy the provider settles, and it is not the register difference when the
         register wrapped, was replaced, runs backwards or has a multiplier (the AEMO test
         files book -10, 994.9 or 65 where the reads differ by 99,990, 99,005.1 or 9,065). A
-        record without a Quantity or both read times has nothing to book and is left out."""
+        record without a Quantity or both read times has nothing to book and is left out.
+        The DirectionIndicator is named from the market's side: ``E`` (export from the
+        market) is the customer's ``consumption``, ``I`` its ``generation``."""
         readings: list[dict[str, object]] = []
         prev, cur = self.previous_ms, self.current_ms
         if self.quantity is not None and prev is not None and cur is not None and cur > prev:
@@ -219,6 +221,7 @@ class AccumulationRead:
             r: dict[str, object] = {
                 "channel": self.suffix, "ts": cur, "kind": "interval", "value": self.quantity,
                 "unit": self.uom, "interval_s": (cur - prev) // 1000, "quality": quality,
+                "direction": "consumption" if self.direction == "E" else "generation",
             }  # fmt: skip
             readings.append(_with_version(r, method, reason, self.update_ms))
         return _gateway_batch(self.nmi, readings, source)

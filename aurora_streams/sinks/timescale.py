@@ -42,7 +42,7 @@ _EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
 READING_COLUMNS: Final = (
     "device_id", "channel", "ts_end", "ts_start", "event_id", "kind", "value_kwh", "register_kwh",
     "delta_kwh", "unit", "quality", "method", "reason_code", "flags", "revision", "updated_at",
-    "source", "ingested_at", "original_value", "original_unit", "interval_s",
+    "source", "ingested_at", "original_value", "original_unit", "interval_s", "direction",
 )  # fmt: skip
 ANOMALY_COLUMNS: Final = (
     "anomaly_id", "event_id", "device_id", "channel", "ts_end", "type", "score", "detail",
@@ -169,7 +169,7 @@ def reading_row(doc: dict[str, Any]) -> tuple[Any, ...]:
         doc["kind"], doc["value_kwh"], doc["register_kwh"], doc["delta_kwh"], doc["unit"], doc["quality"],
         doc["method"], doc["reason_code"], list(doc["flags"]), doc["revision"], _ts(doc["updated_at"]),
         doc["source"], _ts(doc["ingested_at"]), doc["original_value"], doc["original_unit"],
-        doc["interval_s"],
+        doc["interval_s"], doc.get("direction"),
     )  # fmt: skip
 
 

@@ -21,6 +21,7 @@ from faust.exceptions import SameNode
 
 from aurora_streams.domain.aggregates import SIZES, DayRecord, bucket_windows, day_key, day_of, row_excluded
 from aurora_streams.domain.device import DeviceState
+from aurora_streams.domain.model import channel_direction
 from aurora_streams.domain.timeutil import TimestampError, format_ms, parse_timestamp
 from aurora_streams.domain.validate import CHANNEL_RE, DEVICE_ID_RE
 from aurora_streams.processing import log_offset
@@ -371,12 +372,11 @@ class ApiService:
             data = self.device_state.get(device)
             if data is None:
                 continue
-            for channel in DeviceState.from_bytes(data).channels:
-                column = (
-                    0 if channel.upper().startswith("E") else 1 if channel.upper().startswith("B") else None
-                )
-                if column is None:
+            for channel, state in DeviceState.from_bytes(data).channels.items():
+                direction = channel_direction(channel, state.direction)
+                if direction is None:
                     continue
+                column = 0 if direction == "consumption" else 1
                 records = []
                 for day in range(day_of(start + 1), day_of(end) + 1):
                     stored = self.days.get(day_key(device, channel, day))

@@ -95,6 +95,7 @@ _READING_PROPS: dict[str, Any] = {
     "method": {"type": ["string", "null"], "pattern": "^[0-9]{2}$"},
     "reason_code": {"type": ["integer", "null"], "minimum": 0, "maximum": 999},
     "source": {"type": ["string", "null"], "maxLength": 128},
+    "direction": {"type": ["string", "null"], "enum": ["consumption", "generation", None]},
 }
 _READING_REQUIRED = ["ts", "kind", "value", "unit", "interval_s"]
 _READING = {
@@ -331,8 +332,9 @@ def openapi() -> dict[str, Any]:
             },
             "/v1/fleet/consumption": {
                 "get": {
-                    "summary": "validated energy per window over the fleet or one site (import E*, "
-                    "export B*), with the energy left out as not validated (excluded_kwh)",
+                    "summary": "validated energy per window over the fleet or one site (import_kwh: "
+                    "consumption channels, E* or declared; export_kwh: generation, B* or declared), "
+                    "with the energy left out as not validated (excluded_kwh)",
                     "security": _SECURED,
                     "parameters": [
                         _q("size", {"type": "string", "enum": ["15m", "1h", "1d"]}, "window size"),

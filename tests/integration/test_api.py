@@ -231,15 +231,17 @@ def test_fleet_and_site_consumption_totals(deployment: Deployment, tmp_path: Any
     deployment.extra_env["AURORA_SITES_FILE"] = str(sites)
     t0 = 1_735_653_600_000
     msgs = []
-    for device, channel, value in [
-        ("n1", "E1", 1.0),
-        ("n2", "E1", 2.0),
-        ("n2", "B1", 0.5),
-        ("s1", "E1", 4.0),
+    for device, channel, value, direction in [
+        ("n1", "E1", 1.0, None),
+        ("n2", "E1", 2.0, None),
+        ("n2", "B1", 0.5, None),
+        ("s1", "E1", 4.0, None),
+        ("s1", "41", 0.25, "generation"),  # a NEM13 suffix: its direction declared
+        ("s1", "11", 8.0, None),  # neither named nor declared: in no column
     ]:
         for i in range(1, 5):  # four half hours: 00:00-02:00
             doc = {"device_id": device, "channel": channel, "ts": t0 + i * 1_800_000, "kind": "interval",
-                   "value": value, "unit": "kWh", "interval_s": 1800}  # fmt: skip
+                   "value": value, "unit": "kWh", "interval_s": 1800, "direction": direction}  # fmt: skip
             msgs.append(SimMessage(device.encode(), orjson.dumps(doc), t0 + i * 1_800_000 + 1000))
     deployment.produce(msgs)
     w = deployment.start_worker("sites")
@@ -255,7 +257,7 @@ def test_fleet_and_site_consumption_totals(deployment: Deployment, tmp_path: Any
         time.sleep(0.5)
     assert [(i["import_kwh"], i["export_kwh"]) for i in body["items"]] == [(6.0, 1.0), (6.0, 1.0)]
     status, fleet = get(w, query)
-    assert [i["import_kwh"] for i in fleet["items"]] == [14.0, 14.0]
+    assert [(i["import_kwh"], i["export_kwh"]) for i in fleet["items"]] == [(14.0, 1.5), (14.0, 1.5)]
     assert get(w, query + "&site=nowhere")[0] == 404
     status, listed = get(w, "/v1/sites")
     assert listed["items"] == [{"site": "north", "devices": 2}, {"site": "south", "devices": 1}]

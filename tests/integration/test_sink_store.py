@@ -181,3 +181,21 @@ def test_store_waits_out_an_outage(postgres: LocalPostgres, database: str) -> No
     readings, _, raw = run_async(snapshot(database))
     events = {orjson.loads(m.value)["event_id"] for m in msgs if m.topic == T.normalized and m.value}
     assert raw == 600 and len(readings) == len(events)
+
+
+def test_direction_is_stored_and_records_from_before_it_store_null(database: str) -> None:
+    declared = orjson.loads(normalized("g", 0, 1.0, channel="41"))
+    declared["direction"] = "generation"
+    old = normalized("e", 0, 1.0)  # a record written before the field existed: no key at all
+    assert "direction" not in orjson.loads(old)
+    run_async(store_all(database, [one_batch(orjson.dumps(declared), old)]))
+
+    async def directions() -> dict[str, Any]:
+        conn = await asyncpg.connect(database)
+        try:
+            rows = await conn.fetch("SELECT channel, direction FROM readings")
+            return {r["channel"]: r["direction"] for r in rows}
+        finally:
+            await conn.close()
+
+    assert run_async(directions()) == {"41": "generation", "E1": None}

@@ -196,3 +196,40 @@ def test_normalized_json_written_out_equals_the_generic_encoding(rec: Normalized
     assert codecs.encode_normalized(rec, "json") == orjson.dumps(
         codecs._json_ready(codecs.NORMALIZED_READING, generic)
     )
+
+
+def _v1(name: str, record: dict[str, object]) -> bytes:
+    """A record as a producer built before ``direction`` wrote it (schemas/history/1)."""
+    import io
+
+    from fastavro.schema import fingerprint, to_parsing_canonical_form
+
+    old = codecs.schema(name, "1")
+    assert "direction" not in {f["name"] for f in old["fields"]}
+    buf = io.BytesIO()
+    buf.write(codecs.AVRO_MAGIC + bytes.fromhex(fingerprint(to_parsing_canonical_form(old), "CRC-64-AVRO")))
+    fastavro.schemaless_writer(buf, old, record)
+    return buf.getvalue()
+
+
+def test_records_written_before_direction_still_decode_with_it_null() -> None:
+    d = dict(zip(NormalizedReading._fields, NORMALIZED, strict=True))
+    del d["direction"]
+    d["flags"] = list(NORMALIZED.flags)
+    old = _v1("aurora.NormalizedReading", d)
+    assert old[2:10] != codecs.encode_normalized(NORMALIZED, "avro")[2:10]  # another fingerprint
+    doc = codecs.decode_output(old)
+    assert doc["direction"] is None and doc["delta_kwh"] == 0.25 and doc["ts_end"] == NORMALIZED.ts_end
+    batch = {"device_id": "m1", "source": None, "readings": [
+        {"device_id": None, "channel": "E1", "ts": 1_735_653_600_000, "kind": "interval", "value": 1.0,
+         "unit": "kWh", "interval_s": 1800, "quality": "A", "method": None, "reason_code": None,
+         "updated_at": None, "source": None},
+    ]}  # fmt: skip
+    raw = codecs.decode_raw(_v1("aurora.GatewayBatch", batch), max_bytes=1 << 20)
+    assert raw["readings"][0]["direction"] is None and raw["readings"][0]["value"] == 1.0  # type: ignore[index]
+
+
+def test_direction_round_trips_in_both_encodings() -> None:
+    rec = NORMALIZED._replace(direction="generation")
+    for encoding in ("json", "avro"):
+        assert codecs.decode_output(codecs.encode_normalized(rec, encoding))["direction"] == "generation"  # type: ignore[arg-type]

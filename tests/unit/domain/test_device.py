@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import orjson
 import pytest
 
 from aurora_streams.domain.device import DeviceState, apply
@@ -444,3 +445,52 @@ def test_an_interval_that_overlaps_its_predecessor_is_flagged() -> None:
     res = d.feed(ivl(end1, 20.0, interval_s=86_400), ivl(end1 + 23 * 60 * MIN, 19.0, interval_s=86_400))
     assert Flag.OVERLAP in res.records[0].flags and [a.type for a in res.anomalies] == [Flag.OVERLAP]
     assert res.records[0].delta_kwh == 19.0  # booked, and said
+
+
+def test_a_channel_carries_its_declared_direction_or_its_suffix_convention() -> None:
+    d = Driver()
+    d.feed(ivl(T0 + 30 * MIN, 1.0, channel="E1"), ivl(T0 + 30 * MIN, 1.0, channel="B1"))
+    d.feed(ivl(T0 + 30 * MIN, 1.0, channel="11"))
+    d.feed(ivl(T0 + 30 * MIN, 1.0, channel="41", direction="generation"))
+    # Readings that do not repeat the declaration keep it, placed out of order or not.
+    d.feed(ivl(T0 + 90 * MIN, 1.0, channel="41"), ivl(T0 + 60 * MIN, 1.0, channel="41"))
+    got = {(r.channel, r.ts_end): r.direction for r in d.by_ts()}
+    assert got == {
+        ("11", T0 + 30 * MIN): None,
+        ("41", T0 + 30 * MIN): "generation",
+        ("41", T0 + 60 * MIN): "generation",
+        ("41", T0 + 90 * MIN): "generation",
+        ("B1", T0 + 30 * MIN): "generation",
+        ("E1", T0 + 30 * MIN): "consumption",
+    }
+    state = DeviceState.from_bytes(d.state.to_bytes())
+    assert state.channels["41"].direction == "generation" and state.channels["11"].direction is None
+    assert state.to_bytes() == d.state.to_bytes()
+
+
+def test_a_late_or_future_reading_carries_its_channels_direction() -> None:
+    rules = DeviceRules(reorder_horizon_s=3600)
+    d = Driver(rules)
+    d.feed(ivl(T0 + 30 * MIN, 1.0, channel="41", direction="generation"))
+    d.feed(ivl(T0 + 300 * MIN, 1.0, channel="41"))
+    late = d.feed(ivl(T0 + 60 * MIN, 1.0, channel="41"))
+    assert late.status == "late" and [r.direction for r in late.records] == ["generation"]
+    ahead = ivl(T0 + 30 * 86_400_000, 1.0, channel="41", arrival_flags=(Flag.FUTURE_TIMESTAMP.value,))
+    future = d.feed(ahead)
+    assert future.status == "future" and [r.direction for r in future.records] == ["generation"]
+
+
+def test_a_reading_contradicting_its_channels_declared_direction_is_rejected() -> None:
+    d = Driver()
+    d.feed(ivl(T0 + 30 * MIN, 1.0, channel="41", direction="generation"))
+    with pytest.raises(DomainRejection) as info:
+        d.feed(ivl(T0 + 60 * MIN, 1.0, channel="41", direction="consumption"))
+    assert info.value.reason == "direction_conflict" and info.value.field == "direction"
+    assert d.state.channels["41"].direction == "generation"
+
+
+def test_a_state_without_declared_directions_encodes_as_before_they_existed() -> None:
+    d = Driver()
+    d.feed(ivl(T0 + 30 * MIN, 1.0))
+    [row] = orjson.loads(d.state.to_bytes())["c"].values()
+    assert len(row) == 3  # [kind, anchored, entries]: what workers before it wrote and read

@@ -97,6 +97,8 @@ def test_units(unit: str, value: float, expected: float, norm: str) -> None:
         ({"channel": ["E1"]}, "invalid_value", "channel"),
         ({"ts": ["2025-01-01T00:00:00Z"]}, "invalid_type", "ts"),
         ({"source": 3}, "invalid_type", "source"),
+        ({"direction": "import"}, "invalid_value", "direction"),  # ambiguous: whose import?
+        ({"direction": ["consumption"]}, "invalid_value", "direction"),
     ],
 )
 def test_rejections_name_reason_and_field(patch: dict[str, Any], reason: str, field: str) -> None:
@@ -207,3 +209,8 @@ def test_any_interval_length_up_to_a_year_is_accepted(interval_s: int) -> None:
     # A DST day is 23 or 25 hours, and a NEM13 accumulation spans its read period.
     [r] = validate_message(good(interval_s=interval_s), key="m1", broker_ts_ms=NOW, policy=POLICY)
     assert isinstance(r, Reading) and r.interval_s == interval_s
+
+
+def test_direction_is_optional_and_carried() -> None:
+    assert one(good()).direction is None
+    assert one(good(direction="generation", channel="41")).direction == "generation"

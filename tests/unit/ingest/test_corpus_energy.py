@@ -43,14 +43,22 @@ def accepted() -> list[Path]:
     return out
 
 
-def expected_energy(path: Path) -> dict[tuple[str, str], float]:
+def suffix_direction(suffix: str) -> str | None:
+    """NEM12's convention, written out here rather than taken from the code under test."""
+    return {"E": "consumption", "B": "generation"}.get(suffix[:1].upper())
+
+
+def expected_energy(path: Path) -> dict[tuple[str, str, str | None], float]:
+    """Per NMI, suffix and direction: NEM13's DirectionIndicator E (export from the market)
+    is the customer's consumption, I its generation."""
     best: dict[tuple[str, str, int], tuple[tuple[int, int], float]] = {}
-    out: dict[tuple[str, str], float] = defaultdict(float)
+    out: dict[tuple[str, str, str | None], float] = defaultdict(float)
     for day in Nem12Reader.from_path(path, "strict"):
         if day.unit is None:
             continue
         if isinstance(day, AccumulationRead):
-            out[(day.nmi, day.suffix)] += (day.quantity or 0.0) * day.factor
+            direction = "consumption" if day.direction == "E" else "generation"
+            out[(day.nmi, day.suffix, direction)] += (day.quantity or 0.0) * day.factor
             continue
         for i, v in enumerate(day.values):
             if v is None:
@@ -60,11 +68,11 @@ def expected_energy(path: Path) -> dict[tuple[str, str], float]:
             if key not in best or version > best[key][0]:
                 best[key] = (version, v * day.factor)
     for (nmi, suffix, _ts), (_v, kwh) in best.items():
-        out[(nmi, suffix)] += kwh
+        out[(nmi, suffix, suffix_direction(suffix))] += kwh
     return dict(out)
 
 
-def booked_energy(path: Path) -> tuple[dict[tuple[str, str], float], int]:
+def booked_energy(path: Path) -> tuple[dict[tuple[str, str, str | None], float], int]:
     processor = build_processor(Settings())
     states: dict = {}  # type: ignore[type-arg]
     latest: dict[str, NormalizedReading] = {}
@@ -89,9 +97,9 @@ def booked_energy(path: Path) -> tuple[dict[tuple[str, str], float], int]:
     ingest_reader(
         functools.partial(open_reader, path), path.name, mode="strict", sink=send, summary=IngestSummary()
     )
-    energy: dict[tuple[str, str], float] = defaultdict(float)
+    energy: dict[tuple[str, str, str | None], float] = defaultdict(float)
     for rec in latest.values():
-        energy[(rec.device_id, rec.channel)] += rec.delta_kwh or 0.0
+        energy[(rec.device_id, rec.channel, rec.direction)] += rec.delta_kwh or 0.0
     return dict(energy), dead
 
 

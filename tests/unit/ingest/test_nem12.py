@@ -240,3 +240,20 @@ def test_nem13_quantity_that_disagrees_with_the_register_is_a_warning() -> None:
     text = NEM13.replace(",1312.1,", ",1300.0,")
     _, r = read(text)
     assert [(p.rule, p.severity) for p in r.problems] == [("sum_check", "warning")]
+
+
+@pytest.mark.parametrize(("indicator", "direction"), [("E", "consumption"), ("I", "generation")])
+def test_nem13_direction_indicator_reaches_the_normalized_record(indicator: str, direction: str) -> None:
+    import orjson
+
+    from aurora_streams.processing import build_processor, new_state
+    from aurora_streams.settings import Settings
+
+    days, _ = read(NEM13.replace(",METSER123,E,", f",METSER123,{indicator},"))
+    [batch] = [d.to_gateway_batch() for d in days]
+    assert batch["readings"][0]["direction"] == direction  # type: ignore[index]
+    p = build_processor(Settings())
+    out = p.process(b"VABC005890", orjson.dumps(batch), partition=0, offset=0, timestamp_ms=1_800_000_000_000,
+                    states={}, load=new_state)  # fmt: skip
+    [rec] = [orjson.loads(o.value) for o in out if o.topic == "meter.readings.normalized"]
+    assert rec["direction"] == direction and rec["delta_kwh"] == pytest.approx(1312.1)
