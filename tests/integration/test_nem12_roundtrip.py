@@ -54,6 +54,8 @@ def test_file_round_trips_with_the_same_channel_totals(deployment: Deployment, l
     for rec in latest.values():
         totals[(rec["device_id"], rec["channel"])] += rec["delta_kwh"]
     assert set(totals) == set(energy)
+    # Every record says which way its energy flows: the suffix's E/B, or NEM13's "E".
+    assert {rec["direction"] for rec in latest.values()} <= {"consumption", "generation"}
     for key, channel in energy.items():
         assert totals[key] == pytest.approx(channel.total, rel=1e-9, abs=1e-6), key
     # Nothing was dead-lettered.

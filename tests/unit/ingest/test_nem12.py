@@ -87,8 +87,25 @@ def test_400_rules(records: list[str], rule: str) -> None:
     with pytest.raises(Nem12Error) as info:
         read(text)
     assert info.value.problem.rule == rule
-    _, r = read(text, "lenient")
+    days, r = read(text, "lenient")
     assert rule in {p.rule for p in r.problems}
+    # What no valid 400 record resolved goes out as V, never as Actual, and the worker
+    # flags it quality_unresolved and books none of it as validated.
+    import orjson
+
+    from aurora_streams.processing import build_processor, new_state
+    from aurora_streams.settings import Settings
+
+    [batch] = [d.to_gateway_batch() for d in days]
+    unresolved = [x for x in batch["readings"] if x["quality"] == "V"]  # type: ignore[attr-defined,index]
+    assert unresolved
+    out = build_processor(Settings()).process(
+        b"NMI0000001", orjson.dumps(batch), partition=0, offset=0, timestamp_ms=1_800_000_000_000,
+        states={}, load=new_state,
+    )  # fmt: skip
+    records = [orjson.loads(o.value) for o in out if o.topic == "meter.readings.normalized"]
+    flagged = [x for x in records if "quality_unresolved" in x["flags"]]
+    assert len(flagged) == len(unresolved) and all(x["quality"] == "V" for x in flagged)
 
 
 @pytest.mark.parametrize(("quality", "reason", "rule"), [
