@@ -9,9 +9,19 @@ Every ``--sample-s`` seconds it records, from outside the processes:
 * the broker's data dir size, the worker's data dir size;
 * the worker's counters (readings processed by outcome) and /readyz.
 
-``--kill-worker-at MIN`` SIGKILLs the worker once (dev exits when a child dies, so this mode
-runs the same commands as dev, each by its pid: broker, topics create, worker, simulate) and
-restarts it on its data dir.
+It runs the same commands as dev, each by its pid (broker, topics create, worker,
+simulate), so it can inject faults into any of them:
+
+* ``--kill-worker-at MIN``: SIGKILL the worker once and restart it on its data dir; the time
+  from the restart to the group's committed offsets moving again is ``recovery_s``.
+* ``--join-at MIN`` / ``--leave-at MIN``: a second worker (its own data dir and port) joins
+  the group, and later leaves it (SIGTERM).
+* ``--broker-restart-at MIN``: stop the broker (SIGTERM) and start it again on its data.
+* ``--hostile-every-s S``: every S seconds, messages the worker must dead-letter without
+  stopping: a null key, a key naming another device, invalid JSON and a 900 KB reading.
+* ``--verify``: at the end, stop the simulator, wait for the group to commit everything, and
+  compare every output with the reference run over the raw topic (``soak_check.py``):
+  missing, extra or differing latest records, invented records, dead letters.
 
 Usage: .venv/bin/python bench/soak.py --minutes 60 --rate 200   (dev's default rate)
        .venv/bin/python bench/soak.py --minutes 60 --rate 2000 --devices 1000 --kill-worker-at 20
@@ -35,8 +45,9 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
+import orjson
 from common import ROOT, clean_env, free_port, write_report
-from confluent_kafka import Consumer, TopicPartition
+from confluent_kafka import Consumer, Producer, TopicPartition
 
 RAW = "meter.readings.raw"
 GROUP = "aurora-streams"
@@ -117,12 +128,37 @@ class Platform:
         sim = ["simulate", "--devices", str(self.devices), "--rate", str(self.rate), "--no-progress"]
         self._start("simulator", *sim)
 
-    def start_worker(self) -> None:
-        self._start("worker", "worker")
+    def start_worker(self, name: str = "worker") -> None:
+        if name == "worker":
+            self._start(name, "worker")
+            return
+        own = {"AURORA_DATADIR": str(self.work / f"data-{name}"), "AURORA_WEB_PORT": str(free_port())}
+        env, self.env = self.env, {**self.env, **own}
+        try:
+            self._start(name, "worker")
+        finally:
+            self.env = env
 
     def kill_worker(self) -> None:
         self.procs["worker"].send_signal(signal.SIGKILL)
         self.procs["worker"].wait()
+
+    def stop_process(self, name: str) -> None:
+        proc = self.procs.get(name)
+        if proc is not None and proc.poll() is None:
+            proc.terminate()
+            try:
+                proc.wait(90)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+    def restart_broker(self) -> None:
+        self.stop_process("broker")
+        log = self.work / "logs" / "broker.log"
+        seen = log.read_text(errors="replace").count("listens on")
+        self._start("broker", "broker")
+        _wait(lambda: log.read_text(errors="replace").count("listens on") > seen, 120)
 
     def java_pid(self) -> int | None:
         """The broker's JVM: the child of `aurora-streams broker`."""
@@ -136,15 +172,28 @@ class Platform:
         return int(children[0]) if children else None
 
     def stop(self) -> None:
-        for name in ("simulator", "worker", "broker"):
-            proc = self.procs.get(name)
-            if proc is not None and proc.poll() is None:
-                proc.terminate()
-                try:
-                    proc.wait(60)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-                    proc.wait()
+        for name in ("simulator", "worker2", "worker", "broker"):
+            self.stop_process(name)
+
+
+def hostile(producer: Producer, topic: str, n: int) -> int:
+    """Messages the worker must dead-letter, never stop on; returns how many were sent."""
+    reading = {"device_id": "meter-000001", "channel": "E1", "ts": 1_735_653_600_000 + n, "kind": "interval",
+               "value": 0.5, "unit": "kWh", "interval_s": 1800}  # fmt: skip
+    messages: list[tuple[bytes | None, bytes]] = [
+        (None, orjson.dumps(reading)),  # no key: which partition holds the device's state?
+        (b"meter-000002", orjson.dumps(reading)),  # the key names another device
+        (b"meter-000001", b'{"device_id": "meter-000001", "ts": '),  # invalid JSON
+        (b"meter-000001", orjson.dumps({**reading, "source": "x" * 900_000})),  # over the worker's limit
+    ]
+    for key, value in messages:
+        producer.produce(topic, value, key)
+    producer.flush(30)
+    return len(messages)
+
+
+def _committed_total(consumer: Consumer, partitions: int) -> int:
+    return sum(max(v, 0) for v in _offsets(consumer, partitions)[1].values())
 
 
 def _wait(cond: Any, timeout: float) -> None:
@@ -159,6 +208,30 @@ def _wait(cond: Any, timeout: float) -> None:
     raise TimeoutError("condition not met")
 
 
+def _verify(
+    plat: Platform, consumer: Consumer, bootstrap: str, env: dict[str, str], partitions: int
+) -> dict[str, Any]:
+    """Stop the input, wait for the group to commit all of it, then compare with the reference."""
+    from soak_check import compare
+
+    from aurora_streams.settings import Settings
+
+    plat.stop_process("simulator")
+    t = time.monotonic()
+    print("verify: simulator stopped; waiting for the group to commit the whole raw topic", flush=True)
+
+    def caught_up() -> bool:
+        ends, committed = _offsets(consumer, partitions)
+        return all(committed.get(p, -1) >= end for p, end in ends.items())
+
+    _wait(caught_up, 1800)
+    drained = round(time.monotonic() - t, 1)
+    time.sleep(5)  # the last checkpoint's outputs are flushed before its commit; margin for the sink's
+    os.environ.update({k: v for k, v in env.items() if k.startswith("AURORA_")})
+    report = compare(bootstrap, Settings(), partitions, lambda line: print(f"verify: {line}", flush=True))
+    return {"drain_s": drained, **report}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--minutes", type=float, default=60)
@@ -168,6 +241,15 @@ def main() -> None:
     ap.add_argument(
         "--kill-worker-at", type=float, default=None, help="minute at which to SIGKILL the worker"
     )
+    ap.add_argument("--join-at", type=float, default=None, help="minute at which a second worker joins")
+    ap.add_argument("--leave-at", type=float, default=None, help="minute at which the second worker leaves")
+    ap.add_argument(
+        "--broker-restart-at", type=float, default=None, help="minute at which to restart the broker"
+    )
+    ap.add_argument(
+        "--hostile-every-s", type=float, default=0.0, help="send messages to dead-letter every S s"
+    )
+    ap.add_argument("--verify", action="store_true", help="compare the outputs with the reference at the end")
     ap.add_argument("--workdir", type=Path, default=None)
     args = ap.parse_args()
 
@@ -189,9 +271,13 @@ def main() -> None:
     plat = Platform(work, env, args.devices, args.rate)
     samples: list[dict[str, Any]] = []
     started = time.monotonic()
-    killed = False
+    killed = joined = left = restarted = False
+    hostile_sent, next_hostile = 0, args.hostile_every_s or float("inf")
     plat.start()
-    consumer = Consumer({"bootstrap.servers": f"127.0.0.1:{broker_port}", "group.id": GROUP})
+    bootstrap = f"127.0.0.1:{broker_port}"
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": GROUP})
+    producer = Producer({"bootstrap.servers": bootstrap, "partitioner": "murmur2_random", "linger.ms": 5})
+    verification: dict[str, Any] | None = None
     print(
         f"soak: {args.minutes:g} min at {args.rate:g} msg/s, {args.devices} meters; work dir {work}",
         flush=True,
@@ -199,10 +285,38 @@ def main() -> None:
     try:
         while (elapsed := time.monotonic() - started) < args.minutes * 60:
             if args.kill_worker_at is not None and not killed and elapsed >= args.kill_worker_at * 60:
+                before = _committed_total(consumer, partitions)
                 plat.kill_worker()
+                restart = time.monotonic()
                 plat.start_worker()
                 killed = True
-                samples.append({"t_s": round(elapsed, 1), "event": "worker SIGKILLed and restarted"})
+                with contextlib.suppress(TimeoutError):
+                    _wait(lambda b=before: _committed_total(consumer, partitions) > b, 300)  # type: ignore[misc]
+                recovery = round(time.monotonic() - restart, 1)
+                samples.append({"t_s": round(elapsed, 1), "event": "worker SIGKILLed and restarted",
+                                "recovery_s": recovery})  # fmt: skip
+                print(f"worker SIGKILLed; commits moved again {recovery} s after the restart", flush=True)
+            if args.join_at is not None and not joined and elapsed >= args.join_at * 60:
+                plat.start_worker("worker2")
+                joined = True
+                samples.append({"t_s": round(elapsed, 1), "event": "second worker started"})
+            if args.leave_at is not None and joined and not left and elapsed >= args.leave_at * 60:
+                plat.stop_process("worker2")
+                left = True
+                samples.append({"t_s": round(elapsed, 1), "event": "second worker stopped (SIGTERM)"})
+            if (
+                args.broker_restart_at is not None
+                and not restarted
+                and elapsed >= args.broker_restart_at * 60
+            ):
+                t = time.monotonic()
+                plat.restart_broker()
+                restarted = True
+                samples.append({"t_s": round(elapsed, 1), "event": "broker restarted",
+                                "down_s": round(time.monotonic() - t, 1)})  # fmt: skip
+            if elapsed >= next_hostile:
+                hostile_sent += hostile(producer, RAW, hostile_sent)
+                next_hostile += args.hostile_every_s
             ends, committed = _offsets(consumer, partitions)
             lag = {p: ends[p] - max(committed.get(p, 0), 0) for p in ends}
             status, metrics = _get(f"http://127.0.0.1:{web_port}/metrics")
@@ -229,6 +343,8 @@ def main() -> None:
             samples.append(sample)
             print(json.dumps(sample), flush=True)
             time.sleep(max(0.0, args.sample_s - (time.monotonic() - started - elapsed)))
+        if args.verify:
+            verification = _verify(plat, consumer, bootstrap, env, partitions)
     finally:
         consumer.close()
         plat.stop()
@@ -262,6 +378,12 @@ def main() -> None:
         "disk_mb_last": last["disk_mb"],
         "not_ready_samples": sum(1 for s in rows if s["readyz"] != 200),
         "worker_killed": killed,
+        "recovery_s": next((s["recovery_s"] for s in samples if "recovery_s" in s), None),
+        "second_worker": {"joined": joined, "left": left},
+        "broker_restarted": restarted,
+        "hostile_messages": hostile_sent,
+        "exits": {name: proc.returncode for name, proc in plat.procs.items()},
+        "verification": verification,
     }
     out = write_report(
         "soak",
