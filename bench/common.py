@@ -59,8 +59,9 @@ def clean_env() -> dict[str, str]:
     return env
 
 
-def write_report(kind: str, title: str, body: dict[str, Any]) -> Path:
-    """Write ``body`` with the benchmark's title, time, version and machine facts."""
+def write_report(kind: str, title: str, body: dict[str, Any], out: Path | None = None) -> Path:
+    """Write ``body`` with the benchmark's title, time, version and machine facts, to ``out``
+    or to ``bench/results/<kind>-<UTC time>.json``."""
     now = datetime.now(UTC)
     report = {
         "benchmark": title,
@@ -76,7 +77,7 @@ def write_report(kind: str, title: str, body: dict[str, Any]) -> Path:
         "native": native.STATUS.replace(f"{ROOT}/", ""),
         **body,
     }
-    out = ROOT / "bench" / "results" / f"{kind}-{now.strftime('%Y%m%dT%H%M%SZ')}.json"
+    out = out or ROOT / "bench" / "results" / f"{kind}-{now.strftime('%Y%m%dT%H%M%SZ')}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(report, indent=2))
     return out

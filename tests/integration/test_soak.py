@@ -1,0 +1,57 @@
+"""A CI-sized soak: dev's processes for a few minutes with every fault the hour-long soak
+injects, then every output compared with the independent reference.
+
+It runs ``bench/soak.py`` (its own broker, since it restarts it): a SIGKILL of the worker, a
+second worker joining and leaving, a broker restart, and hostile messages (no key, a key
+naming another device, invalid JSON, a 900 KB reading) every 20 s. Timing is recorded in the
+report, never asserted; what is asserted is the outcome an operator relies on.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_a_few_minutes_with_faults_end_equal_to_the_reference(tmp_path: Path) -> None:
+    report = tmp_path / "soak.json"
+    cmd = [
+        sys.executable,
+        str(ROOT / "bench" / "soak.py"),
+        *("--minutes", "2.5", "--rate", "400", "--devices", "200", "--sample-s", "5"),
+        *("--kill-worker-at", "0.5", "--join-at", "0.9", "--leave-at", "1.4"),
+        *("--broker-restart-at", "1.8", "--hostile-every-s", "20"),
+        *("--verify", "--workdir", str(tmp_path / "work"), "--out", str(report)),
+    ]
+    run = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=540)
+    assert run.returncode == 0, run.stdout[-4000:] + run.stderr[-4000:]
+    summary = json.loads(report.read_text())["summary"]
+
+    # Every fault happened.
+    assert summary["worker_killed"] and summary["broker_restarted"]
+    assert summary["second_worker"] == {"joined": True, "left": True}
+    assert summary["hostile_messages"] >= 4 * 6
+    # No process died on its own: the killed worker was restarted, the others were stopped.
+    exits = summary["exits"]
+    assert exits["worker"] == 0 and exits["worker2"] == 0 and exits["broker"] == 0, exits
+    # The restarted worker processed again.
+    recovery = summary["recovery"]
+    assert recovery["first_batch_s"] is not None and recovery["commits_moved_s"] is not None, recovery
+
+    check = summary["verification"]
+    for topic in ("meter.readings.normalized", "meter.anomalies"):
+        result = check[topic]
+        assert result["ids_expected"] > 0, topic
+        wrong = {k: result[k] for k in ("missing", "extra", "differing", "invented")}
+        assert wrong == dict.fromkeys(wrong, 0), (topic, result)
+    dlq = check["meter.readings.dlq"]
+    # Each round of hostile messages dead-letters each of its four (the simulator adds its own).
+    assert dlq["got"] >= summary["hostile_messages"] and (dlq["missing"], dlq["extra"]) == (0, 0), dlq
+    assert check["equal"] is True
+    # Ready at the end: the last sample, taken while the input still ran, answered 200.
+    samples = [s for s in json.loads(report.read_text())["samples"] if "readyz" in s]
+    assert samples[-1]["readyz"] == 200
