@@ -74,7 +74,6 @@ from aurora_streams.agents.delivery import FastProducer, TableWriter, deliver, f
 from aurora_streams.agents.intake import RawIntake
 from aurora_streams.agents.views import ViewUpdater
 from aurora_streams.domain.device import DeviceState
-from aurora_streams.domain.forecast import DeviceForecaster
 from aurora_streams.errors import LogReset
 from aurora_streams.processing import Processor
 from aurora_streams.settings import Settings
@@ -109,7 +108,7 @@ def attach_normalize(app: Any, table: Any, processor: Processor, settings: Setti
     )
 
     cache = StateCache[DeviceState](settings.state_cache_devices)
-    models = StateCache[tuple[int, DeviceForecaster]](settings.state_cache_devices)
+    models = StateCache[tuple[int, bytes]](settings.state_cache_devices)
     app.state_caches.extend((cache, models))  # AuroraApp: cleared on rebalance
     intake: RawIntake = app.raw_intake
 
@@ -267,7 +266,7 @@ class Epochs:
         settings: Settings,
         fast: FastProducer | None,
         cache: StateCache[DeviceState],
-        models: StateCache[tuple[int, DeviceForecaster]],
+        models: StateCache[tuple[int, bytes]],
         processor: Processor,
         views: Views,
     ) -> None:
