@@ -21,6 +21,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import faust
+import orjson
 from rocksdict import WriteBatch
 
 from aurora_streams import metrics
@@ -96,6 +97,7 @@ class FastProducer:
         linger_ms: int = 5,
         compression: str = "none",
         message_timeout_ms: int = 120_000,
+        stats_interval_ms: int = 5_000,
     ) -> None:
         from confluent_kafka import Producer
 
@@ -115,9 +117,22 @@ class FastProducer:
                 "request.timeout.ms": min(30_000, message_timeout_ms),
                 "delivery.report.only.error": True,
                 "on_delivery": self._on_delivery,
+                # Batch sizes per topic, summed into aurora_produced_bytes_total (each
+                # statistics window's sum is exact and the window resets at each report).
+                "statistics.interval.ms": stats_interval_ms,
+                "stats_cb": self._on_stats,
             }
         )
         self._counts: dict[str, int] = {}
+
+    @staticmethod
+    def _on_stats(report: str) -> None:
+        # Runs inside flush()/poll(), like deliveries. ``batchsize`` is the size of each
+        # message set as sent (after compression).
+        for topic, stats in orjson.loads(report).get("topics", {}).items():
+            sent = stats.get("batchsize", {}).get("sum", 0)
+            if sent > 0:
+                metrics.BYTES_PRODUCED.labels(topic).inc(sent)
 
     def _on_delivery(self, err: Any, msg: Any) -> None:
         # Runs inside flush()/poll(), on whichever thread called them; failures only.
