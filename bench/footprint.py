@@ -64,7 +64,7 @@ def run_one(devices: int, args: argparse.Namespace) -> dict[str, Any]:
     samples: list[dict[str, Any]] = []
     plat.start()
     started = time.monotonic()
-    print(f"footprint: {devices} meters at {args.rate:g}/s, {args.minutes:g} min; work dir {work}", flush=True)
+    print(f"footprint: {devices} meters, {args.rate:g}/s, {args.minutes:g} min; work dir {work}", flush=True)
     try:
         while (elapsed := time.monotonic() - started) < args.minutes * 60:
             status, metrics = _get(f"http://127.0.0.1:{web_port}/metrics")
