@@ -70,7 +70,13 @@ import faust
 from faust.streams import _current_event
 
 from aurora_streams import metrics
-from aurora_streams.agents.delivery import FastProducer, TableWriter, deliver, flush
+from aurora_streams.agents.delivery import (
+    FastProducer,
+    TableWriter,
+    deliver,
+    flush,
+    persist_changelog_offsets,
+)
 from aurora_streams.agents.intake import RawIntake
 from aurora_streams.agents.views import ViewUpdater
 from aurora_streams.domain.device import DeviceState
@@ -536,6 +542,8 @@ async def store(
             if sealed.generation != cache.generation:
                 return  # the rest is re-delivered, and fenced
             release_acks(app, chunk)
+        if sealed.generation == cache.generation:
+            await persist_changelog_offsets(fast, sealed.writers.values())
     metrics.CHECKPOINT_DURATION.observe(time.perf_counter() - sealed.started)
     metrics.CHECKPOINT_READINGS.observe(len(sealed.messages))
 
