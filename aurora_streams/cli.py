@@ -17,7 +17,7 @@ from typing import Any
 import click
 import orjson
 
-from aurora_streams import __version__, native
+from aurora_streams import __version__, malloc, native
 from aurora_streams.errors import AuroraError
 from aurora_streams.logs import logging_config, setup_logging
 from aurora_streams.settings import Settings, load_settings
@@ -250,6 +250,7 @@ def worker(create_topics: bool) -> None:
 
     s = _settings()
     setup_logging(s.log_level, s.log_format)
+    malloc.limit_arenas(s.malloc_arenas)  # before the app starts any thread
     try:
         if create_topics:
             ensure_topics(s)

@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
 import signal
 import sys
 import tempfile
@@ -35,13 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from common import clean_env, free_port, write_report
-from soak import RAW, Platform, _du_mb, _get, _processed, _rss_mb
-
-_BYTES = re.compile(r'^aurora_produced_bytes_total\{topic="([^"]+)"\} (\S+)', re.M)
-
-
-def produced_bytes(metrics: str) -> dict[str, float]:
-    return {topic: float(value) for topic, value in _BYTES.findall(metrics)}
+from soak import RAW, Platform, _du_mb, _get, _processed, _rss_mb, produced_bytes
 
 
 def raw_topic_bytes(broker_dir: Path) -> int:
