@@ -187,7 +187,8 @@ class FastProducer:
 
     def end_offsets(self, partitions: Sequence[tuple[str, int]]) -> dict[tuple[str, int], int]:
         """The log end offset of each (topic, partition), asked of its leader now (blocking:
-        run it in an executor). A partition that cannot be asked is left out."""
+        run it in an executor). At the first partition that cannot be asked within 2 s it
+        stops: what is left out is recorded at a later checkpoint."""
         if self._offsets is None:
             from confluent_kafka import Consumer
 
@@ -201,9 +202,9 @@ class FastProducer:
         ends = {}
         for topic, partition in partitions:
             try:
-                _low, high = self._offsets.get_watermark_offsets(TopicPartition(topic, partition), timeout=10)
-            except Exception:  # the next checkpoint asks again
-                continue
+                _low, high = self._offsets.get_watermark_offsets(TopicPartition(topic, partition), timeout=2)
+            except Exception:  # the broker is away: the next checkpoint asks again
+                break
             ends[(topic, partition)] = high
         return ends
 
