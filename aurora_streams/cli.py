@@ -601,7 +601,7 @@ def ingest_nem12(
         raise click.ClickException(
             f"{len(rejected)} file(s) rejected (nothing of them published): " + "; ".join(rejected)
         )
-    refused = sum(1 for p in summary.problems if p.rule == "id_refused")
+    refused = summary.problems.counts["id_refused"]
     if refused:
         raise click.ClickException(
             f"{refused} channel(s) refused: their device id or channel breaks the worker's rules "
@@ -629,11 +629,14 @@ def _print_summary(summary: Any, as_json: bool, *, published: bool) -> None:
             f"{c['total']:>14.3f}  {c['first']} -> {c['last']}"
         )
     problems = doc["problems"]
-    click.echo(f"problems: {len(problems)}")
+    click.echo(f"problems: {len(problems) + doc['problems_not_listed']}")
     for p in problems[:50]:
         click.echo(f"  {p['severity']}: {p['file']}:{p['line']}: {p['rule']}: {p['message']}")
     if len(problems) > 50:
-        click.echo(f"  ... and {len(problems) - 50} more (use --json for all)")
+        click.echo(f"  ... and {len(problems) - 50} more (use --json for them)")
+    if doc["problems_not_listed"]:
+        counts = ", ".join(f"{rule} {n}" for rule, n in doc["problem_counts"].items())
+        click.echo(f"  {doc['problems_not_listed']} more not listed; by rule: {counts}")
 
 
 @main.command()
