@@ -29,6 +29,7 @@ from faust.transport.consumer import CONSUMER_FETCHING
 from faust.transport.drivers import aiokafka as aiokafka_driver
 from faust.types import TP
 
+from aurora_streams import malloc
 from aurora_streams.agents.intake import RawIntake
 from aurora_streams.agents.normalize import attach_normalize
 from aurora_streams.agents.sink import attach_sink
@@ -440,6 +441,12 @@ def create_app(settings: Settings) -> AuroraApp:
     attach_openapi(app)
     attach_ops(app)
     attach_health(app)
+
+    if settings.malloc_trim_interval_s > 0:
+
+        @app.timer(settings.malloc_trim_interval_s)  # type: ignore[untyped-decorator]
+        async def _return_free_memory() -> None:
+            await asyncio.get_running_loop().run_in_executor(None, malloc.trim)
 
     @app.task  # type: ignore[untyped-decorator]
     async def _import_river() -> None:

@@ -17,7 +17,7 @@ from typing import Any
 import click
 import orjson
 
-from aurora_streams import __version__, native
+from aurora_streams import __version__, malloc, native
 from aurora_streams.errors import AuroraError
 from aurora_streams.logs import logging_config, setup_logging
 from aurora_streams.settings import Settings, load_settings
@@ -250,6 +250,7 @@ def worker(create_topics: bool) -> None:
 
     s = _settings()
     setup_logging(s.log_level, s.log_format)
+    malloc.limit_arenas(s.malloc_arenas)  # before the app starts any thread
     try:
         if create_topics:
             ensure_topics(s)
@@ -600,7 +601,7 @@ def ingest_nem12(
         raise click.ClickException(
             f"{len(rejected)} file(s) rejected (nothing of them published): " + "; ".join(rejected)
         )
-    refused = sum(1 for p in summary.problems if p.rule == "id_refused")
+    refused = summary.problems.counts["id_refused"]
     if refused:
         raise click.ClickException(
             f"{refused} channel(s) refused: their device id or channel breaks the worker's rules "
@@ -628,11 +629,14 @@ def _print_summary(summary: Any, as_json: bool, *, published: bool) -> None:
             f"{c['total']:>14.3f}  {c['first']} -> {c['last']}"
         )
     problems = doc["problems"]
-    click.echo(f"problems: {len(problems)}")
+    click.echo(f"problems: {len(problems) + doc['problems_not_listed']}")
     for p in problems[:50]:
         click.echo(f"  {p['severity']}: {p['file']}:{p['line']}: {p['rule']}: {p['message']}")
     if len(problems) > 50:
-        click.echo(f"  ... and {len(problems) - 50} more (use --json for all)")
+        click.echo(f"  ... and {len(problems) - 50} more (use --json for them)")
+    if doc["problems_not_listed"]:
+        counts = ", ".join(f"{rule} {n}" for rule, n in doc["problem_counts"].items())
+        click.echo(f"  {doc['problems_not_listed']} more not listed; by rule: {counts}")
 
 
 @main.command()

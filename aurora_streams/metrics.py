@@ -13,6 +13,7 @@ __all__ = [
     "BATCH_DURATION",
     "BATCH_SIZE",
     "BUILD_INFO",
+    "BYTES_PRODUCED",
     "CHECKPOINT_DURATION",
     "CHECKPOINT_READINGS",
     "CHECKPOINT_SEAL_DURATION",
@@ -42,6 +43,12 @@ DLQ_RECORDS: Final = Counter(
 )
 RECORDS_PRODUCED: Final = Counter(
     "aurora_records_produced_total", "Records produced, by output topic.", ["topic"]
+)
+BYTES_PRODUCED: Final = Counter(
+    "aurora_produced_bytes_total",
+    "Bytes of the record batches the worker's producer sent, by topic (outputs and table "
+    "changelogs): compressed, with batch headers, as the broker appends them.",
+    ["topic"],
 )
 LOG_REBASES: Final = Counter(
     "aurora_raw_log_rebases_total",

@@ -94,6 +94,14 @@ def _processed(metrics: str) -> dict[str, float]:
     return out
 
 
+_BYTES = re.compile(r'^aurora_produced_bytes_total\{topic="([^"]+)"\} (\S+)', re.M)
+
+
+def produced_bytes(metrics: str) -> dict[str, float]:
+    """``aurora_produced_bytes_total`` by topic: what the worker appended to the broker."""
+    return {topic: float(value) for topic, value in _BYTES.findall(metrics)}
+
+
 def _offsets(consumer: Consumer, partitions: int) -> tuple[dict[int, int], dict[int, int]]:
     tps = [TopicPartition(RAW, p) for p in range(partitions)]
     ends = {
@@ -376,6 +384,7 @@ def main() -> None:
                     "worker": round(_du_mb(work / "data") - _du_mb(work / "data" / "broker"), 1),
                 },
                 "processed": _processed(metrics) if status == 200 else None,
+                "produced_bytes": produced_bytes(metrics) if status == 200 else None,
                 "readyz": ready,
             }
             samples.append(sample)

@@ -17,10 +17,13 @@ Two producers:
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 import faust
+import orjson
+from confluent_kafka import TopicPartition
+from faust.types import TP
 from rocksdict import WriteBatch
 
 from aurora_streams import metrics
@@ -96,6 +99,7 @@ class FastProducer:
         linger_ms: int = 5,
         compression: str = "none",
         message_timeout_ms: int = 120_000,
+        stats_interval_ms: int = 5_000,
     ) -> None:
         from confluent_kafka import Producer
 
@@ -115,9 +119,25 @@ class FastProducer:
                 "request.timeout.ms": min(30_000, message_timeout_ms),
                 "delivery.report.only.error": True,
                 "on_delivery": self._on_delivery,
+                # Batch sizes per topic, summed into aurora_produced_bytes_total (each
+                # statistics window's sum is exact and the window resets at each report).
+                "statistics.interval.ms": stats_interval_ms,
+                "stats_cb": self._on_stats,
             }
         )
         self._counts: dict[str, int] = {}
+        self._bootstrap = bootstrap
+        self._offsets: Any = None
+        """A group-less consumer for :meth:`end_offsets`, made on first use."""
+
+    @staticmethod
+    def _on_stats(report: str) -> None:
+        # Runs inside flush()/poll(), like deliveries. ``batchsize`` is the size of each
+        # message set as sent (after compression).
+        for topic, stats in orjson.loads(report).get("topics", {}).items():
+            sent = stats.get("batchsize", {}).get("sum", 0)
+            if sent > 0:
+                metrics.BYTES_PRODUCED.labels(topic).inc(sent)
 
     def _on_delivery(self, err: Any, msg: Any) -> None:
         # Runs inside flush()/poll(), on whichever thread called them; failures only.
@@ -165,8 +185,33 @@ class FastProducer:
         for topic, n in counts.items():
             metrics.RECORDS_PRODUCED.labels(topic).inc(n)
 
+    def end_offsets(self, partitions: Sequence[tuple[str, int]]) -> dict[tuple[str, int], int]:
+        """The log end offset of each (topic, partition), asked of its leader now (blocking:
+        run it in an executor). At the first partition that cannot be asked within 2 s it
+        stops: what is left out is recorded at a later checkpoint."""
+        if self._offsets is None:
+            from confluent_kafka import Consumer
+
+            self._offsets = Consumer(
+                {
+                    "bootstrap.servers": self._bootstrap,
+                    "group.id": "aurora-streams-offsets",
+                    "enable.auto.commit": False,
+                }
+            )
+        ends = {}
+        for topic, partition in partitions:
+            try:
+                _low, high = self._offsets.get_watermark_offsets(TopicPartition(topic, partition), timeout=2)
+            except Exception:  # the broker is away: the next checkpoint asks again
+                break
+            ends[(topic, partition)] = high
+        return ends
+
     def close(self) -> None:
         self._producer.flush(30)
+        if self._offsets is not None:
+            self._offsets.close()
 
 
 class TableWriter:
@@ -178,15 +223,18 @@ class TableWriter:
     to the source partition as Faust would send it; the caller must ``commit()`` and then
     ``await flush(...)`` before the input is acknowledged (the normalize agent does).
     Without one, Faust's table path is used (``table[key] = value``) at once, whose
-    changelog records Faust flushes before it commits. Persisted changelog offsets are not
-    recorded on the fast path, so a restart with a data dir replays the changelog from the
-    start: slower to recover, never wrong (records are whole values, applied in order).
+    changelog records Faust flushes before it commits, and records as persisted. On the
+    fast path the caller records them once the records are acknowledged
+    (:func:`persist_changelog_offsets`): without them a restart with a data dir read every
+    changelog from its start (45 s after an hour at 2,000 readings/s, issue 19).
     """
 
     def __init__(self, fast: FastProducer | None, partition: int) -> None:
         self.fast, self.partition = fast, partition
         self._batches: dict[Any, tuple[Any, str]] = {}
         """Per table: its queued RocksDB write batch and its changelog topic."""
+        self.touched: dict[Any, str] = {}
+        """Every table this writer wrote on the fast path, with its changelog topic."""
 
     def put(self, table: Any, key: str, value: bytes | None) -> None:
         if self.fast is None:
@@ -199,6 +247,7 @@ class TableWriter:
         if queued is None:  # the changelog's name once per table, not per key
             topic = table.changelog_topic.get_topic_name()
             queued = self._batches[table] = (WriteBatch(raw_mode=True), topic)
+            self.touched[table] = topic
         batch, topic = queued
         raw_key = key.encode()
         if value is None:
@@ -212,6 +261,25 @@ class TableWriter:
         batches, self._batches = self._batches, {}
         for table, (batch, _topic) in batches.items():
             table.data._db_for_partition(self.partition).write(batch)
+
+
+async def persist_changelog_offsets(fast: FastProducer, writers: Iterable[TableWriter]) -> None:
+    """Record in each written table partition's local store the offset its changelog is
+    applied up to, so that a restart reads only what came after (Faust's recovery starts
+    at the persisted offset + 1). Call it only once every record the writers queued is
+    acknowledged: the changelog's end is then at or past them all, and the local store
+    already holds every record below it (a writer commits its batch to the store in the
+    same step as it queues the records, before any await, and only this worker writes
+    the partitions it owns)."""
+    touched = {(table, topic, w.partition) for w in writers for table, topic in w.touched.items()}
+    if not touched:
+        return
+    loop = asyncio.get_running_loop()
+    ends = await loop.run_in_executor(None, fast.end_offsets, sorted({(t, p) for _, t, p in touched}))
+    for table, topic, partition in touched:
+        end = ends.get((topic, partition))
+        if end:
+            table.data.set_persisted_offset(TP(topic, partition), end - 1)
 
 
 async def flush(app: faust.App, fast: FastProducer | None) -> None:

@@ -70,11 +70,16 @@ import faust
 from faust.streams import _current_event
 
 from aurora_streams import metrics
-from aurora_streams.agents.delivery import FastProducer, TableWriter, deliver, flush
+from aurora_streams.agents.delivery import (
+    FastProducer,
+    TableWriter,
+    deliver,
+    flush,
+    persist_changelog_offsets,
+)
 from aurora_streams.agents.intake import RawIntake
 from aurora_streams.agents.views import ViewUpdater
 from aurora_streams.domain.device import DeviceState
-from aurora_streams.domain.forecast import DeviceForecaster
 from aurora_streams.errors import LogReset
 from aurora_streams.processing import Processor
 from aurora_streams.settings import Settings
@@ -109,7 +114,7 @@ def attach_normalize(app: Any, table: Any, processor: Processor, settings: Setti
     )
 
     cache = StateCache[DeviceState](settings.state_cache_devices)
-    models = StateCache[tuple[int, DeviceForecaster]](settings.state_cache_devices)
+    models = StateCache[tuple[int, bytes]](settings.state_cache_devices)
     app.state_caches.extend((cache, models))  # AuroraApp: cleared on rebalance
     intake: RawIntake = app.raw_intake
 
@@ -267,7 +272,7 @@ class Epochs:
         settings: Settings,
         fast: FastProducer | None,
         cache: StateCache[DeviceState],
-        models: StateCache[tuple[int, DeviceForecaster]],
+        models: StateCache[tuple[int, bytes]],
         processor: Processor,
         views: Views,
     ) -> None:
@@ -537,6 +542,8 @@ async def store(
             if sealed.generation != cache.generation:
                 return  # the rest is re-delivered, and fenced
             release_acks(app, chunk)
+        if sealed.generation == cache.generation:
+            await persist_changelog_offsets(fast, sealed.writers.values())
     metrics.CHECKPOINT_DURATION.observe(time.perf_counter() - sealed.started)
     metrics.CHECKPOINT_READINGS.observe(len(sealed.messages))
 

@@ -67,7 +67,7 @@ class ViewUpdater:
         days: Any,
         recent: Any,
         forecasts: Any,
-        models: StateCache[tuple[int, DeviceForecaster]] | None = None,
+        models: StateCache[tuple[int, bytes]] | None = None,
     ) -> None:
         self.settings = settings
         self.days, self.recent = days, recent
@@ -152,7 +152,7 @@ class WindowCloser:
         self,
         window_ms: int,
         table: Any,
-        models: StateCache[tuple[int, DeviceForecaster]] | None = None,
+        models: StateCache[tuple[int, bytes]] | None = None,
         publish_every_ms: int = 0,
     ) -> None:
         self.window_ms = window_ms
@@ -164,10 +164,12 @@ class WindowCloser:
         they learned (a dict: deterministic order). Scanning ``cache`` for them on every
         batch grew with the epoch's devices: 3 us per reading in W1 (issue 8)."""
         self.models = models
-        """Decoded forecasters as last written, across epochs: decoding one from the table
-        was ~50 us per device per epoch (issue 8). Cleared with the device state cache (a
-        rebalance); entries are put when written, if no clear happened since this epoch
-        began (``generation``)."""
+        """Each channel's open window end and encoded forecaster as last written, across
+        epochs (a RocksDB read per channel per epoch was a worker's hot spot). Encoded, not
+        decoded: a decoded forecaster holds its floats as Python objects, about 45 KB against
+        9 KB (issue 24), and decoding one takes ~35 us, once per epoch for a channel whose
+        window closes. Cleared with the device state cache (a rebalance); entries are put
+        when written, if no clear happened since this epoch began (``generation``)."""
         self.generation = models.generation if models is not None else 0
 
     def observe(
@@ -178,19 +180,14 @@ class WindowCloser:
         if entry is None and self.models is not None:
             cached = self.models.get(key)
             if cached is not None:
-                entry = self.cache[key] = {
-                    "open": cached[0],
-                    "json": None,
-                    "model": cached[1],
-                    "dirty": False,
-                }
+                entry = self.cache[key] = {"open": cached[0], "state": cached[1], "dirty": False}
         if entry is None:
             stored = self.table.get(key)
-            open_end, model_json = decode_forecast_entry(stored) if stored else (None, None)
+            open_end, state = decode_forecast_entry(stored) if stored else (None, None)
             # The model is decoded only when a window closes (a reading that stays in the
             # open window needs ``open`` alone): building a River model per touched device
             # per batch was a seventh of a busy worker's time.
-            entry = {"open": open_end, "json": model_json, "dirty": False}
+            entry = {"open": open_end, "state": state, "dirty": False}
             self.cache[key] = entry
         end = (ts_end - 1) // self.window_ms * self.window_ms + self.window_ms
         if entry["open"] is None:
@@ -200,8 +197,8 @@ class WindowCloser:
             return
         model = entry.get("model")
         if model is None:
-            raw = entry["json"]
-            model = DeviceForecaster.from_dict(orjson.loads(raw)) if raw else DeviceForecaster(self.window_ms)
+            raw = entry["state"]
+            model = DeviceForecaster.from_bytes(raw) if raw else DeviceForecaster(self.window_ms)
             entry["model"] = model
         first = max(entry["open"], end - 2 * 86_400_000)  # after a long silence, learn the last two days
         for closed in range(first, end, self.window_ms):
@@ -255,36 +252,34 @@ class WindowCloser:
             if entry["dirty"]:
                 model = entry.get("model")
                 if model is not None:
-                    model_json = orjson.dumps(model.to_dict())
-                elif entry["json"]:
-                    model_json = entry["json"]
+                    state = model.to_bytes()
                 else:
-                    model_json = _fresh_model_json(self.window_ms)
-                writer.put(self.table, key, encode_forecast_entry(entry["open"], model_json))
+                    state = entry["state"] or _fresh_model_state(self.window_ms)
+                writer.put(self.table, key, encode_forecast_entry(entry["open"], state))
                 if models is not None:
-                    if model is not None:
-                        models.put(key, (entry["open"], model), self.generation)
-                    else:
-                        models.discard(key)  # the table holds a newer value than any cached
+                    models.put(key, (entry["open"], state), self.generation)
 
 
 @functools.cache
-def _fresh_model_json(window_ms: int) -> bytes:
+def _fresh_model_state(window_ms: int) -> bytes:
     """A new channel's forecaster, encoded once: a worker meeting many new devices held a
     River model per device until its checkpoint was stored (issue 8's state benchmark)."""
-    return orjson.dumps(DeviceForecaster(window_ms).to_dict())
+    return DeviceForecaster(window_ms).to_bytes()
 
 
-def encode_forecast_entry(open_end: int | None, model_json: bytes) -> bytes:
-    """A ``forecasts`` table value: the open window's end on the first line, then the
-    forecaster's state (JSON, :meth:`DeviceForecaster.to_dict`). The window end is read on
-    every reading; the model, a few to tens of KB, only when a window closes."""
-    return b"%d\n" % open_end + model_json if open_end is not None else b"-\n" + model_json
+def encode_forecast_entry(open_end: int | None, state: bytes) -> bytes:
+    """A ``forecasts`` table value: the open window's end (ASCII digits, or ``-``) and a
+    newline, then the forecaster's state (:meth:`DeviceForecaster.to_bytes`; values stored
+    before it hold the JSON of ``to_dict``, which :meth:`DeviceForecaster.from_bytes` reads
+    too). The window end is read on every reading; the model, about 9 KB, only when a
+    window closes."""
+    return b"%d\n" % open_end + state if open_end is not None else b"-\n" + state
 
 
 def decode_forecast_entry(value: bytes) -> tuple[int | None, bytes]:
-    head, _, model_json = value.partition(b"\n")
-    return (None if head == b"-" else int(head)), model_json
+    """Split :func:`encode_forecast_entry` at its first newline (the head has none)."""
+    head, _, state = value.partition(b"\n")
+    return (None if head == b"-" else int(head)), state
 
 
 def _expired(settings: Settings, days: Any, device: str, channel: str, day: int) -> set[str]:

@@ -25,6 +25,7 @@ import codecs
 import io
 import re
 import zipfile
+from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -41,6 +42,7 @@ __all__ = [
     "Nem12Error",
     "Nem12Reader",
     "Problem",
+    "ProblemLog",
     "open_nem12",
 ]
 
@@ -107,6 +109,52 @@ class Problem:
 
     def __str__(self) -> str:
         return f"{self.file}:{self.line}: {self.rule}: {self.message}"
+
+
+MAX_PROBLEMS_KEPT = 1_000
+"""Problems kept in full per reader or ingest run; beyond them only counted, per rule."""
+
+
+class ProblemLog:
+    """The problems of one reader or ingest run, in order: the first ``keep`` in full, and a
+    count per rule of all of them. A lenient 2 MB file once made a million problems, held in
+    memory with the job and served as one 162 MB document (issue 21)."""
+
+    __slots__ = ("counts", "keep", "kept")
+
+    def __init__(self, keep: int = MAX_PROBLEMS_KEPT) -> None:
+        self.keep = keep
+        self.kept: list[Problem] = []
+        self.counts: Counter[str] = Counter()
+
+    def append(self, problem: Problem) -> None:
+        self.counts[problem.rule] += 1
+        if len(self.kept) < self.keep:
+            self.kept.append(problem)
+
+    def merge(self, other: ProblemLog) -> None:
+        """Add another log's problems after these (its counts in full, its kept ones while
+        there is room)."""
+        self.counts.update(other.counts)
+        self.kept.extend(other.kept[: max(0, self.keep - len(self.kept))])
+
+    @property
+    def total(self) -> int:
+        return sum(self.counts.values())
+
+    @property
+    def dropped(self) -> int:
+        """Problems counted but not kept."""
+        return self.total - len(self.kept)
+
+    def __iter__(self) -> Iterator[Problem]:
+        return iter(self.kept)
+
+    def __len__(self) -> int:
+        return len(self.kept)
+
+    def __bool__(self) -> bool:
+        return bool(self.kept)
 
 
 @dataclass(slots=True)
@@ -287,7 +335,7 @@ class Nem12Reader:
         self.stream = stream
         self.name = name
         self.mode = mode
-        self.problems: list[Problem] = []
+        self.problems = ProblemLog()
         self.index_reads: list[IndexRead] = []
         self.lines = 0
         self.bytes_read = 0

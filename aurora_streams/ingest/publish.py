@@ -105,7 +105,7 @@ def ingest_reader(
             seen = reader.bytes_read
     if progress is not None and reader.bytes_read > seen:
         progress(reader.bytes_read - seen)
-    summary.problems.extend(reader.problems)
+    summary.problems.merge(reader.problems)
     summary.files += 1
 
 

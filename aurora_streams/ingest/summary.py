@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from aurora_streams.domain.timeutil import format_ms
-from aurora_streams.ingest.nem12 import AccumulationRead, DayBlock, Problem
+from aurora_streams.ingest.nem12 import AccumulationRead, DayBlock, ProblemLog
 
 __all__ = ["ChannelSummary", "IngestSummary"]
 
@@ -33,7 +33,8 @@ class ChannelSummary:
 class IngestSummary:
     files: int = 0
     channels: dict[tuple[str, str], ChannelSummary] = field(default_factory=dict)
-    problems: list[Problem] = field(default_factory=list)
+    problems: ProblemLog = field(default_factory=ProblemLog)
+    """The first problems in full, and a count per rule of all (see :class:`ProblemLog`)."""
     messages: int = 0
     """Gateway batches produced to the raw topic."""
     published_readings: int = 0
@@ -104,4 +105,6 @@ class IngestSummary:
                 {"file": p.file, "line": p.line, "rule": p.rule, "message": p.message, "severity": p.severity}
                 for p in self.problems
             ],
+            "problem_counts": dict(sorted(self.problems.counts.items())),
+            "problems_not_listed": self.problems.dropped,
         }

@@ -442,7 +442,7 @@ class ApiService:
             return error_response(
                 request, 404, "no_forecast", f"no forecaster for {device_id[:64]!r} {channel}"
             )
-        model = DeviceForecaster.from_dict(orjson.loads(decode_forecast_entry(stored)[1]))
+        model = DeviceForecaster.from_bytes(decode_forecast_entry(stored)[1])
         snap = model.snapshot(horizon)
         body = {
             "device_id": device_id,

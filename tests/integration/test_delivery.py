@@ -4,8 +4,11 @@ raise (it reports failures only, so this is the path that must not go quiet)."""
 
 from __future__ import annotations
 
+import time
+
 import pytest
 
+from aurora_streams import metrics
 from aurora_streams.agents.delivery import DeliveryFailed, FastProducer
 from tests.integration.harness import Deployment, free_port, latest_by
 
@@ -34,3 +37,28 @@ async def test_flush_raises_when_the_broker_never_acknowledges() -> None:
         await fast.flush()
     # The failure is reported once; the producer is usable again.
     await fast.flush()
+
+
+async def test_bytes_sent_are_counted_per_topic_as_the_broker_stores_them(deployment: Deployment) -> None:
+    """aurora_produced_bytes_total counts each batch as sent: at least the records' bytes
+    uncompressed (plus their headers), far less when lz4 compresses repetitive values."""
+    s = deployment.settings
+    counted = metrics.BYTES_PRODUCED.labels
+
+    async def sent(topic: str, compression: str, values: list[bytes]) -> float:
+        before = counted(topic)._value.get()
+        fast = FastProducer(deployment.bootstrap, compression=compression, stats_interval_ms=100)
+        for i, value in enumerate(values):
+            fast.produce(topic, b"meter-%d" % (i % 7), value)
+        await fast.flush()
+        deadline = time.monotonic() + 10
+        while counted(topic)._value.get() == before and time.monotonic() < deadline:
+            fast._producer.poll(0.1)  # statistics are reported from poll
+        fast.close()
+        return float(counted(topic)._value.get() - before)
+
+    values = [bytes([65 + i % 26]) * 1_000 for i in range(1_000)]
+    plain = await sent(s.topic_normalized, "none", values)
+    assert 1_000_000 < plain < 1_100_000  # 1,000 records of 1 KB, each with a record header
+    compressed = await sent(s.topic_anomalies, "lz4", values)
+    assert 0 < compressed < plain / 10

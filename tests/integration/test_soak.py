@@ -22,9 +22,9 @@ def test_a_few_minutes_with_faults_end_equal_to_the_reference(tmp_path: Path) ->
     cmd = [
         sys.executable,
         str(ROOT / "bench" / "soak.py"),
-        *("--minutes", "2.5", "--rate", "400", "--devices", "200", "--sample-s", "5"),
-        *("--kill-worker-at", "0.5", "--join-at", "0.9", "--leave-at", "1.4"),
-        *("--broker-restart-at", "1.8", "--hostile-every-s", "20"),
+        *("--minutes", "2", "--rate", "400", "--devices", "200", "--sample-s", "5"),
+        *("--kill-worker-at", "0.4", "--join-at", "0.7", "--leave-at", "1.1"),
+        *("--broker-restart-at", "1.4", "--hostile-every-s", "15"),
         *("--verify", "--workdir", str(tmp_path / "work"), "--out", str(report)),
     ]
     run = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=540)

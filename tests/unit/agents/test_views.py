@@ -46,14 +46,27 @@ def test_a_written_forecaster_is_reused_by_the_next_epoch_without_a_table_read()
     first = _epoch(table, models, T0 + WINDOW, T0 + 2 * WINDOW)  # the first window closes
     model = first.cache[KEY]["model"]
     assert isinstance(model, DeviceForecaster) and model.learned == 1
-    assert models.get(KEY) == (T0 + 2 * WINDOW, model)
+    # The cache keeps the encoded state, as the table does (a decoded one is ~5x larger).
+    assert models.get(KEY) == (T0 + 2 * WINDOW, model.to_bytes()) == decode_forecast_entry(table[KEY])
 
     unreadable = _Unreadable(table)
     second = _epoch(unreadable, models, T0 + 3 * WINDOW)
-    assert second.cache[KEY]["model"] is model and model.learned == 2
-    open_end, model_json = decode_forecast_entry(unreadable[KEY])
-    assert open_end == T0 + 3 * WINDOW
-    assert orjson.loads(model_json) == orjson.loads(orjson.dumps(model.to_dict()))
+    resumed = second.cache[KEY]["model"]
+    assert resumed is not model and resumed.learned == 2
+    model.learn(T0 + 2 * WINDOW, 0.0)  # what the uninterrupted model learns: the window closed
+    assert resumed.to_bytes() == model.to_bytes()
+    open_end, state = decode_forecast_entry(unreadable[KEY])
+    assert open_end == T0 + 3 * WINDOW and state == model.to_bytes()
+
+
+def test_a_forecaster_stored_as_json_before_version_3_is_read_and_rewritten_binary() -> None:
+    old = DeviceForecaster(WINDOW)
+    old.learn(T0 + WINDOW, 0.0)
+    table = {KEY: b"%d\n" % (T0 + 2 * WINDOW) + orjson.dumps(old.to_dict())}
+    closer = _epoch(table, StateCache[Any](10), T0 + 3 * WINDOW)
+    assert closer.cache[KEY]["model"].learned == 2
+    open_end, state = decode_forecast_entry(table[KEY])
+    assert open_end == T0 + 3 * WINDOW and state[0] == 3
 
 
 def test_after_a_clear_the_table_is_read_and_an_older_epoch_puts_nothing() -> None:

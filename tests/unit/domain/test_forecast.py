@@ -14,6 +14,7 @@ from aurora_streams.domain.forecast import DeviceForecaster, ForecastConfig, for
 
 SERIES = Path(__file__).resolve().parents[4] / "shared" / "data" / "series"
 STEP = 1_800_000
+T0 = 1_735_653_600_000
 
 
 def wave(i: int) -> float:
@@ -91,6 +92,46 @@ def test_codec_round_trip_resumes_exactly() -> None:
         DeviceForecaster.from_dict({"v": 99})
 
 
+@pytest.mark.parametrize("windows", [0, 1, 47, 48, 48 * 7, 48 * 7 + 1, 48 * 20])
+def test_binary_codec_resumes_bit_for_bit_at_any_stage(windows: int) -> None:
+    """Version 3 (to_bytes) through warm-up, the first day, the first season and after:
+    decoding and going on equals never stopping, to the last bit of every number."""
+    uninterrupted = DeviceForecaster(STEP)
+    for i in range(windows):
+        uninterrupted.learn(T0 + i * STEP, wave(i) if i % 50 else 0.0)
+    resumed = DeviceForecaster.from_bytes(uninterrupted.to_bytes())
+    assert resumed.to_dict() == uninterrupted.to_dict()
+    for i in range(windows, windows + 60):
+        uninterrupted.learn(T0 + i * STEP, wave(i))
+        resumed.learn(T0 + i * STEP, wave(i))
+    assert resumed.to_bytes() == uninterrupted.to_bytes()
+    assert resumed.forecast(48) == uninterrupted.forecast(48)
+
+
+def test_binary_codec_is_smaller_than_the_json_and_reads_it() -> None:
+    f = DeviceForecaster(STEP)
+    for i in range(48 * 20):  # full: a season of components, 14 days of history
+        f.learn(T0 + i * STEP, wave(i))
+    json_state = orjson.dumps(f.to_dict())
+    assert len(f.to_bytes()) < 10 * 1024 < len(json_state) // 2
+    # States stored before version 3 are JSON: read, and rewritten as version 3.
+    assert DeviceForecaster.from_bytes(json_state).to_bytes() == f.to_bytes()
+
+
+@pytest.mark.parametrize("bad", [b"", b"\x07" + bytes(300), b"\x03" + bytes(10)])
+def test_binary_codec_refuses_what_it_cannot_read(bad: bytes) -> None:
+    with pytest.raises(ValueError):
+        DeviceForecaster.from_bytes(bad)
+
+
+def test_binary_codec_refuses_a_body_that_does_not_match_its_header() -> None:
+    f = DeviceForecaster(STEP)
+    for i in range(10):
+        f.learn(T0 + i * STEP, wave(i))
+    with pytest.raises(ValueError, match="does not match"):
+        DeviceForecaster.from_bytes(f.to_bytes()[:-8])
+
+
 def test_version_1_state_is_upgraded() -> None:
     f = DeviceForecaster(STEP, ForecastConfig(season_days=1))
     for i in range(48 * 3):
@@ -105,6 +146,7 @@ def test_version_1_state_is_upgraded() -> None:
     upgraded.learn(48 * 3 * STEP, wave(48 * 3))
     again = DeviceForecaster.from_dict(orjson.loads(orjson.dumps(upgraded.to_dict())))
     assert again.to_dict() == upgraded.to_dict() and again.to_dict()["v"] == 2
+    assert DeviceForecaster.from_bytes(orjson.dumps(v1)).to_dict() == DeviceForecaster.from_dict(v1).to_dict()
 
 
 def test_forecast_record_is_deterministic_and_encodes_both_ways() -> None:

@@ -55,3 +55,25 @@ def test_the_cli_exits_non_zero_when_it_refused_channels(tmp_path: Path) -> None
     f.write_text(DAY.format(nmi="(redacted)"))
     result = CliRunner().invoke(main, ["ingest", "nem12", "--lenient", "--dry-run", "--no-progress", str(f)])
     assert result.exit_code == 1 and "refused" in result.output
+
+
+def test_a_lenient_file_with_endless_problems_keeps_the_first_thousand_and_counts_all() -> None:
+    """Issue 21: a 2 MB lenient file made 1,000,001 problems, all kept with its job and
+    served as one 162 MB document. Now the first 1,000 are kept and every one is counted."""
+    bad_days = "".join(f"300,2005{(i % 12) + 1:02d}{(i % 28) + 1:02d},oops\n" for i in range(5_000))
+    text = DAY.format(nmi="NMI0000001").replace("900\n", bad_days + "900\n")
+    sent, summary = publish(text, "lenient")
+    doc = summary.to_dict()
+    assert len(sent) == 1 and summary.published_readings == 48  # the good day still goes out
+    assert len(doc["problems"]) == 1_000
+    assert doc["problems_not_listed"] == summary.problems.total - 1_000 > 0
+    assert sum(doc["problem_counts"].values()) == summary.problems.total >= 5_000
+    assert doc["problems"][0]["line"] == 4  # the first problems, in file order
+
+
+def test_the_cli_says_how_many_problems_it_did_not_list(tmp_path: Path) -> None:
+    bad_days = "".join(f"300,2005{(i % 12) + 1:02d}{(i % 28) + 1:02d},oops\n" for i in range(1_500))
+    path = tmp_path / "bad.csv"
+    path.write_text(DAY.format(nmi="NMI0000001").replace("900\n", bad_days + "900\n"))
+    out = CliRunner().invoke(main, ["ingest", "nem12", "--lenient", "--dry-run", str(path)])
+    assert "more not listed; by rule:" in out.output, out.output

@@ -1,0 +1,49 @@
+"""The C allocator of a long-running worker (glibc; elsewhere these do nothing).
+
+A worker's native memory comes from many threads (RocksDB's flushes and compactions,
+librdkafka's brokers, the executor that flushes the producer), and glibc gives each
+contending thread an arena of its own, up to eight per core, each holding on to what it
+once needed. After a catch-up, memory that Python and RocksDB freed stays in those arenas
+and in the main heap's free lists: the RSS stays at the catch-up's peak (issue 19). Two
+knobs: fewer arenas (``AURORA_MALLOC_ARENAS``), set before any thread starts, and
+``malloc_trim`` now and then (``AURORA_MALLOC_TRIM_INTERVAL_S``), which returns free pages
+of every arena to the kernel.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import functools
+from typing import Any
+
+__all__ = ["limit_arenas", "trim"]
+
+_M_ARENA_MAX = -8
+"""``mallopt`` parameter number of M_ARENA_MAX (glibc's malloc.h)."""
+
+
+@functools.cache
+def _libc() -> Any:
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+    except OSError:
+        return None
+    return libc if hasattr(libc, "mallopt") and hasattr(libc, "malloc_trim") else None
+
+
+def limit_arenas(arenas: int) -> bool:
+    """Let at most ``arenas`` malloc arenas exist (0: glibc's default). Effective for arenas
+    created after the call: call it before starting threads. Returns whether it applied."""
+    libc = _libc()
+    if arenas <= 0 or libc is None:
+        return False
+    return bool(libc.mallopt(_M_ARENA_MAX, arenas))
+
+
+def trim() -> bool:
+    """Return free memory at the top and in the middle of every arena to the kernel
+    (``malloc_trim(0)``). Takes each arena's lock in turn: call it from a thread, not the
+    event loop. Returns whether anything was released."""
+    libc = _libc()
+    return bool(libc.malloc_trim(0)) if libc is not None else False

@@ -1,0 +1,142 @@
+"""Footprint: what a running platform costs in memory, disk and broker bytes (issue 24).
+
+For each meter count it runs what ``aurora-streams dev`` runs (the embedded broker, a worker,
+the simulator at ``--rate``), each by its pid, for ``--minutes``, and samples every
+``--sample-s`` seconds from outside:
+
+* the worker's RSS (from /proc) and its data dir (allocated bytes);
+* the bytes the worker's producer sent per topic (``aurora_produced_bytes_total``: its
+  record batches as the broker appends them, compressed, outputs and table changelogs),
+  and the readings it processed;
+* the raw topic's own bytes: its log segments on the broker (a delete-policy topic, so
+  nothing is cleaned from it during the run).
+
+The report gives, per meter count, RSS over time (at minute 2 and at the end, the growth
+between them, the maximum) and bytes appended per reading by topic beside the raw topic's.
+
+``--check`` is the CI-sized form: it exits 1 when the worker's RSS grew more than
+``--max-growth`` (10%) between minute 2 and the end.
+
+Usage: .venv/bin/python bench/footprint.py --minutes 30 --devices 1000 10000
+       .venv/bin/python bench/footprint.py --minutes 5 --devices 1000 --check
+Writes bench/results/footprint-<time>.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import signal
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from common import clean_env, free_port, write_report
+from soak import RAW, Platform, _du_mb, _get, _processed, _rss_mb, produced_bytes
+
+
+def raw_topic_bytes(broker_dir: Path) -> int:
+    """The raw topic's log segments on the broker, all partitions (record batches as the
+    producers sent them)."""
+    return sum(f.stat().st_size for f in broker_dir.glob(f"**/{RAW}-*/*.log"))
+
+
+def run_one(devices: int, args: argparse.Namespace) -> dict[str, Any]:
+    work = Path(tempfile.mkdtemp(prefix=f"aurora-footprint-{devices}-"))
+    web_port = free_port()
+    env = {
+        **clean_env(),
+        "AURORA_BROKER_URL": f"kafka://127.0.0.1:{free_port()}",
+        "AURORA_WEB_PORT": str(web_port),
+        "AURORA_DATADIR": str(work / "data"),
+        "PYTHONUNBUFFERED": "1",
+    }
+    plat = Platform(work, env, devices, args.rate)
+    samples: list[dict[str, Any]] = []
+    plat.start()
+    started = time.monotonic()
+    print(f"footprint: {devices} meters, {args.rate:g}/s, {args.minutes:g} min; work dir {work}", flush=True)
+    try:
+        while (elapsed := time.monotonic() - started) < args.minutes * 60:
+            status, metrics = _get(f"http://127.0.0.1:{web_port}/metrics")
+            sample = {
+                "t_s": round(elapsed, 1),
+                "rss_mb": _rss_mb(plat.procs["worker"].pid),
+                "worker_data_mb": round(_du_mb(work / "data") - _du_mb(work / "data" / "broker"), 1),
+                "readings": sum(_processed(metrics).values()) if status == 200 else None,
+                "produced_bytes": produced_bytes(metrics) if status == 200 else None,
+                "raw_bytes": raw_topic_bytes(work / "data" / "broker"),
+            }
+            samples.append(sample)
+            print(json.dumps(sample), flush=True)
+            time.sleep(max(0.0, args.sample_s - (time.monotonic() - started - elapsed)))
+    finally:
+        plat.stop()
+    return {"devices": devices, "summary": summarize(samples), "samples": samples}
+
+
+def summarize(samples: list[dict[str, Any]]) -> dict[str, Any]:
+    rows = [s for s in samples if s["rss_mb"] is not None]
+    at_2 = next((s for s in rows if s["t_s"] >= 120), rows[-1])
+    last = rows[-1]
+    done = [s for s in rows if s["readings"] and s["produced_bytes"]]
+    end = done[-1] if done else None
+    readings = end["readings"] if end else 0
+    sent = sorted(end["produced_bytes"].items()) if end and readings else []
+    per_topic = {topic: round(b / readings, 1) for topic, b in sent}
+    return {
+        "rss_mb": {
+            "minute_2": round(at_2["rss_mb"], 1),
+            "end": round(last["rss_mb"], 1),
+            "max": round(max(s["rss_mb"] for s in rows), 1),
+            "growth_from_minute_2": round(last["rss_mb"] / at_2["rss_mb"] - 1, 4),
+        },
+        "worker_data_mb_end": last["worker_data_mb"],
+        "readings": readings,
+        "readings_per_s": round(readings / end["t_s"], 1) if end and end["t_s"] else None,
+        "bytes_per_reading": {
+            "by_topic": per_topic,
+            "all_worker_topics": round(sum(per_topic.values()), 1),
+            "raw_topic": round(end["raw_bytes"] / readings, 1) if end and readings else None,
+        },
+    }
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--minutes", type=float, default=30)
+    ap.add_argument("--rate", type=float, default=2000.0, help="simulator messages/s")
+    ap.add_argument("--devices", type=int, nargs="+", default=[1000, 10000])
+    ap.add_argument("--sample-s", type=float, default=15.0)
+    ap.add_argument("--check", action="store_true", help="exit 1 if RSS grew more than --max-growth")
+    ap.add_argument("--max-growth", type=float, default=0.10)
+    ap.add_argument("--out", type=Path, default=None, help="the report's path (default: bench/results/)")
+    args = ap.parse_args()
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    runs = [run_one(devices, args) for devices in args.devices]
+    out = write_report(
+        "footprint",
+        "footprint: worker RSS, data dir and broker bytes per reading (issue 24)",
+        {"args": {k: str(v) for k, v in vars(args).items()}, "runs": runs},
+        args.out,
+    )
+    failed = False
+    for run in runs:
+        s = run["summary"]
+        print(f"{run['devices']} meters: {json.dumps(s)}")
+        if s["rss_mb"]["growth_from_minute_2"] > args.max_growth:
+            failed = True
+            print(
+                f"RSS grew {s['rss_mb']['growth_from_minute_2']:.1%} between minute 2 and the end "
+                f"(limit {args.max_growth:.0%})"
+            )
+    print(f"wrote {out}")
+    if args.check and failed:
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()
