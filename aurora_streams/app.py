@@ -46,6 +46,7 @@ from aurora_streams.web.health import attach_health
 from aurora_streams.web.ingest import attach_ingest
 from aurora_streams.web.openapi import attach_openapi
 from aurora_streams.web.ops import attach_ops
+from aurora_streams.web.protocol import install as install_error_pages
 
 __all__ = ["AuroraApp", "create_app"]
 
@@ -436,6 +437,7 @@ def create_app(settings: Settings) -> AuroraApp:
     app.raw_shared = sink is not None and settings.topic_raw in sink.channel.topics
     if not app.raw_shared:
         app.topics.add(raw)
+    install_error_pages()
     attach_ingest(app, settings)
     attach_api(app, settings, device_state, days, recent, forecasts)
     attach_openapi(app)

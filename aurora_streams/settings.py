@@ -183,6 +183,9 @@ class Settings(BaseSettings):
     jwt_audience: str | None = Field(None, description="Required `aud` claim, when set.")
     max_upload_bytes: int = Field(64 * 1024 * 1024, ge=1024, description="Largest NEM12 upload accepted.")
     max_json_bytes: int = Field(1024 * 1024, ge=1024, description="Largest JSON readings request accepted.")
+    max_expanded_bytes: int = Field(
+        1024 * 1024 * 1024, ge=1024, description="Largest file a zipped NEM12 upload may expand to."
+    )
 
     # --- views ------------------------------------------------------------------------------
     sites_file: Path | None = Field(

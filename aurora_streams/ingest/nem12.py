@@ -111,6 +111,11 @@ class Problem:
         return f"{self.file}:{self.line}: {self.rule}: {self.message}"
 
 
+MAX_LINE_CHARS = 65_536
+"""Longest line read (a 300 record of 288 intervals is under 4 KB): a longer one is the
+rule ``line_too_long``, skipped without holding it, where a file with no line breaks was
+read as one line of its whole expanded size (over 4 GB of RSS for a 1.1 GB line, issue 21)."""
+
 MAX_PROBLEMS_KEPT = 1_000
 """Problems kept in full per reader or ingest run; beyond them only counted, per rule."""
 
@@ -312,8 +317,20 @@ def _nem_datetime(text: str) -> int:
     return (dt - _EPOCH) // timedelta(milliseconds=1) - _AEST_OFFSET_MS
 
 
-def open_nem12(path: str | Path) -> tuple[IO[str], str]:
-    """Open a NEM12 file (or a zip holding one) as text lines; returns (stream, name)."""
+def _check_expanded(member: zipfile.ZipInfo, name: str, max_expanded_bytes: int | None) -> None:
+    # zipfile stops reading a member at its declared size, so the declared size bounds it.
+    if max_expanded_bytes is not None and member.file_size > max_expanded_bytes:
+        raise Nem12Error(
+            Problem(
+                name, 0, "zip_too_large",
+                f"{member.filename} expands to {member.file_size} bytes, over {max_expanded_bytes}",
+            )
+        )  # fmt: skip
+
+
+def open_nem12(path: str | Path, max_expanded_bytes: int | None = None) -> tuple[IO[str], str]:
+    """Open a NEM12 file (or a zip holding one) as text lines; returns (stream, name). A zip
+    whose file expands beyond ``max_expanded_bytes`` is rejected before anything is read."""
     path = Path(path)
     raw: IO[bytes] = open(path, "rb")  # noqa: SIM115 - returned to the caller
     head = raw.read(4)
@@ -321,6 +338,11 @@ def open_nem12(path: str | Path) -> tuple[IO[str], str]:
     if head == b"PK\x03\x04":
         archive = zipfile.ZipFile(raw)
         member = _single_member(archive, path.name)
+        try:
+            _check_expanded(member, path.name, max_expanded_bytes)
+        except Nem12Error:
+            raw.close()
+            raise
         inner = archive.open(member)
         return io.TextIOWrapper(inner, encoding="utf-8", errors="replace", newline=""), (
             f"{path.name}!{member.filename}"
@@ -346,15 +368,21 @@ class Nem12Reader:
         self._last_index: dict[tuple[str, str], tuple[float, float, int]] = {}
 
     @classmethod
-    def from_path(cls, path: str | Path, mode: Mode = "strict") -> Nem12Reader:
-        stream, name = open_nem12(path)
+    def from_path(
+        cls, path: str | Path, mode: Mode = "strict", max_expanded_bytes: int | None = None
+    ) -> Nem12Reader:
+        stream, name = open_nem12(path, max_expanded_bytes)
         return cls(stream, name, mode)
 
     @classmethod
-    def from_bytes(cls, data: bytes, name: str, mode: Mode = "strict") -> Nem12Reader:
+    def from_bytes(
+        cls, data: bytes, name: str, mode: Mode = "strict", max_expanded_bytes: int | None = None
+    ) -> Nem12Reader:
         if data[:4] == b"PK\x03\x04":
             archive = zipfile.ZipFile(io.BytesIO(data))
-            data = archive.read(_single_member(archive, name))
+            member = _single_member(archive, name)
+            _check_expanded(member, name, max_expanded_bytes)
+            data = archive.read(member)
         decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
         return cls(io.StringIO(decoder.decode(data, final=True), newline=""), name, mode)
 
@@ -369,6 +397,20 @@ class Nem12Reader:
 
     # -- reading ------------------------------------------------------------------------
 
+    def _lines(self) -> Iterator[str | None]:
+        """The stream's lines, each at most ``MAX_LINE_CHARS``; ``None`` for a longer one,
+        which is read past in pieces, never held whole."""
+        readline = self.stream.readline
+        while line := readline(MAX_LINE_CHARS + 1):
+            if len(line) <= MAX_LINE_CHARS or line.endswith(("\n", "\r")):
+                yield line
+                continue
+            self.bytes_read += len(line)
+            while (rest := readline(MAX_LINE_CHARS)) and not rest.endswith(("\n", "\r")):
+                self.bytes_read += len(rest)
+            self.bytes_read += len(rest)
+            yield None
+
     def __iter__(self) -> Iterator[DayBlock | AccumulationRead]:
         header_seen = False
         ended_at: int | None = None
@@ -380,8 +422,11 @@ class Nem12Reader:
         last_date: str | None = None
         last_type: str | None = None
         lineno = 0
-        for raw_line in self.stream:
+        for raw_line in self._lines():
             lineno += 1
+            if raw_line is None:
+                self._problem(lineno, "line_too_long", f"line longer than {MAX_LINE_CHARS} characters")
+                continue
             self.bytes_read += len(raw_line)
             line = raw_line.rstrip("\r\n")
             if not line.strip():

@@ -125,8 +125,8 @@ def ingest_source(
         )  # fmt: skip
 
 
-def open_reader(path: Path, mode: Mode) -> Nem12Reader:
-    return Nem12Reader.from_path(path, mode)
+def open_reader(path: Path, mode: Mode, max_expanded_bytes: int | None = None) -> Nem12Reader:
+    return Nem12Reader.from_path(path, mode, max_expanded_bytes)
 
 
 def text_size(path: Path) -> int:

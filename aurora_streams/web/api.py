@@ -115,9 +115,15 @@ class ApiService:
         return data
 
     async def _route(self, request: web.Request, device_id: str) -> web.Response | None:
-        """The owner's answer when another worker owns ``device_id``; None when we do."""
+        """The owner's answer when another worker owns ``device_id``; None when we do.
+        With ``?scope=local`` (what workers ask each other) nothing is routed, and a device
+        this worker does not actively own is a 404: a standby's copy may be stale."""
         if request.query.get("scope") == "local":
-            return None
+            if self._is_active(device_id):
+                return None
+            return error_response(
+                request, 404, "not_local", f"this worker does not own {device_id[:64]!r} (scope=local)"
+            )
         try:
             router: Any = self.app.router  # faust types its web layer abstractly; this is aiohttp
             routed: web.Response = await router.route_req(

@@ -51,6 +51,9 @@ _FILE_TYPES: Final = frozenset(
 )
 _CHUNK: Final = 256 * 1024
 _MAX_JOBS: Final = 1000
+_MAX_KEPT_PROBLEMS: Final = 50_000
+"""Problems kept over all jobs' summaries (each keeps at most ``MAX_PROBLEMS_KEPT``): a few
+hundred bytes each, so the jobs' reports stay within some tens of MB."""
 
 
 @dataclass
@@ -110,6 +113,35 @@ class IngestService:
 
     # -- helpers --------------------------------------------------------------------------
 
+    def remove_leftover_spool(self) -> int:
+        """Delete spool files no job owns: jobs live in memory, so after a restart every
+        file in the spool dir is a killed job's or a killed upload's. Returns how many."""
+        removed = 0
+        if self.uploads.is_dir():
+            for path in self.uploads.glob("*.nem12"):
+                if path.stem not in self.jobs:
+                    path.unlink(missing_ok=True)
+                    removed += 1
+        return removed
+
+    def _evict(self) -> None:
+        """Forget the oldest finished jobs while more than ``_MAX_JOBS`` are kept or their
+        summaries hold more than ``_MAX_KEPT_PROBLEMS`` problems; a job still queued or
+        running is never forgotten (its caller is polling it)."""
+
+        def kept(job: Job) -> int:
+            return len(job.summary.get("problems", ())) if job.summary else 0
+
+        total = sum(kept(j) for j in self.jobs.values())
+        for job_id in list(self.jobs):
+            if len(self.jobs) <= _MAX_JOBS and total <= _MAX_KEPT_PROBLEMS:
+                break
+            job = self.jobs[job_id]
+            if job.finished_at is None:
+                continue
+            total -= kept(job)
+            del self.jobs[job_id]
+
     def _deny(self, request: web.Request, *roles: Role) -> web.Response | None:
         header = request.headers.get("Authorization")
         results = [self.auth.authorize(header, role) for role in roles]
@@ -153,6 +185,7 @@ class IngestService:
         self.uploads.mkdir(parents=True, exist_ok=True)
         path = self.uploads / f"{job_id}.nem12"
         filename = "upload.csv"
+        spooled = False  # the spool file is removed on every path but a job's start
         try:
             with open(path, "wb") as out:
                 if ctype == "multipart/form-data":
@@ -176,24 +209,21 @@ class IngestService:
                         "unsupported_media_type",
                         f"content type {ctype!r}; send text/csv, application/zip or multipart/form-data",
                     )
+            if size == 0:
+                return error_response(request, 400, "empty_body", "the upload is empty")
+            job = Job(job_id, mode, Path(filename).name[:200], size)
+            self.jobs[job_id] = job
+            self._evict()
+            asyncio.get_running_loop().run_in_executor(None, self._run_job, job, path)
+            spooled = True
         except _TooLarge:
-            path.unlink(missing_ok=True)
             return error_response(request, 413, "too_large", f"upload exceeds {limit} bytes")
         except (ValueError, aiohttp.ClientPayloadError, aiohttp.http_exceptions.HttpProcessingError) as exc:
             # Malformed multipart framing or part headers: the caller's fault, not ours.
-            path.unlink(missing_ok=True)
             return error_response(request, 400, "invalid_multipart", f"cannot read the upload: {exc}"[:300])
-        except Exception:
-            path.unlink(missing_ok=True)
-            raise
-        if size == 0:
-            path.unlink(missing_ok=True)
-            return error_response(request, 400, "empty_body", "the upload is empty")
-        job = Job(job_id, mode, Path(filename).name[:200], size)
-        self.jobs[job_id] = job
-        while len(self.jobs) > _MAX_JOBS:
-            self.jobs.popitem(last=False)
-        asyncio.get_running_loop().run_in_executor(None, self._run_job, job, path)
+        finally:
+            if not spooled:
+                path.unlink(missing_ok=True)
         rid = request_id(request)
         body = {"job_id": job_id, "status": job.status, "status_url": f"/v1/ingest/jobs/{job_id}"}
         return web.json_response(body, status=202, headers={"X-Request-Id": rid})
@@ -223,7 +253,7 @@ class IngestService:
         status, error = "failed", None
         try:
             ingest_reader(
-                functools.partial(open_reader, path),
+                functools.partial(open_reader, path, max_expanded_bytes=self.settings.max_expanded_bytes),
                 job.filename,
                 mode=job.mode,  # type: ignore[arg-type]
                 sink=send,
@@ -325,6 +355,14 @@ class IngestService:
 
 def attach_ingest(app: faust.App, settings: Settings) -> IngestService:
     service = IngestService(app, settings)
+
+    @app.task  # type: ignore[untyped-decorator]
+    async def _remove_leftover_spool() -> None:
+        # At the worker's start only: another command on this data dir must not remove a
+        # running worker's spooled uploads.
+        removed = service.remove_leftover_spool()
+        if removed:
+            log.info("removed %d spooled uploads of jobs that did not survive a restart", removed)
 
     @app.page("/v1/ingest/nem12")
     class Nem12Upload(faust.web.View):  # type: ignore[misc]

@@ -110,6 +110,12 @@ def test_two_workers_answer_every_device_the_same_through_either_port(deployment
             if time.monotonic() > deadline:
                 raise
             time.sleep(1)
+    # ?scope=local answers only from the worker that owns the device, never from a standby's
+    # copy (which may be stale): exactly one of the two answers, the other says not_local.
+    for device in devices:
+        answers = [get(w, f"/v1/devices/{device}?scope=local") for w in (a, b)]
+        assert sorted(status for status, _ in answers) == [200, 404], (device, answers)
+        assert next(body for status, body in answers if status == 404)["error"]["reason"] == "not_local"
     # Fleet-wide answers merge both workers without double counting standby replicas.
     for w in (a, b):
         status, fleet = get(w, "/v1/fleet")

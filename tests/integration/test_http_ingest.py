@@ -182,6 +182,30 @@ def test_bad_uploads(worker: Worker) -> None:
     assert call(worker, "POST", "/v1/ingest/nem12", b"{}", ctype="application/json")[0] == 415
     assert call(worker, "POST", "/v1/ingest/nem12?mode=sloppy", b"100", ctype="text/csv")[0] == 400
     assert call(worker, "GET", "/v1/ingest/jobs/nope", ctype=None)[0] == 404
+    no_file = b"--b\r\nContent-Disposition: form-data; name=other\r\n\r\nx\r\n--b--\r\n"
+    status, err = call(worker, "POST", "/v1/ingest/nem12", no_file, ctype="multipart/form-data; boundary=b")
+    assert status == 400 and err["error"]["reason"] == "missing_file"
+    # No refused upload leaves its spool file behind (the 415 and missing_file paths did).
+    spool = Path(worker.env["AURORA_DATADIR"]) / "uploads"
+    assert not list(spool.glob("*.nem12"))
+
+
+def test_a_restarted_worker_removes_the_spool_files_of_jobs_it_lost(broker: str, tmp_path: Path) -> None:
+    dep = Deployment(broker, tmp_path)  # its own group: the module's worker sees no rebalance
+    dep.create_topics()
+    datadir = tmp_path / "data-spool"
+    spool = datadir / "uploads"
+    spool.mkdir(parents=True)
+    (spool / f"{uuid.uuid4().hex}.nem12").write_bytes(b"100,NEM12,")  # a killed job's upload
+    w = dep.start_worker("spool", datadir=datadir)
+    try:
+        w.wait_ready()
+        deadline = time.monotonic() + 10
+        while list(spool.glob("*.nem12")) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not list(spool.glob("*.nem12"))
+    finally:
+        dep.stop_all()
 
 
 @pytest.mark.parametrize(("method", "path"), [

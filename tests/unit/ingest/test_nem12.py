@@ -274,3 +274,37 @@ def test_nem13_direction_indicator_reaches_the_normalized_record(indicator: str,
                     states={}, load=new_state)  # fmt: skip
     [rec] = [orjson.loads(o.value) for o in out if o.topic == "meter.readings.normalized"]
     assert rec["direction"] == direction and rec["delta_kwh"] == pytest.approx(1312.1)
+
+
+def test_a_line_longer_than_the_limit_is_refused_without_being_held(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from aurora_streams.ingest.nem12 import MAX_LINE_CHARS
+
+    path = tmp_path / "no-breaks.csv"
+    good = nem(HEADER_30, day("20240101", [0.5] * 48)).split("\n")
+    long_line = "300,20240102" + ",0.5" * (MAX_LINE_CHARS * 3)  # ~200,000 characters, one line
+    path.write_text("\n".join([*good[:2], long_line, *good[2:]]))
+    with pytest.raises(Nem12Error, match="line_too_long") as refused:
+        list(Nem12Reader.from_path(path))
+    assert refused.value.problem.line == 3
+    # Lenient: the line is reported and skipped, the rest is read, and it is never held whole.
+    tracemalloc.start()
+    reader = Nem12Reader.from_path(path, "lenient")
+    days = list(reader)
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert [d.date for d in days] == ["20240101"]
+    assert [(p.line, p.rule) for p in reader.problems] == [(3, "line_too_long")]
+    assert reader.bytes_read == path.stat().st_size
+    assert peak < len(long_line) / 2
+
+
+def test_a_zip_expanding_beyond_the_limit_is_refused_before_it_is_read(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    text = nem(HEADER_30, *(day(f"202401{d:02d}", [0.5] * 48) for d in range(1, 29)))
+    path = tmp_path / "big.zip"
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as z:
+        z.writestr("inner.csv", text)
+    with pytest.raises(Nem12Error, match="zip_too_large"):
+        Nem12Reader.from_path(path, max_expanded_bytes=len(text) - 1)
+    with pytest.raises(Nem12Error, match="zip_too_large"):
+        Nem12Reader.from_bytes(path.read_bytes(), "big.zip", max_expanded_bytes=len(text) - 1)
+    assert len(list(Nem12Reader.from_path(path, max_expanded_bytes=len(text)))) == 28
