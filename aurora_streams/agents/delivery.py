@@ -239,7 +239,7 @@ class TableWriter:
     def put(self, table: Any, key: str, value: bytes | None) -> None:
         if self.fast is None:
             if value is None:
-                del table[key]
+                table.pop(key, None)
             else:
                 table[key] = value
             return

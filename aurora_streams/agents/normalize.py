@@ -80,6 +80,7 @@ from aurora_streams.agents.delivery import (
 from aurora_streams.agents.intake import RawIntake
 from aurora_streams.agents.views import ViewUpdater
 from aurora_streams.domain.device import DeviceState
+from aurora_streams.domain.fleet import SUMMARY_KEY, DeviceCounts
 from aurora_streams.errors import LogReset
 from aurora_streams.processing import Processor
 from aurora_streams.settings import Settings
@@ -87,7 +88,6 @@ from aurora_streams.tables.device_state import (
     StateCache,
     encode_log_record,
     load_log_record,
-    load_state,
     log_base_key,
 )
 
@@ -198,6 +198,9 @@ class _Partition:
     """An event of the partition, made current for its stores (see :func:`_on_partition`)."""
     updater: ViewUpdater
     states: dict[str, DeviceState] = field(default_factory=dict)
+    before: dict[str, tuple[int, int | None] | None] = field(default_factory=dict)
+    """Per device of ``states``: (channels, newest reading time) as stored before the epoch
+    changed it, None if it was not stored (what the partition's ``DeviceCounts`` hold)."""
     loaded: int = 0
     """Devices of ``states`` decoded from the table or new: not held in memory before."""
     log_record: tuple[int, int] | None = None
@@ -367,13 +370,20 @@ class Epochs:
         states = part.states
         table, cache = self.table, self.cache
 
+        before = part.before
+
         def load(device_id: str) -> DeviceState:
             state = epoch.prior_state(device_id)
             if state is None:
                 state = cache.get(device_id)
             if state is None:
                 part.loaded += 1
-                state = load_state(table, device_id)
+                data = table.get(device_id)
+                if data is None:
+                    before[device_id] = None
+                    return DeviceState()
+                state = DeviceState.from_bytes(data)
+            before[device_id] = (len(state.channels), state.latest_ts())
             return state
 
         processor = self.processor
@@ -445,6 +455,8 @@ class Sealed:
     started: float
     pending: dict[str, tuple[int, DeviceState]] = field(default_factory=dict)
     """Devices whose state is not encoded yet: device id -> (partition, state)."""
+    after: dict[str, tuple[int, int | None]] = field(default_factory=dict)
+    """Per device encoded: (channels, newest reading time) of the state as encoded."""
 
     def freeze(self, device_id: str) -> None:
         """Encode ``device_id``'s state now if it is still pending: it is about to change.
@@ -453,6 +465,7 @@ class Sealed:
         if item is not None:
             p, state = item
             self.encoded[p].append((device_id, state.to_bytes()))
+            self.after[device_id] = (len(state.channels), state.latest_ts())
 
     async def encode_pending(self, per_slice: int = _STATE_SLICE) -> None:
         """Encode every state still pending, ``per_slice`` at a time, yielding to the event
@@ -463,6 +476,7 @@ class Sealed:
             for _ in range(min(per_slice, len(self.pending))):
                 device_id, (p, state) = self.pending.popitem()
                 self.encoded[p].append((device_id, state.to_bytes()))
+                self.after[device_id] = (len(state.channels), state.latest_ts())
             await asyncio.sleep(0)
 
 
@@ -511,12 +525,19 @@ async def store(
     try:
         for p, encoded in sealed.encoded.items():
             writer = sealed.writers[p]
+            before = sealed.partitions[p].before
+            counts: DeviceCounts | None = None
             async for chunk in _slices(encoded, _STATE_SLICE):
                 if sealed.generation != cache.generation:
                     return  # rebalanced: stored in part, acknowledged not at all
                 with _on_partition(sealed.partitions[p].event):
+                    if counts is None:
+                        counts = DeviceCounts.from_bytes(table.get(SUMMARY_KEY))
                     for device_id, data in chunk:
                         writer.put(table, device_id, data)
+                        counts.replace(before.get(device_id), sealed.after[device_id])
+                    # The partition's counts go in each slice's batch: as current as its states.
+                    writer.put(table, SUMMARY_KEY, counts.to_bytes())
                     writer.commit()
                 writes += len(chunk)
             record = sealed.partitions[p].log_record

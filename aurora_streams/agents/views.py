@@ -15,6 +15,7 @@ state, which fences replays, is never ahead of the views.
 from __future__ import annotations
 
 import functools
+from collections import Counter
 from collections.abc import Iterable
 from typing import Any
 
@@ -29,6 +30,15 @@ from aurora_streams.domain.aggregates import (
     day_of,
     is_validated,
     row_excluded,
+)
+from aurora_streams.domain.fleet import (
+    SUMMARY_KEY,
+    Contribution,
+    DayTotals,
+    OpenAnomalies,
+    day_contributions,
+    open_types,
+    totals_key,
 )
 from aurora_streams.domain.forecast import DeviceForecaster, forecast_record
 from aurora_streams.domain.model import AnomalyEvent, NormalizedReading
@@ -72,8 +82,12 @@ class ViewUpdater:
         self.settings = settings
         self.days, self.recent = days, recent
         self.day_cache: dict[str, DayRecord] = {}
+        self.day_before: dict[str, Contribution] = {}
+        """Per day key loaded: its contribution to the fleet's totals as stored."""
         self.dirty_days: set[str] = set()
         self.anomaly_cache: dict[str, list[dict[str, Any]]] = {}
+        self.open_before: dict[str, Counter[str]] = {}
+        """Per device loaded: its open anomalies by type as stored."""
         self.dirty_devices: set[str] = set()
         self.expired: set[str] = set()
         window_ms = settings.forecast_window_min * 60_000
@@ -94,6 +108,7 @@ class ViewUpdater:
         if events is None:
             stored = self.recent.get(device)
             events = self.anomaly_cache[device] = orjson.loads(stored) if stored else []
+            self.open_before[device] = open_types(events)
         if apply_anomaly(events, doc, self.settings.recent_anomalies_per_device):
             self.dirty_devices.add(device)
 
@@ -106,11 +121,19 @@ class ViewUpdater:
             if stored is None:
                 self.expired |= _expired(self.settings, self.days, rec.device_id, rec.channel, day)
                 record = DayRecord()
+                self.day_before[key] = {}
             else:
                 record = DayRecord.from_bytes(stored)
+                self.day_before[key] = day_contributions(record, rec.channel)
             self.day_cache[key] = record
         if record.apply(
-            rec.ts_end, rec.delta_kwh, rec.revision, rec.updated_at, rec.unit, not is_validated(rec.flags)
+            rec.ts_end,
+            rec.delta_kwh,
+            rec.revision,
+            rec.updated_at,
+            rec.unit,
+            not is_validated(rec.flags),
+            rec.direction,
         ):
             self.dirty_days.add(key)
         if rec.unit == "kWh":
@@ -125,13 +148,39 @@ class ViewUpdater:
         return bool(self.dirty_days or self.dirty_devices or self.expired or self.closing.dirty)
 
     def write(self, writer: TableWriter) -> None:
-        """Write each changed key once (and delete the days that left the retention)."""
+        """Write each changed key once (and delete the days that left the retention), with
+        the fleet's summaries of them in the same write batch (see ``domain.fleet``)."""
+        totals: dict[str, DayTotals] = {}
+        sites = self.settings.sites
+
+        def replace(key: str, old: Contribution, new: Contribution) -> None:
+            if old == new:
+                return
+            device, _channel, day = key.split("|")
+            site = sites.get(device)
+            for scope in ("", site) if site else ("",):
+                tkey = totals_key(scope, int(day))
+                day_totals = totals.get(tkey)
+                if day_totals is None:
+                    day_totals = totals[tkey] = DayTotals.from_bytes(self.days.get(tkey))
+                day_totals.replace(old, new)
+
         for key in self.expired - self.dirty_days:
+            replace(key, day_contributions(_stored_day(self.days, key), key.split("|")[1]), {})
             writer.put(self.days, key, None)
         for key in self.dirty_days:
-            writer.put(self.days, key, self.day_cache[key].to_bytes())
-        for device in self.dirty_devices:
-            writer.put(self.recent, device, orjson.dumps(self.anomaly_cache[device]))
+            record = self.day_cache[key]
+            replace(key, self.day_before[key], day_contributions(record, key.split("|")[1]))
+            writer.put(self.days, key, record.to_bytes())
+        for tkey, day_totals in totals.items():
+            writer.put(self.days, tkey, day_totals.to_bytes() if day_totals else None)
+        if self.dirty_devices:
+            summary = OpenAnomalies.from_bytes(self.recent.get(SUMMARY_KEY))
+            for device in self.dirty_devices:
+                events = self.anomaly_cache[device]
+                summary.replace(self.open_before[device], open_types(events))
+                writer.put(self.recent, device, orjson.dumps(events))
+            writer.put(self.recent, SUMMARY_KEY, summary.to_bytes())
         self.closing.write(writer)
 
 
@@ -261,6 +310,11 @@ class WindowCloser:
 
 
 @functools.cache
+def _stored_day(days: Any, key: str) -> DayRecord | None:
+    stored = days.get(key)
+    return None if stored is None else DayRecord.from_bytes(stored)
+
+
 def _fresh_model_state(window_ms: int) -> bytes:
     """A new channel's forecaster, encoded once: a worker meeting many new devices held a
     River model per device until its checkpoint was stored (issue 8's state benchmark)."""

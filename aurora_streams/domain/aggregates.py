@@ -76,11 +76,16 @@ class DayRecord:
     call and a reading after the last slot, the usual case, is an append.
     """
 
-    __slots__ = ("rows", "unit")
+    __slots__ = ("direction", "rows", "unit")
 
-    def __init__(self, unit: str = "kWh", rows: list[list[Any]] | None = None) -> None:
+    def __init__(
+        self, unit: str = "kWh", rows: list[list[Any]] | None = None, direction: str | None = None
+    ) -> None:
         self.unit = unit
         self.rows: list[list[Any]] = rows if rows is not None else []
+        self.direction = direction
+        """The channel's direction as its latest reading gave it (``None``: unknown, or a
+        record stored before it was kept); what the fleet's import and export book it as."""
 
     @property
     def slots(self) -> dict[int, list[Any]]:
@@ -101,6 +106,7 @@ class DayRecord:
         updated_at: int | None,
         unit: str,
         excluded: bool = False,
+        direction: str | None = None,
     ) -> bool:
         """Store a record if it is newer than the slot's; returns whether anything changed."""
         rows = self.rows
@@ -119,15 +125,19 @@ class DayRecord:
             else:
                 rows.insert(i, new)
         self.unit = unit
+        if direction is not None:
+            self.direction = direction
         return True
 
     def to_bytes(self) -> bytes:
-        return orjson.dumps({"u": self.unit, "s": self.rows})
+        if self.direction is None:
+            return orjson.dumps({"u": self.unit, "s": self.rows})
+        return orjson.dumps({"u": self.unit, "s": self.rows, "d": self.direction})
 
     @classmethod
     def from_bytes(cls, data: bytes) -> DayRecord:
         doc = orjson.loads(data)
-        return cls(doc["u"], doc["s"])
+        return cls(doc["u"], doc["s"], doc.get("d"))
 
 
 def _ts(row: list[Any]) -> int:

@@ -80,7 +80,9 @@ def log_base_key(partition: int) -> str:
 
 
 def is_device_key(key: str) -> bool:
-    return not key.startswith(LOG_BASE_PREFIX)
+    """Whether ``key`` is a device's: every other key of the table (a partition's log record,
+    its fleet counts) starts with NUL, which no device id can."""
+    return not key.startswith("\x00")
 
 
 def encode_log_record(base: int, mark: int) -> bytes:

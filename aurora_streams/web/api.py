@@ -19,9 +19,17 @@ import orjson
 from aiohttp import ClientSession, ClientTimeout, web
 from faust.exceptions import SameNode
 
-from aurora_streams.domain.aggregates import SIZES, DayRecord, bucket_windows, day_key, day_of, row_excluded
+from aurora_streams.domain.aggregates import (
+    DAY_MS,
+    SIZES,
+    DayRecord,
+    bucket_windows,
+    day_key,
+    day_of,
+    row_excluded,
+)
 from aurora_streams.domain.device import DeviceState
-from aurora_streams.domain.model import channel_direction
+from aurora_streams.domain.fleet import SUMMARY_KEY, DayTotals, DeviceCounts, OpenAnomalies, totals_key
 from aurora_streams.domain.timeutil import TimestampError, format_ms, parse_timestamp
 from aurora_streams.domain.validate import CHANNEL_RE, DEVICE_ID_RE
 from aurora_streams.processing import log_offset
@@ -137,6 +145,13 @@ class ApiService:
         partition = self.app.producer.key_partition(self.settings.topic_raw, device_id.encode()).partition
         actives = self.app.assignor.assigned_actives()
         return any(tp.partition == partition and tp.topic == self.settings.topic_raw for tp in actives)
+
+    def _active_dbs(self, table: Any) -> list[Any]:
+        """The RocksDB databases of ``table``'s partitions this worker actively owns (not its
+        standbys: a fan-out would count them twice)."""
+        raw = self.settings.topic_raw
+        partitions = sorted(tp.partition for tp in self.app.assignor.assigned_actives() if tp.topic == raw)
+        return [table.data._db_for_partition(p) for p in partitions]
 
     def _local_devices(self) -> list[str]:
         return sorted(k for k in self.device_state if is_device_key(k) and self._is_active(k))
@@ -371,30 +386,25 @@ class ApiService:
         sites = self.settings.sites
         if site is not None and site not in set(sites.values()):
             return error_response(request, 404, "unknown_site", f"no site {site[:64]!r}")
+        size_ms = SIZES[size]
+        if start % size_ms or end % size_ms:
+            raise _BadRequest(
+                "unaligned_range", f"from and to must be on {size} window boundaries (UTC)", "from"
+            )
+        # The partitions' stored day totals (domain.fleet): a few keys per day, whatever the
+        # fleet's size.
         totals: dict[int, list[float]] = {}
-        for device in self._local_devices():
-            if site is not None and sites.get(device) != site:
-                continue
-            data = self.device_state.get(device)
-            if data is None:
-                continue
-            for channel, state in DeviceState.from_bytes(data).channels.items():
-                direction = channel_direction(channel, state.direction)
-                if direction is None:
-                    continue
-                column = 0 if direction == "consumption" else 1
-                records = []
-                for day in range(day_of(start + 1), day_of(end) + 1):
-                    stored = self.days.get(day_key(device, channel, day))
-                    if stored is not None:
-                        record = DayRecord.from_bytes(stored)
-                        if record.unit == "kWh":
-                            records.append(record)
-                for b in bucket_windows(records, SIZES[size], start, end):
-                    row = totals.setdefault(b.start, [0.0, 0.0, 0.0, 0.0])
-                    row[column] += b.sum
-                    row[2] += 1
-                    row[3] += b.excluded_sum
+        keys = [
+            totals_key(site or "", day).encode() for day in range(start // DAY_MS, (end - 1) // DAY_MS + 1)
+        ]
+        for db in self._active_dbs(self.days):
+            for stored in db.get(keys):
+                for (window_size, w), row in DayTotals.from_bytes(stored).windows.items():
+                    if window_size != size_ms or not start <= w < end:
+                        continue
+                    acc = totals.setdefault(w, [0.0, 0.0, 0.0, 0.0])
+                    for i in range(4):
+                        acc[i] += row[i]
         local = {str(k): v for k, v in totals.items()}
         if request.query.get("scope") == "local":
             return self._ok(request, {"totals": local})
@@ -409,10 +419,11 @@ class ApiService:
             {
                 "start": format_ms(int(k)),
                 "end": format_ms(int(k) + SIZES[size]),
-                "import_kwh": v[0],
-                "export_kwh": v[1],
+                # Sums kept by adding and subtracting contributions: rounded to 1e-9 kWh.
+                "import_kwh": round(v[0], 9),
+                "export_kwh": round(v[1], 9),
                 "channel_windows": int(v[2]),
-                "excluded_kwh": v[3],
+                "excluded_kwh": round(v[3], 9),
             }
             for k, v in sorted(local.items(), key=lambda kv: int(kv[0]))
         ]
@@ -463,27 +474,23 @@ class ApiService:
         return self._ok(request, body)
 
     async def fleet(self, request: web.Request) -> web.Response:
-        devices = self._local_devices()
-        channels = 0
-        latest: int | None = None
-        by_type: dict[str, int] = {}
-        for d in devices:
-            data = self.device_state.get(d)
-            if data is not None:
-                state = DeviceState.from_bytes(data)
-                channels += len(state.channels)
-                ts = state.latest_ts()
-                if ts is not None and (latest is None or ts > latest):
-                    latest = ts
-            stored = self.recent.get(d)
-            for e in orjson.loads(stored) if stored else []:
-                if not e["cleared"]:
-                    by_type[e["type"]] = by_type.get(e["type"], 0) + 1
+        """Devices, channels, the newest reading and open anomalies by type, from each
+        active partition's stored counts (domain.fleet), not from its devices."""
+        counts = DeviceCounts()
+        for db in self._active_dbs(self.device_state):
+            part = DeviceCounts.from_bytes(db.get(SUMMARY_KEY.encode()))
+            counts.devices += part.devices
+            counts.channels += part.channels
+            if part.latest_ts is not None and (counts.latest_ts is None or part.latest_ts > counts.latest_ts):
+                counts.latest_ts = part.latest_ts
+        open_anomalies = OpenAnomalies()
+        for db in self._active_dbs(self.recent):
+            open_anomalies.by_type.update(OpenAnomalies.from_bytes(db.get(SUMMARY_KEY.encode())).by_type)
         local: dict[str, Any] = {
-            "devices": len(devices),
-            "channels": channels,
-            "latest_reading_ms": latest,
-            "open_anomalies_by_type": by_type,
+            "devices": counts.devices,
+            "channels": counts.channels,
+            "latest_reading_ms": counts.latest_ts,
+            "open_anomalies_by_type": dict(sorted(open_anomalies.by_type.items())),
             "workers": 1,
         }
         if request.query.get("scope") == "local":

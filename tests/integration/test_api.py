@@ -132,6 +132,7 @@ def test_two_workers_answer_every_device_the_same_through_either_port(deployment
         anomaly_ids = {decode_output(v)["anomaly_id"] for v in expected.outputs[s.topic_anomalies]}
         status, page = get(w, "/v1/anomalies?limit=1000")
         assert {e["anomaly_id"] for e in page["items"]} == anomaly_ids
+        check_fleet(w, deployment, expected)
 
 
 def test_late_and_revised_readings_move_exactly_their_windows_and_replays_change_nothing(
@@ -267,3 +268,93 @@ def test_fleet_and_site_consumption_totals(deployment: Deployment, tmp_path: Any
     assert get(w, query + "&site=nowhere")[0] == 404
     status, listed = get(w, "/v1/sites")
     assert listed["items"] == [{"site": "north", "devices": 2}, {"site": "south", "devices": 1}]
+
+
+def expected_fleet(dep: Deployment, expected: Expected) -> tuple[dict[str, Any], dict[int, list[float]]]:
+    """From the reference alone: the fleet's devices, channels and newest reading (its final
+    states), and per UTC day its validated import and export kWh, channel-days and excluded
+    kWh (the latest revision of every normalized record)."""
+    from aurora_streams.domain.device import DeviceState
+
+    states = [DeviceState.from_bytes(b) for b in expected.states.values()]
+    latest = max((ts for st in states if (ts := st.latest_ts()) is not None), default=None)
+    summary = {
+        "devices": len(states),
+        "channels": sum(len(st.channels) for st in states),
+        "latest_reading": format_ms(latest) if latest is not None else None,
+    }
+    days: dict[int, list[float]] = {}
+    channel_days: set[tuple[str, str, int]] = set()
+    for r in latest_by(expected.outputs[dep.settings.topic_normalized], "event_id").values():
+        if r["delta_kwh"] is None or r["unit"] != "kWh":
+            continue
+        direction = r.get("direction") or {"E": "consumption", "B": "generation"}.get(r["channel"][:1])
+        if direction is None:
+            continue
+        day = (r["ts_end"] - 1) // SIZES["1d"] * SIZES["1d"]
+        row = days.setdefault(day, [0.0, 0.0, 0.0, 0.0])
+        unvalidated = {"suspicious_jump", "future_timestamp", "quality_unresolved"} & set(r["flags"])
+        if unvalidated:
+            row[3] += r["delta_kwh"]
+        else:
+            row[0 if direction == "consumption" else 1] += r["delta_kwh"]
+        channel_days.add((r["device_id"], r["channel"], day))
+    for _device, _channel, day in channel_days:
+        days[day][2] += 1
+    return summary, days
+
+
+def check_fleet(w: Worker, dep: Deployment, expected: Expected, timeout_s: float = 60.0) -> None:
+    """/v1/fleet and /v1/fleet/consumption (read from the partitions' stored summaries) equal
+    what the reference gives, once the worker's last checkpoint is stored; open anomalies by
+    type equal those counted over /v1/anomalies."""
+    import time
+
+    summary, days = expected_fleet(dep, expected)
+    first, last = min(days), max(days) + SIZES["1d"]
+    deadline = time.monotonic() + timeout_s
+    while True:
+        status, fleet = get(w, "/v1/fleet")
+        got = {k: fleet.get(k) for k in summary}
+        status_c, body = get(w, f"/v1/fleet/consumption?size=1d&from={first}&to={last}")
+        got_days = {
+            d: [i["import_kwh"], i["export_kwh"], i["channel_windows"], i["excluded_kwh"]]
+            for i in body.get("items", [])
+            for d in [int(parse_ms(i["start"]))]
+        }
+        listed: list[dict[str, Any]] = []
+        cursor = ""
+        while True:
+            _, page = get(
+                w, f"/v1/anomalies?limit=1000&cursor={cursor}" if cursor else "/v1/anomalies?limit=1000"
+            )
+            listed += page["items"]
+            if page["next_cursor"] is None:
+                break
+            cursor = page["next_cursor"]
+        open_types: dict[str, int] = defaultdict(int)
+        for e in listed:
+            if not e["cleared"]:
+                open_types[e["type"]] += 1
+        ok = (
+            status == 200
+            and status_c == 200
+            and got == summary
+            and fleet["open_anomalies_by_type"] == dict(open_types)
+            and got_days.keys() == days.keys()
+            and all(got_days[d] == pytest.approx(days[d], abs=1e-6) for d in days)
+        )
+        if ok or time.monotonic() > deadline:
+            break
+        time.sleep(1)
+    assert got == summary
+    assert fleet["open_anomalies_by_type"] == dict(open_types)
+    assert got_days.keys() == days.keys()
+    for d in days:
+        assert got_days[d] == pytest.approx(days[d], abs=1e-6), format_ms(d)
+
+
+def parse_ms(text: str) -> int:
+    from aurora_streams.domain.timeutil import parse_timestamp
+
+    return parse_timestamp(text)

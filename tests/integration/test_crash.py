@@ -20,6 +20,7 @@ from tests.integration.harness import (
     assert_matches,
     wait_for,
 )
+from tests.integration.test_api import check_fleet, tokens
 from tests.integration.test_pipeline import FLEET
 
 
@@ -27,12 +28,15 @@ def test_sigkill_three_times_mid_stream(deployment: Deployment) -> None:
     dep = deployment
     # Slow batches down so kills land mid-stream rather than after the end.
     dep.extra_env["AURORA_BATCH_MAX"] = "5"
+    tokens(dep)
     expected = _produce_fleet(dep, seed=11, limit=5_000)
     s = dep.settings
     total = len(expected.outputs[s.topic_normalized])
     replayed = [0.0]
     w = _kill_three_times(dep, total, before_kill=lambda w: replayed.append(_replayed_so_far(w)))
     assert_matches(dep, expected)
+    # The fleet's summaries are stored with what they summarize: exact after the kills too.
+    check_fleet(w, dep, expected)
     # The kills interrupted uncommitted work: some restarted worker saw re-deliveries (fenced
     # by offset) or the topic holds repeated records from batches whose state was not written.
     # Counted over every worker, since any one kill may land just after a commit.
