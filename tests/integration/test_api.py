@@ -216,6 +216,11 @@ def test_bad_parameters_are_400_with_the_field(http_worker: Worker) -> None:
                          ("from=2025-01-02T00:00:00Z&to=2025-01-01T00:00:00Z", "from")]:  # fmt: skip
         status, err = get(http_worker, f"/v1/devices/m1/aggregates?{query}")
         assert status == 400 and err["error"]["field"] == field, query
+    # The fleet's totals are kept per window: a range must start and end on the size's windows.
+    status, err = get(
+        http_worker, "/v1/fleet/consumption?size=1h&from=2025-01-01T00:30:00Z&to=2025-01-02T00:00:00Z"
+    )
+    assert status == 400 and err["error"]["reason"] == "unaligned_range"
 
 
 @pytest.fixture(scope="module")
