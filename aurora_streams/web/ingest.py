@@ -191,14 +191,23 @@ class IngestService:
                 if ctype == "multipart/form-data":
                     reader = await request.multipart()
                     part = await reader.next()
-                    while part is not None and getattr(part, "name", None) != "file":
+                    size = -1
+                    while part is not None:
+                        name = getattr(part, "name", None)
+                        if name != "file" or size >= 0:
+                            # One 'file' part and nothing else: a part we would ignore is
+                            # more likely the caller's mistake than something to drop.
+                            return error_response(
+                                request, 400, "unexpected_part",
+                                "a multipart upload holds one 'file' part and no other", field="file",
+                            )  # fmt: skip
+                        filename = getattr(part, "filename", None) or filename
+                        size = await _read_limited(part, limit, out)
                         part = await reader.next()
-                    if part is None:
+                    if size < 0:
                         return error_response(
                             request, 400, "missing_file", "multipart body has no 'file' part", field="file"
                         )
-                    filename = getattr(part, "filename", None) or filename
-                    size = await _read_limited(part, limit, out)
                 elif ctype in _FILE_TYPES:
                     filename = request.headers.get("X-Filename", filename)
                     size = await _read_limited(request.content, limit, out)

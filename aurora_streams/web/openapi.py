@@ -60,6 +60,16 @@ _DEVICE = {
 }
 _LIMIT = _q("limit", {"type": "integer", "minimum": 1, "maximum": 1000}, "page size")
 _CURSOR = _q("cursor", {"type": "string"}, "next_cursor of the previous page")
+_WINDOW_CURSOR = _q(
+    "cursor",
+    {"type": "string", "pattern": "^([0-9]{1,15})?$"},
+    "next_cursor of the previous page (empty: the first)",
+)
+_ANOMALY_CURSOR = _q(
+    "cursor",
+    {"type": "string", "pattern": "^([0-9]{1,15}:.+)?$"},
+    "next_cursor of the previous page (empty: the first)",
+)
 _CHANNEL = {"type": "string", "pattern": "^[A-Za-z0-9]{0,8}$"}
 _TIME = {
     "description": "ISO-8601 with offset, or epoch milliseconds",
@@ -88,26 +98,39 @@ _READING_PROPS: dict[str, Any] = {
         ]
     },
     "kind": {"type": "string", "enum": ["register", "interval"]},
-    "value": {"type": "number", "minimum": -1e12, "maximum": 1e12},
+    "value": {
+        "type": "number",
+        "minimum": -1e15,
+        "maximum": 1e15,
+        "description": "in its unit; at most 1e12 in magnitude once converted to kWh, kvarh or kVAh",
+    },
     "unit": {"type": "string", "enum": ["Wh", "kWh", "MWh", "varh", "kvarh", "Mvarh", "VAh", "kVAh", "MVAh"]},
-    "interval_s": {"type": "integer", "minimum": 1, "maximum": 31622400},
+    "interval_s": {
+        "type": ["integer", "null"],
+        "minimum": 1,
+        "maximum": 31622400,
+        "description": "the interval's length; required for interval readings",
+    },
     "quality": {"type": "string", "enum": ["A", "E", "F", "S", "N", "V"]},
-    "method": {"type": ["string", "null"], "pattern": "^[0-9]{2}$"},
+    "method": {
+        "type": ["string", "integer", "null"],
+        "description": "the source's method flag (NEM12: 11-19 actual, 51-59 substituted, 71-79 estimated); "
+        "kept as given, its first 8 characters",
+    },
     "reason_code": {"type": ["integer", "null"], "minimum": 0, "maximum": 999},
     "source": {"type": ["string", "null"], "maxLength": 128},
     "direction": {"type": ["string", "null"], "enum": ["consumption", "generation", None]},
 }
-_READING_REQUIRED = ["ts", "kind", "value", "unit", "interval_s"]
+_READING_REQUIRED = ["ts", "kind", "value", "unit"]
 _READING = {
     "type": "object",
     "required": ["device_id", *_READING_REQUIRED],
     "properties": _READING_PROPS,
-    "additionalProperties": False,
+    "description": "other fields are ignored, as the worker ignores them on the raw topic",
 }
 _BATCH = {
     "type": "object",
     "required": ["device_id", "readings"],
-    "additionalProperties": False,
     "properties": {
         "device_id": _READING_PROPS["device_id"],
         "source": _READING_PROPS["source"],
@@ -252,7 +275,7 @@ def openapi() -> dict[str, Any]:
                         _q("from", _TIME, "start (inclusive)"),
                         _q("to", _TIME, "end (exclusive)"),
                         _LIMIT,
-                        _CURSOR,
+                        _WINDOW_CURSOR,
                     ],
                     "responses": {
                         **_ok(
@@ -321,11 +344,15 @@ def openapi() -> dict[str, Any]:
                     "summary": "recent anomalies, newest first",
                     "security": _SECURED,
                     "parameters": [
-                        _q("device", {"type": "string"}, "one device"),
+                        _q(
+                            "device",
+                            {"type": "string", "pattern": "^([A-Za-z0-9][A-Za-z0-9._:\\-]{0,63})?$"},
+                            "one device (empty: all)",
+                        ),
                         _q("type", {"type": "string"}, "type"),
                         _q("since", _TIME, "ts_end at or after"),
                         _LIMIT,
-                        _CURSOR,
+                        _ANOMALY_CURSOR,
                     ],
                     "responses": {**_ok(page({"type": "object"})), **_ERRORS},
                 }
@@ -395,6 +422,7 @@ def openapi() -> dict[str, Any]:
                                     "type": "object",
                                     "required": ["file"],
                                     "additionalProperties": False,
+                                    "description": "the file in its 'file' part, and no other part",
                                     "properties": {
                                         "file": {"type": "string", "format": "binary", "minLength": 1}
                                     },

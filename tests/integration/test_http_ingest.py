@@ -182,8 +182,12 @@ def test_bad_uploads(worker: Worker) -> None:
     assert call(worker, "POST", "/v1/ingest/nem12", b"{}", ctype="application/json")[0] == 415
     assert call(worker, "POST", "/v1/ingest/nem12?mode=sloppy", b"100", ctype="text/csv")[0] == 400
     assert call(worker, "GET", "/v1/ingest/jobs/nope", ctype=None)[0] == 404
-    no_file = b"--b\r\nContent-Disposition: form-data; name=other\r\n\r\nx\r\n--b--\r\n"
-    status, err = call(worker, "POST", "/v1/ingest/nem12", no_file, ctype="multipart/form-data; boundary=b")
+    other = b"--b\r\nContent-Disposition: form-data; name=other\r\n\r\nx\r\n--b--\r\n"
+    status, err = call(worker, "POST", "/v1/ingest/nem12", other, ctype="multipart/form-data; boundary=b")
+    assert status == 400 and err["error"]["reason"] == "unexpected_part"
+    status, err = call(
+        worker, "POST", "/v1/ingest/nem12", b"--b--\r\n", ctype="multipart/form-data; boundary=b"
+    )
     assert status == 400 and err["error"]["reason"] == "missing_file"
     # No refused upload leaves its spool file behind (the 415 and missing_file paths did).
     spool = Path(worker.env["AURORA_DATADIR"]) / "uploads"
