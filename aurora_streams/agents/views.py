@@ -126,6 +126,10 @@ class ViewUpdater:
                 record = DayRecord.from_bytes(stored)
                 self.day_before[key] = day_contributions(record, rec.channel)
             self.day_cache[key] = record
+        elif key not in self.day_before:
+            # Loaded by a forecaster learning a closed window (WindowCloser._energy), which
+            # only reads: the record is still as stored.
+            self.day_before[key] = day_contributions(record, rec.channel)
         if record.apply(
             rec.ts_end,
             rec.delta_kwh,
@@ -309,12 +313,12 @@ class WindowCloser:
                     models.put(key, (entry["open"], state), self.generation)
 
 
-@functools.cache
 def _stored_day(days: Any, key: str) -> DayRecord | None:
     stored = days.get(key)
     return None if stored is None else DayRecord.from_bytes(stored)
 
 
+@functools.cache
 def _fresh_model_state(window_ms: int) -> bytes:
     """A new channel's forecaster, encoded once: a worker meeting many new devices held a
     River model per device until its checkpoint was stored (issue 8's state benchmark)."""
