@@ -143,7 +143,11 @@ def main() -> None:
                 raise SystemExit(f"the fleet view counts {fleet.get('devices')} of {args.devices} devices")
             time.sleep(10)  # the last checkpoint, then a quiet worker
             day = (T0 // DAY) * DAY
-            paths = ["/v1/fleet", f"/v1/fleet/consumption?size=15m&from={day}&to={day + 2 * DAY}"]
+            paths = [
+                "/v1/fleet",
+                f"/v1/fleet/consumption?size=15m&from={day}&to={day + 2 * DAY}",
+                "/v1/devices?limit=100&cursor=meter-050000",
+            ]
             consumption = _get(url + paths[1])
             lat = asyncio.run(load(url, paths, args.connections, args.seconds))
         finally:

@@ -81,8 +81,9 @@ def log_base_key(partition: int) -> str:
 
 def is_device_key(key: str) -> bool:
     """Whether ``key`` is a device's: every other key of the table (a partition's log record,
-    its fleet counts) starts with NUL, which no device id can."""
-    return not key.startswith("\x00")
+    its fleet counts, Faust's ``__faust\\x00offset__`` in the store) holds a NUL, which no
+    device id can."""
+    return "\x00" not in key
 
 
 def encode_log_record(base: int, mark: int) -> bytes:
