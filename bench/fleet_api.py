@@ -1,5 +1,5 @@
-"""Fleet views at fleet scale: ``/v1/fleet`` and ``/v1/fleet/consumption`` over 100,000
-devices, with ``/healthz`` measured under the same load (issue 21: at 92,000 devices the
+"""Fleet views at fleet scale: ``/v1/fleet``, ``/v1/fleet/consumption`` and a page of
+``/v1/devices`` over 100,000 devices, with ``/healthz`` measured under the same load (issue 21: at 92,000 devices the
 fleet view took 37.6 s and ``/healthz`` waited 36.8 s behind it).
 
     .venv/bin/python bench/fleet_api.py [--devices 100000] [--seconds 20] [--connections 20]
@@ -7,7 +7,7 @@ fleet view took 37.6 s and ``/healthz`` waited 36.8 s behind it).
 Starts an embedded broker and one worker, loads a simulated fleet (the simulator's mix of
 register and interval meters, ``--hours`` of readings each), waits until ``/v1/fleet``
 counts every device (so the summaries are checked at scale, not only timed), then for
-``--seconds`` keeps ``--connections`` clients busy alternating the two fleet views while
+``--seconds`` keeps ``--connections`` clients busy taking turns over the three views while
 one more client polls ``/healthz`` every 50 ms. Reports requests/s and p50/p99/max per
 endpoint. Results go to ``bench/results/fleet-api-<UTC time>.json``.
 """

@@ -171,9 +171,6 @@ class ApiService:
                     taken += 1
         return sorted(found)[:n]
 
-    def _local_devices(self) -> list[str]:
-        return sorted(k for k in self.device_state if is_device_key(k) and self._is_active(k))
-
     async def _fan_out(self, request: web.Request) -> list[dict[str, Any]]:
         """Every other worker's ``scope=local`` answer to this request."""
         me = str(self.app.conf.canonical_url).rstrip("/")
@@ -361,12 +358,17 @@ class ApiService:
             routed = await self._route(request, device)
             if routed is not None:
                 return routed
-            devices = [device]
+            stored_lists = [self.recent.get(device)]
         else:
-            devices = self._local_devices()
+            # One pass over the active partitions' lists (no per-device partition lookup).
+            stored_lists = [
+                value
+                for db in self._active_dbs(self.recent)
+                for key, value in db.items()
+                if is_device_key(key.decode())
+            ]
         events: list[dict[str, Any]] = []
-        for d in devices:
-            stored = self.recent.get(d)
+        for stored in stored_lists:
             for e in orjson.loads(stored) if stored else []:
                 if since is not None and e["ts_end"] < since:
                     continue
