@@ -62,7 +62,7 @@ class _ProbingConsumer(aiokafka_driver.Consumer):  # type: ignore[misc]
     loop's read offset moved past the committed offset, the records the seek re-fetched
     were skipped as already read, and the partition's committed offset either stopped for
     good (an offset never acknowledged: found by the two-worker sink test, 2 in 4 runs) or
-    moved past records no one processed (issue 19's rebalance loss). So from the start of a
+    moved past records no one processed. So from the start of a
     rebalance until its seek is done (:attr:`_seeking`), and for a fetch submitted before a
     seek, stream records are dropped unread (changelog records, which recovery reads
     meanwhile, pass); a dropped partition is sought again to its committed offset once the
@@ -208,7 +208,7 @@ class _ProbingConsumer(aiokafka_driver.Consumer):  # type: ignore[misc]
         change: a raw-topic message goes to the normalize agent's :class:`RawIntake`, not
         through the conductor and a stream (see ``agents.intake``), and directly when that
         cannot block: ``wait_first``, which lets a rebalance interrupt a blocked delivery,
-        makes four tasks per message and was a third of a busy worker's time (issue 8). A
+        makes four tasks per message and was a third of a busy worker's time. A
         delivery that could block still goes through ``wait_first``."""
         callback = self.callback
         getmany = self.getmany
@@ -290,7 +290,7 @@ class _ConsumerThread(aiokafka_driver.AIOKafkaConsumerThread):  # type: ignore[m
     Faust fixes ``fetch_max_wait_ms`` at 1.5 s. A broker that answers a fetch only when
     its wait ends, if nothing was there when the fetch arrived (the embedded one does),
     then delays new readings by up to that much: the latency benchmark measured a p99 of
-    5 s before the outputs were even queued (issue 8).
+    5 s before the outputs were even queued.
 
     Stopping waits for the thread's last commit and group leave at most
     ``consumer_stop_timeout_s`` (mode's default is 60 s): with the broker gone, aiokafka
@@ -334,7 +334,7 @@ class _TableManager(TableManager):  # type: ignore[misc]
     async def on_start(self) -> None:
         # Faust sleeps a second here first, so that tables defined while the app starts can
         # still register; every table of ours exists before the app starts, and the sleep
-        # was a seventh of a worker's time to its first output (issue 8).
+        # was a seventh of a worker's time to its first output.
         if not self.should_stop:
             await self._update_channels()
             await self.recovery.start()
@@ -402,8 +402,8 @@ def create_app(settings: Settings) -> AuroraApp:
         broker_max_poll_records=min(settings.batch_max, 500),  # larger polls stall rebalances (notes §4.1)
         # Faust stops fetching a partition whose stream queue passes 4/5 of this (flow control)
         # until it halves. At its default, 4096, next to a take_events batch of up to 2,000,
-        # interleaved partitions were paused and resumed in turn and W1 ran at half speed
-        # (issue 8). The raw topic no longer goes through a stream queue (agents.intake);
+        # interleaved partitions were paused and resumed in turn and W1 ran at half speed.
+        # The raw topic no longer goes through a stream queue (agents.intake);
         # the sink's streams still do.
         stream_buffer_maxsize=8192,
         # A rebalance or a stop does not wait for events being processed: both agents are

@@ -70,7 +70,7 @@ def tune_gc() -> None:
     """Collect cyclic garbage far less often than CPython's default (every 700 net
     allocations). A worker keeps many long-lived containers (decoded device states, day
     records, River models) that every full collection traverses again; with the default
-    thresholds collection took half of a busy worker's time (issue 8). Our data structures
+    thresholds collection took half of a busy worker's time. Our data structures
     hold no reference cycles, so little waits to be freed. Objects that exist at startup are
     moved out of the collector's sight altogether."""
     gc.collect()
@@ -274,7 +274,7 @@ def worker(create_topics: bool) -> None:
     w = faust.Worker(app, loglevel=s.log_level, logging_config=logging_config(s.log_level, s.log_format))
     # At WARNING and above Faust's terminal spinner sets the root logger to DEBUG (to spin on
     # every record), so every library debug call builds a LogRecord: 7% of a busy worker's
-    # time in the profile (issue 8). We log to a pipe or a file anyway.
+    # time in the profile. We log to a pipe or a file anyway.
     w.spinner = None
     tune_gc()
     w.execute_from_commandline()

@@ -189,7 +189,7 @@ def encode_normalized(rec: NormalizedReading, encoding: Encoding = "json") -> by
         d["flags"] = list(rec.flags)
         return avro_encode(NORMALIZED_READING, d)
     # One record per reading: the fields written out (in ``_NORMALIZED_FIELDS`` order, the
-    # generic path's) halve the encoding's cost (issue 8); a unit test keeps them equal.
+    # generic path's) halve the encoding's cost; a unit test keeps them equal.
     ts_start, updated_at = rec.ts_start, rec.updated_at
     return orjson.dumps(
         {

@@ -5,7 +5,7 @@ aggregates) is plain typed Python. ``aurora-streams native build`` compiles thos
 with mypyc (part of mypy) into C extensions under the native directory
 (``AURORA_NATIVE_DIR``, by default ``build/native`` beside the package), with a manifest of
 the SHA-256 of every source file it compiled. It took the pure core from ~18 to ~10 us per
-reading (issue 8).
+reading.
 
 :func:`activate` runs when ``aurora_streams`` is first imported, before any of those modules:
 if the manifest matches this interpreter and **every** compiled module's current source, an

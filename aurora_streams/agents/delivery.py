@@ -8,7 +8,7 @@ Two producers:
   transaction must cover the records (``exactly_once``) and off the hot path.
 * :class:`FastProducer`: librdkafka (confluent-kafka) with its own batching, for the
   normalize agent's outputs and device-state changelog under at-least-once. The profile of
-  a busy worker (issue 8) showed aiokafka's per-record send and Faust's changelog buffer as
+  a busy worker showed aiokafka's per-record send and Faust's changelog buffer as
   the largest costs after the consumer path; ``produce`` here is a C call that queues the
   record, and :meth:`FastProducer.flush` waits (in a thread, off the event loop) until the
   broker acknowledged every record queued so far, raising if any failed.
@@ -88,7 +88,7 @@ class FastProducer:
 
     Delivery reports come for failed records only (``delivery.report.only.error``): a
     Python callback per acknowledged record contended with the event loop for the GIL and
-    cost a sixth of a busy worker's time (issue 8). A record that fails is reported by
+    cost a sixth of a busy worker's time. A record that fails is reported by
     the next :meth:`flush`, which raises.
     """
 
@@ -226,7 +226,7 @@ class TableWriter:
     changelog records Faust flushes before it commits, and records as persisted. On the
     fast path the caller records them once the records are acknowledged
     (:func:`persist_changelog_offsets`): without them a restart with a data dir read every
-    changelog from its start (45 s after an hour at 2,000 readings/s, issue 19).
+    changelog from its start (45 s after an hour at 2,000 readings/s).
     """
 
     def __init__(self, fast: FastProducer | None, partition: int) -> None:

@@ -2,7 +2,7 @@
 
 Faust would deliver each raw message through its conductor, an ``Event``, the agent's stream
 queue, the stream iterator (with its sensors and ack tracking) and ``take_events``: a fifth of
-a busy worker's main thread (issue 8), for a message the agent only reads the key, value,
+a busy worker's main thread, for a message the agent only reads the key, value,
 partition, offset and timestamp of. The worker's consumer (``app._ProbingConsumer``) appends
 raw messages here instead, and the agent takes them in batches.
 
@@ -24,7 +24,7 @@ Guarantees and ordering:
   It waits for every partition it fetches, standby changelogs included: a worker catching
   up on its raw topic lets its standbys fall behind meanwhile (they catch up once the
   intake drains). Faust paused only the full stream's partition, and that pause and resume
-  between interleaved partitions halved a catch-up (issue 8's "two modes").
+  between interleaved partitions halved a catch-up.
 """
 
 from __future__ import annotations

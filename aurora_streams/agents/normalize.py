@@ -46,7 +46,7 @@ it. A checkpoint that fails stops the worker (exit 70) without a commit.
 Writing a device once per epoch instead of once per batch, and not waiting for the broker
 on the hot path, is what the epochs buy: a busy worker spent over a third of its time
 encoding and writing states and views, and was idle during the two broker round trips of
-every batch (issue 8). What it costs: a crash re-delivers up to an epoch or two of input.
+every batch. What it costs: a crash re-delivers up to an epoch or two of input.
 Under exactly-once every batch is its own epoch, stored before the next, so a transaction
 never commits outputs whose state is not in it.
 
@@ -249,7 +249,7 @@ class Epoch:
         the state cache holds (their states would not all stay decoded for the next epoch).
         A fleet that fits the cache exactly is the case the cache is sized for: ending its
         epochs as soon as every device was touched sealed each device every ~43,000 W1
-        readings instead of once per interval (issue 8)."""
+        readings instead of once per interval."""
         if len(self.messages) >= settings.checkpoint_max_readings:
             return True
         if time.monotonic() - self.started >= settings.checkpoint_interval_s:
@@ -469,8 +469,8 @@ class Sealed:
 
     async def encode_pending(self, per_slice: int = _STATE_SLICE) -> None:
         """Encode every state still pending, ``per_slice`` at a time, yielding to the event
-        loop between slices: sealing 1,000 devices' states at once held the agent ~40 ms
-        (issue 8's latency workload); between slices the agent runs, freezing what it
+        loop between slices: sealing 1,000 devices' states at once held the agent ~40 ms;
+        between slices the agent runs, freezing what it
         touches."""
         while self.pending:
             for _ in range(min(per_slice, len(self.pending))):
@@ -518,7 +518,7 @@ async def store(
     if sealed.generation != cache.generation:
         return
     # In slices, yielding between them, as the encoding: writing 1,000 states held the agent
-    # ~30 ms and acknowledging 25,000 messages ~35 ms (issue 8's latency workload). Each slice
+    # ~30 ms and acknowledging 25,000 messages ~35 ms. Each slice
     # is committed to the local store as its changelog records are queued, and none starts
     # once a rebalance has begun.
     writes = 0

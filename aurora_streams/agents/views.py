@@ -215,12 +215,12 @@ class WindowCloser:
         self.learned: dict[str, None] = {}
         """Keys whose model learned since the last :meth:`forecast_records`, in the order
         they learned (a dict: deterministic order). Scanning ``cache`` for them on every
-        batch grew with the epoch's devices: 3 us per reading in W1 (issue 8)."""
+        batch grew with the epoch's devices: 3 us per reading in W1."""
         self.models = models
         """Each channel's open window end and encoded forecaster as last written, across
         epochs (a RocksDB read per channel per epoch was a worker's hot spot). Encoded, not
         decoded: a decoded forecaster holds its floats as Python objects, about 45 KB against
-        9 KB (issue 24), and decoding one takes ~35 us, once per epoch for a channel whose
+        9 KB, and decoding one takes ~35 us, once per epoch for a channel whose
         window closes. Cleared with the device state cache (a rebalance); entries are put
         when written, if no clear happened since this epoch began (``generation``)."""
         self.generation = models.generation if models is not None else 0
@@ -321,7 +321,7 @@ def _stored_day(days: Any, key: str) -> DayRecord | None:
 @functools.cache
 def _fresh_model_state(window_ms: int) -> bytes:
     """A new channel's forecaster, encoded once: a worker meeting many new devices held a
-    River model per device until its checkpoint was stored (issue 8's state benchmark)."""
+    River model per device until its checkpoint was stored."""
     return DeviceForecaster(window_ms).to_bytes()
 
 
@@ -343,7 +343,7 @@ def decode_forecast_entry(value: bytes) -> tuple[int | None, bytes]:
 def _expired(settings: Settings, days: Any, device: str, channel: str, day: int) -> set[str]:
     """A new day for this channel: its stored days that fell out of the retention. One scan
     of the channel's keys in the partition's store: a point read per day that might be
-    stored was 31 reads per channel at every UTC midnight, 3% of a busy worker (issue 8)."""
+    stored was 31 reads per channel at every UTC midnight, 3% of a busy worker."""
     cutoff = day - settings.aggregate_retention_days
     prefix = day_key_prefix(device, channel)
     stored = keys_with_prefix(partition_store(days), prefix)

@@ -1,5 +1,5 @@
 """Fleet-wide summaries stored beside what they summarize, so fleet views read a few keys per
-partition at any fleet size (issue 21: a loop over 92,000 devices took 37.6 s and held
+partition at any fleet size (a loop over 92,000 devices took 37.6 s and held
 ``/healthz`` behind it).
 
 Each table partition holds its own summary under a key no device can have (it starts with

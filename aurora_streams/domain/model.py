@@ -1,6 +1,6 @@
 """The records that flow through the platform: named tuples (immutable, and built per
-reading on the hot path: a frozen dataclass's ``__init__`` cost a microsecond more per record,
-issue 8) and plain dataclasses for rules.
+reading on the hot path: a frozen dataclass's ``__init__`` cost a microsecond more per record)
+and plain dataclasses for rules.
 
 Instants are UTC epoch milliseconds (``int``); energies are in the normalized unit
 (``unit``: kWh for active energy). Field names match the topic contracts in DESIGN.md.

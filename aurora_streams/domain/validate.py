@@ -101,7 +101,7 @@ def validate_message(
 
 
 # ``type(x) is dict`` / ``list`` first: decoded JSON and Avro are plain dicts and lists, and
-# an ABC's isinstance check costs more than a reading's other type checks together (issue 8).
+# an ABC's isinstance check costs more than a reading's other type checks together.
 def id_problem(device_id: str, channel: str) -> str | None:
     """Why the worker would refuse a reading of ``device_id`` and ``channel`` (None: it
     would not): for producers (NEM12 ingest) to refuse before publishing what the worker

@@ -114,7 +114,7 @@ class Problem:
 MAX_LINE_CHARS = 65_536
 """Longest line read (a 300 record of 288 intervals is under 4 KB): a longer one is the
 rule ``line_too_long``, skipped without holding it, where a file with no line breaks was
-read as one line of its whole expanded size (over 4 GB of RSS for a 1.1 GB line, issue 21)."""
+read as one line of its whole expanded size (over 4 GB of RSS for a 1.1 GB line)."""
 
 MAX_PROBLEMS_KEPT = 1_000
 """Problems kept in full per reader or ingest run; beyond them only counted, per rule."""
@@ -123,7 +123,7 @@ MAX_PROBLEMS_KEPT = 1_000
 class ProblemLog:
     """The problems of one reader or ingest run, in order: the first ``keep`` in full, and a
     count per rule of all of them. A lenient 2 MB file once made a million problems, held in
-    memory with the job and served as one 162 MB document (issue 21)."""
+    memory with the job and served as one 162 MB document."""
 
     __slots__ = ("counts", "keep", "kept")
 

@@ -4,7 +4,7 @@ Faust opens every table partition's database with its own RocksDB defaults: a 2 
 cache and three 64 MiB memtables each. A worker holds one database per table and partition
 (4 tables x ``AURORA_PARTITIONS``, standbys included), and every changelog-heavy table fills
 its memtables before it flushes, so a worker's RSS grew to about 1 GB for 200 meters and
-its ceiling grew with partitions, not with meters (issue 24).
+its ceiling grew with partitions, not with meters.
 
 Here every database of the process shares one LRU block cache of the budget, and one write
 buffer manager charges all memtables to that same cache, as Kafka Streams' bounded-memory

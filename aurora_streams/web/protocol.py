@@ -2,7 +2,7 @@
 
 aiohttp answers those itself, before any view runs, with the parser's message as a
 ``text/plain`` body, and that message quotes the offending bytes: an ``Authorization``
-header with a NUL after its token was echoed back whole in the 400 (issue 21). aiohttp has
+header with a NUL after its token was echoed back whole in the 400. aiohttp has
 no hook for these pages, so :func:`install` wraps its ``RequestHandler.handle_error`` once
 per process: a 4xx becomes this API's JSON error (``bad_http_request``) that names the
 problem's kind and quotes nothing; a 5xx is left to aiohttp (it quotes nothing). The log
