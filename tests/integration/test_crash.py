@@ -20,7 +20,7 @@ from tests.integration.harness import (
     assert_matches,
     wait_for,
 )
-from tests.integration.test_api import check_fleet, tokens
+from tests.integration.test_api import check_fleet, get, tokens
 from tests.integration.test_pipeline import FLEET
 
 
@@ -87,6 +87,7 @@ def _metric(text: str, name: str) -> float:
 
 def test_two_workers_give_the_same_results_as_one(deployment: Deployment) -> None:
     dep = deployment
+    tokens(dep)
     cfg = SimConfig(**{**FLEET.__dict__, "seed": 23, "devices": 100})
     _, expected = dep.produce_with_reference(generate(cfg, limit=5_000))
     a = dep.start_worker("a")
@@ -94,9 +95,10 @@ def test_two_workers_give_the_same_results_as_one(deployment: Deployment) -> Non
     a.wait_ready()
     b.wait_ready()
     assert_matches(dep, expected)
-    # Both workers really took part.
-    for w in (a, b):
-        assert "aurora_readings_processed_total" in w.metrics()
+    # Both workers really took part: each owns part of the fleet (its own partitions'
+    # devices, ?scope=local), and together all of it.
+    owned = [get(w, "/v1/fleet?scope=local")[1]["devices"] for w in (a, b)]
+    assert all(n > 0 for n in owned) and sum(owned) == len(expected.states), owned
 
 
 @pytest.mark.xfail(
