@@ -249,8 +249,10 @@ def worker(create_topics: bool) -> None:
     from aurora_streams.topics import check_topics, ensure_topics
 
     s = _settings()
+    malloc.reexec_with(s.malloc)  # returns only once the allocator is the one asked for
     setup_logging(s.log_level, s.log_format)
     malloc.limit_arenas(s.malloc_arenas)  # before the app starts any thread
+    log.info("worker starting; C allocator: %s", malloc.allocator_in_use())
     try:
         if create_topics:
             ensure_topics(s)

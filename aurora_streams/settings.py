@@ -240,6 +240,11 @@ class Settings(BaseSettings):
             "means earlier flushes and more reads from the page cache."
         ),
     )
+    malloc: Literal["glibc", "jemalloc"] = Field(
+        "glibc",
+        description="The worker's C allocator: jemalloc (Debian's libjemalloc2, preloaded by re-running "
+        "the worker; glibc's when it is not installed) returns freed memory to the kernel on its own.",
+    )
     malloc_arenas: int = Field(
         2,
         ge=0,

@@ -44,7 +44,7 @@ def summarize(runs: list[dict[str, Any]], *path: str) -> dict[str, float] | None
     return {"min": min(values), "median": statistics.median(values), "max": max(values)}
 
 
-_PASSED = ("AURORA_NATIVE", "AURORA_NATIVE_DIR")
+_PASSED = ("AURORA_NATIVE", "AURORA_NATIVE_DIR", "AURORA_MALLOC")
 
 
 def clean_env() -> dict[str, str]:

@@ -1,6 +1,7 @@
 """Fleet views at fleet scale: ``/v1/fleet``, ``/v1/fleet/consumption`` and a page of
-``/v1/devices`` over 100,000 devices, with ``/healthz`` measured under the same load (issue 21: at 92,000 devices the
-fleet view took 37.6 s and ``/healthz`` waited 36.8 s behind it).
+``/v1/devices`` over 100,000 devices, with ``/healthz`` measured under the same load
+(issue 21: at 92,000 devices the fleet view took 37.6 s and ``/healthz`` waited 36.8 s
+behind it).
 
     .venv/bin/python bench/fleet_api.py [--devices 100000] [--seconds 20] [--connections 20]
 

@@ -39,3 +39,41 @@ def test_trim_returns_memory_freed_in_the_middle_of_the_heap() -> None:
     after = _rss_mb()
     assert after < before - 100, (before, after)
     assert len(keep) == 750
+
+
+@pytest.mark.skipif(
+    __import__("ctypes.util").util.find_library("jemalloc") is None, reason="libjemalloc2 is not installed"
+)
+def test_the_worker_reruns_itself_with_jemalloc_preloaded(tmp_path: Path) -> None:
+    """AURORA_MALLOC=jemalloc: the worker command re-executes itself (same pid) with the
+    library preloaded, says so in its first log line, then goes on (here it stops: no broker)."""
+    import os
+    import subprocess
+    import sys
+
+    from tests.integration.harness import free_port
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AURORA_") and k != "LD_PRELOAD"}
+    env.update(
+        AURORA_MALLOC="jemalloc",
+        AURORA_BROKER_URL=f"kafka://127.0.0.1:{free_port()}",
+        AURORA_DATADIR=str(tmp_path),
+        AURORA_LOG_FORMAT="text",
+    )
+    proc = subprocess.run(
+        [sys.executable, "-m", "aurora_streams", "worker"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert "C allocator: jemalloc" in proc.stderr, proc.stderr[-2000:]
+    env["AURORA_MALLOC"] = "glibc"
+    proc = subprocess.run(
+        [sys.executable, "-m", "aurora_streams", "worker"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert "C allocator: glibc" in proc.stderr, proc.stderr[-2000:]
