@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import signal
 import sys
 import tempfile
@@ -120,7 +121,12 @@ def main() -> None:
     out = write_report(
         "footprint",
         "footprint: worker RSS, data dir and broker bytes per reading (issue 24)",
-        {"args": {k: str(v) for k, v in vars(args).items()}, "runs": runs},
+        {
+            "args": {k: str(v) for k, v in vars(args).items()},
+            # The worker's C allocator (AURORA_MALLOC, passed through to the worker).
+            "malloc": os.environ.get("AURORA_MALLOC", "glibc"),
+            "runs": runs,
+        },
         args.out,
     )
     failed = False
