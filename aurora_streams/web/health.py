@@ -4,6 +4,7 @@ format). All open, no auth."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from typing import Any
@@ -16,12 +17,58 @@ from aurora_streams.progress import StallDetector
 
 log = logging.getLogger(__name__)
 
-__all__ = ["attach_health"]
+__all__ = ["BrokerProgress", "attach_health"]
+
+
+class BrokerProgress:
+    """The raw topic's log end and the worker group's committed offsets, as the broker has
+    them: what an operator's lag dashboard shows. The worker's own view (the last fetch's
+    highwater, the offsets it believes it committed) missed a partition it owned but never
+    fetched after a rebalance: no highwater means no lag, and ``/readyz`` stayed 200 while
+    that partition's input waited (the soak of 2026-12-07, after a second worker left).
+
+    Blocking (librdkafka calls with ``timeout_s`` each): call it from a thread. ``read``
+    returns None when the broker does not answer in time; the caller then falls back to the
+    worker's own view (a paused broker is exactly when it does not answer)."""
+
+    def __init__(self, bootstrap: str, group: str, topic: str, timeout_s: float = 2.0) -> None:
+        self.bootstrap, self.group, self.topic, self.timeout_s = bootstrap, group, topic, timeout_s
+        self._consumer: object | None = None
+
+    def read(self, partitions: list[int]) -> tuple[dict[int, int | None], dict[int, int | None]] | None:
+        from confluent_kafka import Consumer, KafkaException, TopicPartition
+
+        try:
+            if self._consumer is None:
+                # Never subscribes: it only asks for offsets, so it never joins the group.
+                self._consumer = Consumer(
+                    {"bootstrap.servers": self.bootstrap, "group.id": self.group,
+                     "enable.auto.commit": False, "log_level": 3}
+                )  # fmt: skip
+            consumer: Any = self._consumer
+            tps = [TopicPartition(self.topic, p) for p in partitions]
+            committed = {
+                tp.partition: (tp.offset if tp.offset >= 0 else None)
+                for tp in consumer.committed(tps, timeout=self.timeout_s)
+            }
+            ends: dict[int, int | None] = {
+                tp.partition: consumer.get_watermark_offsets(tp, timeout=self.timeout_s)[1] for tp in tps
+            }
+        except (KafkaException, RuntimeError):
+            return None
+        return ends, committed
+
+    def close(self) -> None:
+        consumer: Any = self._consumer
+        self._consumer = None
+        if consumer is not None:
+            consumer.close()
 
 
 def attach_health(app: faust.App) -> None:
     settings: Any = app.aurora_settings  # type: ignore[attr-defined]
     detector = StallDetector(settings.stall_after_s)
+    broker = BrokerProgress(settings.bootstrap_servers, settings.app_id, settings.topic_raw)
 
     @app.timer(min(5.0, settings.stall_after_s / 4))  # type: ignore[untyped-decorator]
     async def _watch_progress() -> None:
@@ -32,10 +79,19 @@ def attach_health(app: faust.App) -> None:
             return
         consumer: Any = app.consumer
         tps = [tp for tp in app.assignor.assigned_actives() if tp.topic == settings.topic_raw]
-        committed = dict(app.monitor.tp_committed_offsets or {})
-        ends = {tp.partition: consumer.highwater(tp) for tp in tps}
+        # The broker's view first (what the lag dashboards show); the worker's own when the
+        # broker does not answer.
+        seen = await asyncio.get_running_loop().run_in_executor(
+            None, broker.read, sorted(tp.partition for tp in tps)
+        )
+        if seen is not None:
+            ends, committed_by_partition = seen
+        else:
+            committed = dict(app.monitor.tp_committed_offsets or {})
+            ends = {tp.partition: consumer.highwater(tp) for tp in tps}
+            committed_by_partition = {tp.partition: committed.get(tp) for tp in tps}
         was = bool(detector.stalled)
-        stalled = detector.observe(time.monotonic(), ends, {tp.partition: committed.get(tp) for tp in tps})
+        stalled = detector.observe(time.monotonic(), ends, committed_by_partition)
         metrics.STALLED_PARTITIONS.set(len(stalled))
         if stalled and not was:
             log.error("worker stalled, not ready: %s", detector.describe())

@@ -76,3 +76,31 @@ def test_a_stalled_worker_is_not_ready_and_says_why_then_recovers(tmp_path: Path
         dep.stop_all()
         os.kill(broker.pid, signal.SIGCONT)
         stop_process(broker)
+
+
+def test_progress_is_read_from_the_broker_as_a_lag_dashboard_sees_it(deployment: Deployment) -> None:
+    """The stall detector's source: the raw topic's log end and the group's committed offsets
+    as the broker has them (a partition the worker owns but never fetched has no highwater
+    in the worker, and showed no lag), and None, fast, when no broker answers."""
+    from confluent_kafka import Consumer, TopicPartition
+
+    from aurora_streams.web.health import BrokerProgress
+    from tests.integration.harness import free_port
+
+    s = deployment.settings
+    sent = deployment.produce(generate(SimConfig(**{**FLEET.__dict__, "seed": 5, "devices": 20}), limit=400))
+    group = f"{s.app_id}"
+    committer = Consumer({"bootstrap.servers": deployment.bootstrap, "group.id": group})
+    committer.commit(offsets=[TopicPartition(s.topic_raw, 1, 7)], asynchronous=False)
+    committer.close()
+    progress = BrokerProgress(deployment.bootstrap, group, s.topic_raw)
+    seen = progress.read(list(range(deployment.partitions)))
+    progress.close()
+    assert seen is not None
+    ends, committed = seen
+    assert sum(e or 0 for e in ends.values()) == sent
+    assert committed == {p: (7 if p == 1 else None) for p in range(deployment.partitions)}
+    started = time.monotonic()
+    gone = BrokerProgress(f"127.0.0.1:{free_port()}", group, s.topic_raw, timeout_s=1.0)
+    assert gone.read([0, 1]) is None
+    assert time.monotonic() - started < 10
