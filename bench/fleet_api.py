@@ -54,7 +54,7 @@ def _get(url: str) -> Any:
 
 async def load(url: str, paths: list[str], connections: int, seconds: float) -> dict[str, list[float]]:
     """``connections`` closed-loop clients over ``paths`` and one /healthz poller."""
-    latencies: dict[str, list[float]] = {p.split("?")[0]: [] for p in paths} | {"/healthz": []}
+    latencies: dict[str, list[float]] = {p.split("?")[0]: [] for p in [*paths, "/healthz"]}
     headers = {"Authorization": f"Bearer {TOKEN}"}
     stop = time.perf_counter() + seconds
     async with aiohttp.ClientSession(
