@@ -157,10 +157,9 @@ class ViewUpdater:
         totals: dict[str, DayTotals] = {}
         sites = self.settings.sites
 
-        def replace(key: str, old: Contribution, new: Contribution) -> None:
+        def replace(device: str, day: str, old: Contribution, new: Contribution) -> None:
             if old == new:
                 return
-            device, _channel, day = key.split("|")
             site = sites.get(device)
             for scope in ("", site) if site else ("",):
                 tkey = totals_key(scope, int(day))
@@ -170,11 +169,13 @@ class ViewUpdater:
                 day_totals.replace(old, new)
 
         for key in self.expired - self.dirty_days:
-            replace(key, day_contributions(_stored_day(self.days, key), key.split("|")[1]), {})
+            device, channel, day = key.split("|")
+            replace(device, day, day_contributions(_stored_day(self.days, key), channel), {})
             writer.put(self.days, key, None)
         for key in self.dirty_days:
+            device, channel, day = key.split("|")
             record = self.day_cache[key]
-            replace(key, self.day_before[key], day_contributions(record, key.split("|")[1]))
+            replace(device, day, self.day_before[key], day_contributions(record, channel))
             writer.put(self.days, key, record.to_bytes())
         for tkey, day_totals in totals.items():
             writer.put(self.days, tkey, day_totals.to_bytes() if day_totals else None)

@@ -60,20 +60,13 @@ def test_the_worker_reruns_itself_with_jemalloc_preloaded(tmp_path: Path) -> Non
         AURORA_DATADIR=str(tmp_path),
         AURORA_LOG_FORMAT="text",
     )
-    proc = subprocess.run(
-        [sys.executable, "-m", "aurora_streams", "worker"],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert "C allocator: jemalloc" in proc.stderr, proc.stderr[-2000:]
-    env["AURORA_MALLOC"] = "glibc"
-    proc = subprocess.run(
-        [sys.executable, "-m", "aurora_streams", "worker"],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert "C allocator: glibc" in proc.stderr, proc.stderr[-2000:]
+    for allocator in ("jemalloc", "glibc"):
+        env["AURORA_MALLOC"] = allocator
+        proc = subprocess.run(
+            [sys.executable, "-m", "aurora_streams", "worker"],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert f"C allocator: {allocator}" in proc.stderr, proc.stderr[-2000:]
