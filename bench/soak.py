@@ -47,7 +47,7 @@ from typing import Any
 
 import orjson
 from common import clean_env, free_port, write_report
-from confluent_kafka import Consumer, Producer, TopicPartition
+from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient
 
 RAW = "meter.readings.raw"
@@ -252,7 +252,7 @@ def _wait(cond: Any, timeout: float) -> None:
         try:
             if cond():
                 return
-        except OSError:
+        except (OSError, KafkaException):  # a broker restarting answers nothing for a while
             pass
         time.sleep(0.5)
     raise TimeoutError("condition not met")
@@ -363,7 +363,14 @@ def main() -> None:
             if elapsed >= next_hostile:
                 hostile_sent += hostile(producer, RAW, hostile_sent)
                 next_hostile += args.hostile_every_s
-            ends, committed = _offsets(consumer, partitions)
+            try:
+                ends, committed = _offsets(consumer, partitions)
+            except KafkaException as exc:
+                # The broker may be restarting (a planned fault): the sample is lost, not the run.
+                samples.append({"t_s": round(elapsed, 1), "event": "offsets unavailable",
+                                "error": str(exc)})  # fmt: skip
+                time.sleep(max(0.0, args.sample_s - (time.monotonic() - started - elapsed)))
+                continue
             lag = {p: ends[p] - max(committed.get(p, 0), 0) for p in ends}
             status, metrics = _get(f"http://127.0.0.1:{web_port}/metrics")
             ready, _ = _get(f"http://127.0.0.1:{web_port}/readyz")

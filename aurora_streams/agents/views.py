@@ -33,9 +33,12 @@ from aurora_streams.domain.aggregates import (
 )
 from aurora_streams.domain.fleet import (
     SUMMARY_KEY,
-    Contribution,
+    Change,
+    DayBefore,
     DayTotals,
     OpenAnomalies,
+    contribution_change,
+    day_change,
     day_contributions,
     open_types,
     totals_key,
@@ -82,8 +85,8 @@ class ViewUpdater:
         self.settings = settings
         self.days, self.recent = days, recent
         self.day_cache: dict[str, DayRecord] = {}
-        self.day_before: dict[str, Contribution] = {}
-        """Per day key loaded: its contribution to the fleet's totals as stored."""
+        self.day_before: dict[str, DayBefore] = {}
+        """Per day key loaded: what its fleet contribution was as stored (see ``domain.fleet``)."""
         self.dirty_days: set[str] = set()
         self.anomaly_cache: dict[str, list[dict[str, Any]]] = {}
         self.open_before: dict[str, Counter[str]] = {}
@@ -121,15 +124,17 @@ class ViewUpdater:
             if stored is None:
                 self.expired |= _expired(self.settings, self.days, rec.device_id, rec.channel, day)
                 record = DayRecord()
-                self.day_before[key] = {}
+                self.day_before[key] = DayBefore(None)
             else:
                 record = DayRecord.from_bytes(stored)
-                self.day_before[key] = day_contributions(record, rec.channel)
+                self.day_before[key] = DayBefore(record)
             self.day_cache[key] = record
-        elif key not in self.day_before:
+        before = self.day_before.get(key)
+        if before is None:
             # Loaded by a forecaster learning a closed window (WindowCloser._energy), which
             # only reads: the record is still as stored.
-            self.day_before[key] = day_contributions(record, rec.channel)
+            before = self.day_before[key] = DayBefore(record)
+        before.touch(record, rec.ts_end)
         if record.apply(
             rec.ts_end,
             rec.delta_kwh,
@@ -157,8 +162,8 @@ class ViewUpdater:
         totals: dict[str, DayTotals] = {}
         sites = self.settings.sites
 
-        def replace(device: str, day: str, old: Contribution, new: Contribution) -> None:
-            if old == new:
+        def replace(device: str, day: str, change: Change) -> None:
+            if not change:
                 return
             site = sites.get(device)
             for scope in ("", site) if site else ("",):
@@ -166,16 +171,17 @@ class ViewUpdater:
                 day_totals = totals.get(tkey)
                 if day_totals is None:
                     day_totals = totals[tkey] = DayTotals.from_bytes(self.days.get(tkey))
-                day_totals.replace(old, new)
+                day_totals.add(change)
 
         for key in self.expired - self.dirty_days:
             device, channel, day = key.split("|")
-            replace(device, day, day_contributions(_stored_day(self.days, key), channel), {})
+            stored = day_contributions(_stored_day(self.days, key), channel)
+            replace(device, day, contribution_change(stored, {}))
             writer.put(self.days, key, None)
         for key in self.dirty_days:
             device, channel, day = key.split("|")
             record = self.day_cache[key]
-            replace(device, day, self.day_before[key], day_contributions(record, channel))
+            replace(device, day, day_change(record, channel, self.day_before[key]))
             writer.put(self.days, key, record.to_bytes())
         for tkey, day_totals in totals.items():
             writer.put(self.days, tkey, day_totals.to_bytes() if day_totals else None)

@@ -15,13 +15,17 @@ a standby's promotion:
 
 Each write of a summarized value changes its summary by the difference between the value's
 old and new contribution (the old one as stored, which the writer read before changing it),
-so replaying a write that is already stored changes nothing. Sums are floats: adding and
-subtracting contributions leaves rounding near 1e-12 of a window's energy; a window no
-channel contributes to any more is removed, and with it any rounding left in it.
+so replaying a write that is already stored changes nothing. A day record's difference is
+computed from the slots that changed (:class:`DayBefore`, :func:`day_change`), not from the
+whole day twice: a day of 5-minute slots is 288 rows, and a batch touches one or two.
+Sums are floats: adding and subtracting contributions leaves rounding near 1e-12 of a
+window's energy; a window no channel contributes to any more is removed, and with it any
+rounding left in it.
 """
 
 from __future__ import annotations
 
+from bisect import bisect_left, bisect_right
 from collections import Counter
 from collections.abc import Iterable, Mapping
 from typing import Any, Final
@@ -34,10 +38,14 @@ from aurora_streams.domain.model import channel_direction
 __all__ = [
     "SUMMARY_KEY",
     "TOTALS_PREFIX",
+    "Change",
     "Contribution",
+    "DayBefore",
     "DayTotals",
     "DeviceCounts",
     "OpenAnomalies",
+    "contribution_change",
+    "day_change",
     "day_contributions",
     "open_types",
     "totals_key",
@@ -59,19 +67,21 @@ def totals_key(site: str, day: int) -> str:
     return f"{TOTALS_PREFIX}{site}|{day}"
 
 
-def day_contributions(record: DayRecord | None, channel: str) -> Contribution:
-    """What one device channel's day adds to the fleet's windows: per window holding at
-    least one reading with a delta, its validated energy in the import or export column (by
-    the record's direction, else the channel's name) and its excluded energy. Empty for a
-    channel with no direction or a unit other than kWh, as the consumption view counts."""
-    out: Contribution = {}
-    if record is None or record.unit != "kWh":
-        return out
-    direction = channel_direction(channel, record.direction)
+def _column(unit: str | None, declared: str | None, channel: str) -> int | None:
+    """Where a channel's validated energy is booked: 0 import, 1 export, ``None`` nowhere."""
+    if unit != "kWh":
+        return None
+    direction = channel_direction(channel, declared)
     if direction is None:
+        return None
+    return 0 if direction == "consumption" else 1
+
+
+def _contribution(rows: Iterable[list[Any]], column: int | None) -> Contribution:
+    out: Contribution = {}
+    if column is None:
         return out
-    column = 0 if direction == "consumption" else 1
-    for row in record.rows:
+    for row in rows:
         delta = row[1]
         if delta is None:
             continue
@@ -86,6 +96,144 @@ def day_contributions(record: DayRecord | None, channel: str) -> Contribution:
     return out
 
 
+def day_contributions(record: DayRecord | None, channel: str) -> Contribution:
+    """What one device channel's day adds to the fleet's windows: per window holding at
+    least one reading with a delta, its validated energy in the import or export column (by
+    the record's direction, else the channel's name) and its excluded energy. Empty for a
+    channel with no direction or a unit other than kWh, as the consumption view counts."""
+    if record is None:
+        return {}
+    return _contribution(record.rows, _column(record.unit, record.direction, channel))
+
+
+Change = dict[tuple[int, int], list[float]]
+"""(size_ms, window start) -> differences of [import kWh, export kWh, channel windows,
+excluded kWh], what :meth:`DayTotals.add` applies."""
+
+
+def contribution_change(old: Contribution, new: Contribution) -> Change:
+    """The change of a window's totals when one channel's day goes from ``old`` to ``new``."""
+    out: Change = {}
+    for contribution, sign in ((old, -1.0), (new, 1.0)):
+        for key, (imp, exp, excluded) in contribution.items():
+            change = out.get(key)
+            if change is None:
+                change = out[key] = [0.0, 0.0, 0.0, 0.0]
+            change[0] += sign * imp
+            change[1] += sign * exp
+            change[2] += sign
+            change[3] += sign * excluded
+    return {key: c for key, c in out.items() if any(c)}
+
+
+class DayBefore:
+    """A day record as it was stored, kept by what changes: its unit, its direction and the
+    stored rows of the slots written since (``None``: the slot did not exist). Call
+    :meth:`touch` before each :meth:`DayRecord.apply`; rows are never removed from a day
+    record, so these and the record's current rows give back the stored record."""
+
+    __slots__ = ("column_of", "rows")
+
+    def __init__(self, record: DayRecord | None) -> None:
+        self.column_of: tuple[str, str | None] | None = (
+            None if record is None else (record.unit, record.direction)
+        )
+        self.rows: dict[int, list[Any] | None] = {}
+
+    def touch(self, record: DayRecord, ts_end: int) -> None:
+        """Remember the stored row of slot ``ts_end`` (the first time only)."""
+        if ts_end in self.rows:
+            return
+        rows = record.rows
+        if not rows or ts_end > rows[-1][0]:
+            self.rows[ts_end] = None
+            return
+        i = bisect_left(rows, ts_end, key=_ts)
+        self.rows[ts_end] = rows[i] if i < len(rows) and rows[i][0] == ts_end else None
+
+    def column(self, channel: str) -> int | None:
+        return None if self.column_of is None else _column(*self.column_of, channel)
+
+    def stored_rows(self, record: DayRecord) -> list[list[Any]]:
+        """The rows as stored."""
+        before = self.rows
+        out: list[list[Any]] = []
+        for row in record.rows:
+            if row[0] in before:
+                old = before[row[0]]
+                if old is not None:
+                    out.append(old)
+            else:
+                out.append(row)
+        return out
+
+
+def _ts(row: list[Any]) -> int:
+    return int(row[0])
+
+
+def _row_at(rows: list[list[Any]], ts_end: int) -> list[Any] | None:
+    i = bisect_left(rows, ts_end, key=_ts)
+    return rows[i] if i < len(rows) and rows[i][0] == ts_end else None
+
+
+def _has_delta(
+    rows: list[list[Any]], start: int, end: int, before: dict[int, list[Any] | None] | None
+) -> bool:
+    """Whether a row with ``start < ts_end <= end`` has a delta (as stored, with ``before``)."""
+    for i in range(bisect_right(rows, start, key=_ts), len(rows)):
+        row: list[Any] | None = rows[i]
+        ts = row[0]  # type: ignore[index]
+        if ts > end:
+            return False
+        if before is not None and ts in before:
+            row = before[ts]
+        if row is not None and row[1] is not None:
+            return True
+    return False
+
+
+def day_change(record: DayRecord, channel: str, before: DayBefore) -> Change:
+    """The change of the fleet's windows from one channel's day as ``before`` says it was
+    stored to ``record`` as it is: from the changed slots alone, unless the record's unit
+    or direction moved it to another column (then from both days whole)."""
+    old_column = before.column(channel)
+    new_column = _column(record.unit, record.direction, channel)
+    if old_column != new_column:
+        return contribution_change(
+            _contribution(before.stored_rows(record), old_column), _contribution(record.rows, new_column)
+        )
+    if new_column is None or not before.rows:
+        return {}
+    rows = record.rows
+    out: Change = {}
+    touched: set[tuple[int, int]] = set()
+    for ts, old in before.rows.items():
+        new = _row_at(rows, ts)
+        at = ts - 1
+        for row, sign in ((old, -1.0), (new, 1.0)):
+            if row is None or row[1] is None:
+                continue
+            index = 3 if row_excluded(row) else new_column
+            for size in _SIZES_MS:
+                key = (size, at - at % size)
+                change = out.get(key)
+                if change is None:
+                    change = out[key] = [0.0, 0.0, 0.0, 0.0]
+                change[index] += sign * row[1]
+        touched.update((size, at - at % size) for size in _SIZES_MS)
+    for key in touched:
+        size, start = key
+        was = _has_delta(rows, start, start + size, before.rows)
+        now = _has_delta(rows, start, start + size, None)
+        if was != now:
+            change = out.get(key)
+            if change is None:
+                change = out[key] = [0.0, 0.0, 0.0, 0.0]
+            change[2] += 1.0 if now else -1.0
+    return {key: c for key, c in out.items() if any(c)}
+
+
 class DayTotals:
     """One UTC day's windows for a site or the fleet: (size_ms, start) -> [import kWh,
     export kWh, channel windows, excluded kWh]."""
@@ -95,20 +243,20 @@ class DayTotals:
     def __init__(self, windows: dict[tuple[int, int], list[float]] | None = None) -> None:
         self.windows = windows if windows is not None else {}
 
-    def replace(self, old: Contribution, new: Contribution) -> None:
-        """One channel's day changed from contributing ``old`` to ``new``."""
+    def add(self, change: Change) -> None:
+        """Apply one channel's :func:`day_change` (or :func:`contribution_change`); a window
+        no channel contributes to any more is removed."""
         windows = self.windows
-        for contribution, sign in ((old, -1.0), (new, 1.0)):
-            for key, (imp, exp, excluded) in contribution.items():
-                totals = windows.get(key)
-                if totals is None:
-                    totals = windows[key] = [0.0, 0.0, 0.0, 0.0]
-                totals[0] += sign * imp
-                totals[1] += sign * exp
-                totals[2] += sign
-                totals[3] += sign * excluded
-                if totals[2] <= 0:
-                    del windows[key]
+        for key, (imp, exp, n, excluded) in change.items():
+            totals = windows.get(key)
+            if totals is None:
+                totals = windows[key] = [0.0, 0.0, 0.0, 0.0]
+            totals[0] += imp
+            totals[1] += exp
+            totals[2] += n
+            totals[3] += excluded
+            if totals[2] <= 0:
+                del windows[key]
 
     def __bool__(self) -> bool:
         return bool(self.windows)
