@@ -16,6 +16,9 @@ simulate), so it can inject faults into any of them:
   from the restart to the group's committed offsets moving again is ``recovery_s``.
 * ``--join-at MIN`` / ``--leave-at MIN``: a second worker (its own data dir and port) joins
   the group, and later leaves it (SIGTERM).
+* ``--churn-every-min M``: after ``--leave-at`` (or from ``--join-at``), the second worker
+  joins and leaves again and again, one change every M/2 minutes (a rolling deploy that
+  never ends; a member leaving once left a partition that never committed again).
 * ``--broker-restart-at MIN``: stop the broker (SIGTERM) and start it again on its data.
 * ``--hostile-every-s S``: every S seconds, messages the worker must dead-letter without
   stopping: a null key, a key naming another device, invalid JSON and a 900 KB reading.
@@ -95,6 +98,31 @@ def _processed(metrics: str) -> dict[str, float]:
 
 
 _BYTES = re.compile(r'^aurora_produced_bytes_total\{topic="([^"]+)"\} (\S+)', re.M)
+
+
+def stuck_partitions(rows: list[dict[str, Any]], after_s: float = 120.0) -> list[dict[str, Any]]:
+    """Partitions whose committed offset stood still for ``after_s`` or longer while they had
+    lag: each spell with its start, length and the offset it stood at."""
+    spells: list[dict[str, Any]] = []
+    rows = [r for r in rows if "committed_by_partition" in r]
+
+    def close(p: int, start: dict[str, Any], until: float, **extra: Any) -> None:
+        if until - start["t_s"] >= after_s:
+            spell = {"partition": p, "from_t_s": start["t_s"], "s": round(until - start["t_s"], 1)}
+            spells.append({**spell, "committed": start["committed"], **extra})
+
+    for p in range(len(rows[0]["committed_by_partition"]) if rows else 0):
+        start: dict[str, Any] | None = None
+        for r in rows:
+            standing = start is not None and r["committed_by_partition"][p] == start["committed"]
+            if standing and r["lag_by_partition"][p] > 0:
+                continue
+            if start is not None:
+                close(p, start, r["t_s"])
+            start = {"t_s": r["t_s"], "committed": r["committed_by_partition"][p]}
+        if start is not None:
+            close(p, start, rows[-1]["t_s"], at_end=True)
+    return spells
 
 
 def produced_bytes(metrics: str) -> dict[str, float]:
@@ -294,6 +322,9 @@ def main() -> None:
     ap.add_argument("--join-at", type=float, default=None, help="minute at which a second worker joins")
     ap.add_argument("--leave-at", type=float, default=None, help="minute at which the second worker leaves")
     ap.add_argument(
+        "--churn-every-min", type=float, default=None, help="second worker joins and leaves every M min"
+    )
+    ap.add_argument(
         "--broker-restart-at", type=float, default=None, help="minute at which to restart the broker"
     )
     ap.add_argument(
@@ -323,6 +354,10 @@ def main() -> None:
     samples: list[dict[str, Any]] = []
     started = time.monotonic()
     killed = joined = left = restarted = False
+    churn_at, churns = float("inf"), 0
+    if args.churn_every_min:
+        churn_at = ((args.leave_at if args.leave_at is not None else args.join_at) or 0.0) * 60
+        churn_at += args.churn_every_min * 30
     hostile_sent, next_hostile = 0, args.hostile_every_s or float("inf")
     plat.start()
     bootstrap = f"127.0.0.1:{broker_port}"
@@ -350,6 +385,16 @@ def main() -> None:
                 plat.stop_process("worker2")
                 left = True
                 samples.append({"t_s": round(elapsed, 1), "event": "second worker stopped (SIGTERM)"})
+            if elapsed >= churn_at and (left or not joined or args.leave_at is None):
+                alive = plat.procs.get("worker2") is not None and plat.procs["worker2"].poll() is None
+                if alive:
+                    plat.stop_process("worker2")
+                else:
+                    plat.start_worker("worker2")
+                churns += 1
+                churn_at += args.churn_every_min * 30
+                event = f"churn: second worker {'stopped' if alive else 'started'}"
+                samples.append({"t_s": round(elapsed, 1), "event": event})
             if (
                 args.broker_restart_at is not None
                 and not restarted
@@ -379,6 +424,8 @@ def main() -> None:
                 "t_s": round(elapsed, 1),
                 "raw_end": sum(ends.values()),
                 "raw_committed": sum(max(v, 0) for v in committed.values()),
+                "committed_by_partition": [committed.get(p, -1) for p in range(partitions)],
+                "lag_by_partition": [lag[p] for p in range(partitions)],
                 "lag_messages": sum(lag.values()),
                 "lag_max_partition": max(lag.values()),
                 "lag_s_at_rate": round(sum(lag.values()) / args.rate, 2),
@@ -433,7 +480,8 @@ def main() -> None:
         "not_ready_samples": sum(1 for s in rows if s["readyz"] != 200),
         "worker_killed": killed,
         "recovery": next((s["recovery"] for s in samples if "recovery" in s), None),
-        "second_worker": {"joined": joined, "left": left},
+        "second_worker": {"joined": joined, "left": left, "churns": churns},
+        "stuck_partitions": stuck_partitions(rows),
         "broker_restarted": restarted,
         "hostile_messages": hostile_sent,
         "exits": {name: proc.returncode for name, proc in plat.procs.items()},
