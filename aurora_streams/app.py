@@ -21,8 +21,10 @@ HTTP on ``AURORA_WEB_PORT``: ``/healthz``, ``/readyz``, ``/metrics``, and ingest
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from typing import Any, cast
 
+import aiokafka
 import faust
 from faust.tables import TableManager
 from faust.transport.consumer import CONSUMER_FETCHING
@@ -77,6 +79,32 @@ class _ProbingConsumer(aiokafka_driver.Consumer):  # type: ignore[misc]
     _fetch_epoch: int = 0
     _fetch_suspect: bool = False
     """The epoch and seeking state when the fetch being iterated was submitted."""
+
+    def diagnose(self, tp: TP) -> dict[str, Any]:
+        """What the fetch loop and Faust's ack bookkeeping hold for ``tp``: for the log line
+        of a stalled partition (a partition that stops committing while it has lag)."""
+        active = self._active_partitions
+        acked = self._acked.get(tp) or []
+        position = None
+        consumer = self._thread._consumer
+        if consumer is not None:
+            with contextlib.suppress(Exception):  # a snapshot for a log line: never fail on it
+                aiotp = aiokafka.TopicPartition(tp.topic, tp.partition)
+                state = consumer._fetcher._subscriptions.subscription.assignment.state_value(aiotp)
+                position = None if state is None else state.position
+        return {
+            "paused": tp in self._paused_partitions,
+            "fetching": active is None or tp in active,
+            "buffer_full": tp in self._buffered_partitions,
+            "position": position,
+            "highwater": self.highwater(tp),
+            "read_offset": self._read_offset.get(tp),
+            "committed_offset": self._committed_offset.get(tp),
+            "acked_pending": len(acked),
+            "acked_min": min(acked) if acked else None,
+            "gaps": len(self._gap.get(tp) or ()),
+            "seeking": self._seeking,
+        }
 
     def begin_rebalance(self) -> None:
         """Void stream records from now until the rebalance's seek (see the class)."""

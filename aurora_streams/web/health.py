@@ -10,6 +10,7 @@ import time
 from typing import Any
 
 import faust
+from faust.types import TP
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from aurora_streams import metrics
@@ -94,7 +95,17 @@ def attach_health(app: faust.App) -> None:
         stalled = detector.observe(time.monotonic(), ends, committed_by_partition)
         metrics.STALLED_PARTITIONS.set(len(stalled))
         if stalled and not was:
-            log.error("worker stalled, not ready: %s", detector.describe())
+            diagnose = getattr(consumer, "diagnose", None)
+            state = {}
+            if diagnose is not None:
+                state = {s.partition: diagnose(TP(settings.topic_raw, s.partition)) for s in stalled}
+            intake = getattr(app, "raw_intake", None)
+            log.error(
+                "worker stalled, not ready: %s; consumer state: %s; intake: %s",
+                detector.describe(),
+                state,
+                None if intake is None else len(intake),
+            )
         elif was and not stalled:
             log.warning("worker progressing again, ready")
 

@@ -71,6 +71,9 @@ def test_a_stalled_worker_is_not_ready_and_says_why_then_recovers(tmp_path: Path
         _until(lambda: _readyz(w.port)[0] == 200, 90)
         log = w.log_path.read_text(errors="replace")
         assert "worker stalled, not ready: no progress on raw partitions" in log
+        # The line says what the consumer held for each stalled partition.
+        stall_line = next(line for line in log.splitlines() if "worker stalled, not ready" in line)
+        assert "consumer state: {" in stall_line and "'read_offset':" in stall_line, stall_line
         assert "worker progressing again, ready" in log
     finally:
         dep.stop_all()
