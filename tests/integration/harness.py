@@ -444,6 +444,16 @@ def committed_offsets(dep: Deployment, topic: str) -> dict[int, int]:
         c.close()
 
 
+def end_offsets(dep: Deployment, topic: str) -> dict[int, int]:
+    """The broker's log end offset per partition of ``topic`` (ListOffsets, exact on Kafka)."""
+    c = Consumer({"bootstrap.servers": dep.bootstrap, "group.id": f"ends-{uuid.uuid4().hex}"})
+    try:
+        tps = [TopicPartition(topic, p) for p in range(dep.partitions)]
+        return {tp.partition: c.get_watermark_offsets(tp, timeout=10)[1] for tp in tps}
+    finally:
+        c.close()
+
+
 def log_ends(records: Iterable[Record]) -> dict[int, int]:
     """Each partition's next offset after ``records`` (the records read)."""
     ends: dict[int, int] = {}

@@ -15,7 +15,7 @@ import orjson
 import pytest
 
 from aurora_streams.codecs import decode_output
-from tests.integration.harness import REPO, Deployment, Worker
+from tests.integration.harness import REPO, Deployment, Worker, end_offsets
 
 DATA = REPO.parent / "shared" / "data" / "nem12"
 INGEST, READ = "i" * 24, "r" * 24
@@ -50,7 +50,7 @@ def worker(shared: tuple[Deployment, Worker]) -> Worker:
 
 
 def raw_count(dep: Deployment) -> int:
-    return len(dep.read(dep.settings.topic_raw, idle_s=0.5))
+    return sum(end_offsets(dep, dep.settings.topic_raw).values())
 
 
 def call(
