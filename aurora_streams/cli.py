@@ -545,35 +545,23 @@ def ingest_nem12(
     Strict mode rejects a file at its first breach of the specification (file, line, rule)
     and publishes nothing of it; --lenient publishes what it can and lists every problem.
     """
-    from confluent_kafka import Producer
     from tqdm import tqdm
 
+    from aurora_streams.errors import DeliveryFailed
     from aurora_streams.ingest.nem12 import Nem12Error
     from aurora_streams.ingest.publish import ingest_reader, open_reader, text_size
     from aurora_streams.ingest.summary import IngestSummary
+    from aurora_streams.kafka.producer import RecordProducer
 
     s = _settings()
     mode = "lenient" if lenient else "strict"
     summary = IngestSummary()
-    producer = None if dry_run else Producer(
-        {"bootstrap.servers": s.bootstrap_servers, "partitioner": "murmur2_random", "linger.ms": 20,
-         "compression.type": "lz4", "acks": "all"}
-    )  # fmt: skip
-    errors: list[str] = []
-
-    def on_delivery(err: Any, _msg: Any) -> None:
-        if err is not None:
-            errors.append(str(err))
+    producer = None if dry_run else RecordProducer(s.bootstrap_servers, linger_ms=20, compression="lz4")
 
     def send(key: bytes, value: bytes) -> None:
         assert producer is not None
-        while True:
-            try:
-                producer.produce(s.topic_raw, key=key, value=value, on_delivery=on_delivery)
-                producer.poll(0)
-                return
-            except BufferError:
-                producer.poll(0.05)
+        producer.produce(s.topic_raw, key, value)
+        producer.poll(0)
 
     total = sum(text_size(p) for p in files)
     rejected: list[str] = []
@@ -592,12 +580,10 @@ def ingest_nem12(
                 rejected.append(str(exc))
                 summary.problems.append(exc.problem)
     if producer is not None:
-        remaining = producer.flush(60)
-        if remaining or errors:
-            raise click.ClickException(
-                f"{remaining} batches not delivered; {len(errors)} errors, first: "
-                f"{errors[0] if errors else 'timeout'}"
-            )
+        try:
+            producer.flush(60)
+        except DeliveryFailed as exc:
+            raise click.ClickException(str(exc)) from exc
     _print_summary(summary, as_json, published=producer is not None)
     if rejected:
         raise click.ClickException(

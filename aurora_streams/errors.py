@@ -10,6 +10,7 @@ __all__ = [
     "AuroraError",
     "BrokerError",
     "ConfigError",
+    "DeliveryFailed",
     "DomainRejection",
     "InvalidReading",
     "LogReset",
@@ -27,6 +28,11 @@ class ConfigError(AuroraError):
 
 class BrokerError(AuroraError):
     """The broker could not be started or reached."""
+
+
+class DeliveryFailed(BrokerError):
+    """The broker did not acknowledge a record; what it belongs to must not be acknowledged
+    (a batch's input, an ingest job's file)."""
 
 
 class TopicMismatchError(AuroraError):

@@ -5,6 +5,10 @@
   undercount, see DESIGN.md, Brokers).
 * ``aurora_last_commit_timestamp_seconds{topic,partition}``: alert when it stops moving
   while records keep arriving (a known Faust failure mode).
+* ``aurora_consumer_acked_pending{topic,partition}``, ``aurora_consumer_gap_intervals``,
+  ``aurora_consumer_read_ahead``: the consumer's offset bookkeeping per assigned raw
+  partition; pending acknowledgements that grow while the commit stands still mean a hole
+  (an offset read and never acknowledged).
 * ``aurora_rebalances_total``, ``aurora_rebalance_duration_seconds``.
 * ``aurora_table_keys{table}`` (local keys, standby replicas included) and
   ``aurora_state_dir_bytes``, refreshed at most every 30 s (counting keys walks RocksDB).
@@ -61,6 +65,8 @@ class AuroraMonitor(Monitor):  # type: ignore[misc]
 class _WorkerCollector(Collector):
     def __init__(self, app: Any, tables: Mapping[str, Any], datadir: Path) -> None:
         self.app = app
+        settings = getattr(app, "aurora_settings", None)
+        self.inputs = {settings.topic_raw} if settings is not None else set()
         self.tables = tables
         self.datadir = datadir
         self._sizes: tuple[float, dict[str, int], int] = (0.0, {}, 0)
@@ -83,6 +89,7 @@ class _WorkerCollector(Collector):
         for tp, when in dict(getattr(monitor, "commit_times", {})).items():
             commits.add_metric([tp.topic, str(tp.partition)], when)
         yield commits
+        yield from self._offset_bookkeeping()
         checked, keys, size = self._sizes
         if time.monotonic() - checked > 30:
             keys = {name: sum(1 for _ in table) for name, table in self.tables.items()}
@@ -100,6 +107,44 @@ class _WorkerCollector(Collector):
             "1 while table recovery (changelog replay) has not completed, else 0.",
             value=1.0 if recovering else 0.0,
         )
+
+    def _offset_bookkeeping(self) -> Iterator[GaugeMetricFamily]:
+        """What the consumer holds per assigned input partition before it can commit: the
+        offsets acknowledged above the committed one and the gap intervals counted as
+        acknowledged. A partition whose pending acknowledgements grow while its committed
+        offset stands still (or crawls) cannot commit past a hole."""
+        consumer: Any = getattr(self.app, "_consumer", None)
+        diagnose = getattr(consumer, "diagnose", None)
+        pending = GaugeMetricFamily(
+            "aurora_consumer_acked_pending",
+            "Offsets acknowledged but not yet committable (above a hole, or awaiting the commit).",
+            labels=["topic", "partition"],
+        )
+        gaps = GaugeMetricFamily(
+            "aurora_consumer_gap_intervals",
+            "Offset intervals the consumer skipped and counts as acknowledged.",
+            labels=["topic", "partition"],
+        )
+        read_ahead = GaugeMetricFamily(
+            "aurora_consumer_read_ahead",
+            "Last offset read minus the committed offset, as the worker holds them.",
+            labels=["topic", "partition"],
+        )
+        if diagnose is not None:
+            try:
+                assigned = [tp for tp in consumer.assignment() if tp.topic in self.inputs]
+            except Exception:  # not started, or between assignments
+                assigned = []
+            for tp in assigned:
+                state = diagnose(tp)
+                labels = [tp.topic, str(tp.partition)]
+                pending.add_metric(labels, state["acked_pending"])
+                gaps.add_metric(labels, state["gaps"])
+                if state["read_offset"] is not None and state["committed_offset"] is not None:
+                    read_ahead.add_metric(labels, state["read_offset"] - state["committed_offset"])
+        yield pending
+        yield gaps
+        yield read_ahead
 
 
 def register_collector(app: Any, tables: Mapping[str, Any], datadir: str | os.PathLike[str]) -> None:

@@ -125,6 +125,22 @@ def stuck_partitions(rows: list[dict[str, Any]], after_s: float = 120.0) -> list
     return spells
 
 
+_BOOKKEEPING = re.compile(
+    r"^aurora_consumer_(acked_pending|gap_intervals|read_ahead)"
+    r'\{partition="(\d+)",topic="[^"]+"\} (\S+)',
+    re.M,
+)
+
+
+def bookkeeping(metrics: str) -> dict[str, dict[str, float]]:
+    """The worker's offset bookkeeping per raw partition it owns: acknowledged offsets not
+    yet committable, gap intervals, read offset minus committed offset."""
+    out: dict[str, dict[str, float]] = {}
+    for name, partition, value in _BOOKKEEPING.findall(metrics):
+        out.setdefault(partition, {})[name] = float(value)
+    return out
+
+
 def produced_bytes(metrics: str) -> dict[str, float]:
     """``aurora_produced_bytes_total`` by topic: what the worker appended to the broker."""
     return {topic: float(value) for topic, value in _BYTES.findall(metrics)}
@@ -439,6 +455,7 @@ def main() -> None:
                 },
                 "processed": _processed(metrics) if status == 200 else None,
                 "produced_bytes": produced_bytes(metrics) if status == 200 else None,
+                "bookkeeping": bookkeeping(metrics) if status == 200 else None,
                 "readyz": ready,
             }
             samples.append(sample)

@@ -27,15 +27,12 @@ from faust.types import TP
 from rocksdict import WriteBatch
 
 from aurora_streams import metrics
-from aurora_streams.errors import AuroraError
+from aurora_streams.errors import DeliveryFailed
+from aurora_streams.kafka.producer import RecordProducer
 from aurora_streams.processing import OutRecord
 from aurora_streams.topics import key_partition
 
-__all__ = ["DeliveryFailed", "FastProducer", "TableWriter", "deliver", "flush"]
-
-
-class DeliveryFailed(AuroraError):
-    """The broker did not acknowledge a record; the batch must not be acknowledged."""
+__all__ = ["FastProducer", "TableWriter", "deliver", "flush"]
 
 
 async def deliver(
@@ -82,14 +79,11 @@ async def deliver(
 
 
 class FastProducer:
-    """A librdkafka producer whose ``flush`` is awaitable. Keyed records are partitioned
-    with murmur2 like the Java client, aiokafka and our raw-topic producers, so a device's
-    records land on the same partition number whichever producer sent them.
-
-    Delivery reports come for failed records only (``delivery.report.only.error``): a
-    Python callback per acknowledged record contended with the event loop for the GIL and
-    cost a sixth of a busy worker's time. A record that fails is reported by
-    the next :meth:`flush`, which raises.
+    """The worker's outputs and changelog records through :class:`RecordProducer`, with an
+    awaitable :meth:`flush` that counts what was delivered. Idempotent: a retried batch
+    cannot land after a later one, so a view key written by two consecutive checkpoints
+    (the second queued while the first is still being stored) ends its changelog with the
+    later value. A record that fails is reported by the next :meth:`flush`, which raises.
     """
 
     def __init__(
@@ -101,29 +95,20 @@ class FastProducer:
         message_timeout_ms: int = 120_000,
         stats_interval_ms: int = 5_000,
     ) -> None:
-        from confluent_kafka import Producer
-
-        self._errors: list[str] = []
-        self._producer = Producer(
-            {
-                "bootstrap.servers": bootstrap,
-                "acks": "all",
-                "linger.ms": linger_ms,
-                "compression.type": compression,
+        self._records = RecordProducer(
+            bootstrap,
+            linger_ms=linger_ms,
+            compression=compression,
+            message_timeout_ms=message_timeout_ms,
+            # Batch sizes per topic, summed into aurora_produced_bytes_total (each
+            # statistics window's sum is exact and the window resets at each report).
+            stats=self._on_stats,
+            stats_interval_ms=stats_interval_ms,
+            extra={
                 "batch.num.messages": 10_000,
                 "queue.buffering.max.messages": 1_000_000,
                 "queue.buffering.max.kbytes": 1_048_576,
-                "partitioner": "murmur2_random",
-                "message.timeout.ms": message_timeout_ms,
-                # A record already sent waits for its request to time out, not the message.
-                "request.timeout.ms": min(30_000, message_timeout_ms),
-                "delivery.report.only.error": True,
-                "on_delivery": self._on_delivery,
-                # Batch sizes per topic, summed into aurora_produced_bytes_total (each
-                # statistics window's sum is exact and the window resets at each report).
-                "statistics.interval.ms": stats_interval_ms,
-                "stats_cb": self._on_stats,
-            }
+            },
         )
         self._counts: dict[str, int] = {}
         self._bootstrap = bootstrap
@@ -139,11 +124,6 @@ class FastProducer:
             if sent > 0:
                 metrics.BYTES_PRODUCED.labels(topic).inc(sent)
 
-    def _on_delivery(self, err: Any, msg: Any) -> None:
-        # Runs inside flush()/poll(), on whichever thread called them; failures only.
-        if err is not None:
-            self._errors.append(f"{msg.topic()}[{msg.partition()}]: {err}")
-
     def produce(
         self,
         topic: str,
@@ -155,13 +135,7 @@ class FastProducer:
     ) -> None:
         """Queue one record (order is kept per partition; ``-1``: by key); ``count`` it as
         an output."""
-        produce = self._producer.produce
-        while True:
-            try:
-                produce(topic, value, key, partition)
-                break
-            except BufferError:  # the local queue is full: let deliveries drain it
-                self._producer.poll(0.05)
+        self._records.produce(topic, key, value, partition=partition)
         if count:
             self._counts[topic] = self._counts.get(topic, 0) + 1
 
@@ -174,11 +148,9 @@ class FastProducer:
         """Wait until every queued record is acknowledged or failed. Raises
         :class:`DeliveryFailed` if any record failed since the last flush."""
         loop = asyncio.get_running_loop()
-        while True:
-            left = await loop.run_in_executor(None, self._producer.flush, 10.0)
-            if left == 0:
-                break
-        errors, self._errors = self._errors, []
+        while await loop.run_in_executor(None, self._records.pending, 10.0):
+            pass
+        errors = self._records.take_failures()
         counts, self._counts = self._counts, {}
         if errors:
             raise DeliveryFailed(f"{len(errors)} records not delivered, e.g. {errors[0]}")
@@ -209,7 +181,7 @@ class FastProducer:
         return ends
 
     def close(self) -> None:
-        self._producer.flush(30)
+        self._records.pending(30)
         if self._offsets is not None:
             self._offsets.close()
 

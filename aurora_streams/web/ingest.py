@@ -19,7 +19,6 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
-import threading
 import time
 import uuid
 from collections import OrderedDict
@@ -34,10 +33,11 @@ import orjson
 from aiohttp import web
 
 from aurora_streams.domain.validate import validate_message
-from aurora_streams.errors import InvalidReading
+from aurora_streams.errors import DeliveryFailed, InvalidReading
 from aurora_streams.ingest.nem12 import Nem12Error
 from aurora_streams.ingest.publish import ingest_reader, open_reader
 from aurora_streams.ingest.summary import IngestSummary
+from aurora_streams.kafka.producer import RecordProducer
 from aurora_streams.settings import Role, Settings
 from aurora_streams.web.auth import authenticator
 from aurora_streams.web.errors import error_response, request_id
@@ -108,8 +108,6 @@ class IngestService:
         self.auth = authenticator(settings)
         self.jobs: OrderedDict[str, Job] = OrderedDict()
         self.uploads = Path(settings.datadir) / "uploads"
-        self._producer: Any = None
-        self._producer_lock = threading.Lock()
 
     # -- helpers --------------------------------------------------------------------------
 
@@ -149,22 +147,6 @@ class IngestService:
             return None
         worst = results[0]
         return error_response(request, worst.status, worst.reason, worst.message)
-
-    def _kafka_producer(self) -> Any:
-        # A confluent-kafka producer for the ingest threads: thread-safe, murmur2 like Java.
-        with self._producer_lock:
-            if self._producer is None:
-                from confluent_kafka import Producer
-
-                self._producer = Producer(
-                    {
-                        "bootstrap.servers": self.settings.bootstrap_servers,
-                        "partitioner": "murmur2_random",
-                        "linger.ms": 20,
-                        "acks": "all",
-                    }
-                )
-            return self._producer
 
     # -- NEM12 uploads --------------------------------------------------------------------
 
@@ -240,21 +222,12 @@ class IngestService:
     def _run_job(self, job: Job, path: Path) -> None:
         job.status = "running"
         summary = IngestSummary()
-        producer = self._kafka_producer()
-        errors: list[str] = []
-
-        def on_delivery(err: Any, _msg: Any) -> None:
-            if err is not None:
-                errors.append(str(err))
+        # A producer of its own: its failures are this job's alone.
+        producer = RecordProducer(self.settings.bootstrap_servers, linger_ms=20)
 
         def send(key: bytes, value: bytes) -> None:
-            while True:
-                try:
-                    producer.produce(self.settings.topic_raw, key=key, value=value, on_delivery=on_delivery)
-                    producer.poll(0)
-                    return
-                except BufferError:
-                    producer.poll(0.05)
+            producer.produce(self.settings.topic_raw, key, value)
+            producer.poll(0)
 
         def progress(n: int) -> None:
             job.bytes_read += n
@@ -269,11 +242,10 @@ class IngestService:
                 summary=summary,
                 progress=progress,
             )
-            remaining = producer.flush(60)
-            if remaining or errors:
-                error = f"{remaining} batches undelivered; {errors[:1]}"
-            else:
-                status = "done"
+            producer.flush(60)
+            status = "done"
+        except DeliveryFailed as exc:
+            error = str(exc)
         except Nem12Error as exc:
             status, error = "rejected", str(exc).replace(path.name, job.filename)
             summary.problems.append(exc.problem)

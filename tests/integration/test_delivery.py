@@ -9,7 +9,8 @@ import time
 import pytest
 
 from aurora_streams import metrics
-from aurora_streams.agents.delivery import DeliveryFailed, FastProducer
+from aurora_streams.agents.delivery import FastProducer
+from aurora_streams.errors import DeliveryFailed
 from tests.integration.harness import Deployment, free_port, latest_by
 
 
@@ -48,7 +49,7 @@ async def test_bytes_sent_are_counted_per_topic_as_the_broker_stores_them(deploy
     async def reported(fast: FastProducer, topic: str, before: float) -> float:
         deadline = time.monotonic() + 10
         while counted(topic)._value.get() == before and time.monotonic() < deadline:
-            fast._producer.poll(0.1)  # statistics are reported from poll
+            fast._records.poll(0.1)  # statistics are reported from poll
         return float(counted(topic)._value.get())
 
     async def sent(topic: str, compression: str, values: list[bytes]) -> float:

@@ -3,6 +3,7 @@ record against the reference."""
 
 from __future__ import annotations
 
+import time
 from collections import Counter
 
 from aurora_streams.codecs import decode_output
@@ -79,6 +80,19 @@ def test_fleet_through_one_worker_matches_reference(deployment: Deployment) -> N
         "aurora_state_dir_bytes",
     ):
         assert name in metrics, name
+    # Once everything is committed, nothing is left acknowledged above a hole on any raw
+    # partition (one sample per assigned partition).
+    deadline = time.monotonic() + 30
+    while True:
+        pending = [
+            float(line.rsplit(" ", 1)[1])
+            for line in worker.metrics().splitlines()
+            if line.startswith("aurora_consumer_acked_pending{") and s.topic_raw in line
+        ]
+        if (len(pending) == deployment.partitions and not any(pending)) or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
+    assert pending == [0.0] * deployment.partitions, pending
 
 
 def _key_of(value: bytes) -> bytes:
