@@ -28,6 +28,7 @@ from rocksdict import WriteBatch
 
 from aurora_streams import metrics
 from aurora_streams.errors import DeliveryFailed
+from aurora_streams.faust_adapter import partition_db
 from aurora_streams.kafka.producer import RecordProducer
 from aurora_streams.processing import OutRecord
 from aurora_streams.topics import key_partition
@@ -232,7 +233,7 @@ class TableWriter:
         """Write the queued values to the partition's local stores (one batch per table)."""
         batches, self._batches = self._batches, {}
         for table, (batch, _topic) in batches.items():
-            table.data._db_for_partition(self.partition).write(batch)
+            partition_db(table, self.partition).write(batch)
 
 
 async def persist_changelog_offsets(fast: FastProducer, writers: Iterable[TableWriter]) -> None:

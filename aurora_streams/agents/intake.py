@@ -3,7 +3,7 @@
 Faust would deliver each raw message through its conductor, an ``Event``, the agent's stream
 queue, the stream iterator (with its sensors and ack tracking) and ``take_events``: a fifth of
 a busy worker's main thread, for a message the agent only reads the key, value,
-partition, offset and timestamp of. The worker's consumer (``app._ProbingConsumer``) appends
+partition, offset and timestamp of. The worker's consumer (``faust_adapter.ProbingConsumer``) appends
 raw messages here instead, and the agent takes them in batches.
 
 Guarantees and ordering:

@@ -17,6 +17,7 @@ from typing import Any
 import faust
 from faust.streams import current_event
 
+from aurora_streams.faust_adapter import partition_db
 from aurora_streams.settings import Settings
 
 __all__ = ["define_view_tables", "keys_with_prefix", "partition_store"]
@@ -48,7 +49,7 @@ def partition_store(table: Any) -> Any:
     event = current_event()
     if event is None:
         raise RuntimeError("a partition's store is reached only with an event of it current")
-    return table.data._db_for_partition(event.message.partition)
+    return partition_db(table, event.message.partition)
 
 
 def keys_with_prefix(db: Any, prefix: str) -> list[str]:

@@ -32,6 +32,7 @@ from aurora_streams.domain.device import DeviceState
 from aurora_streams.domain.fleet import SUMMARY_KEY, DayTotals, DeviceCounts, OpenAnomalies, totals_key
 from aurora_streams.domain.timeutil import TimestampError, format_ms, parse_timestamp
 from aurora_streams.domain.validate import CHANNEL_RE, DEVICE_ID_RE
+from aurora_streams.faust_adapter import partition_db
 from aurora_streams.processing import log_offset
 from aurora_streams.settings import Settings
 from aurora_streams.tables.device_state import is_device_key
@@ -151,7 +152,7 @@ class ApiService:
         standbys: a fan-out would count them twice)."""
         raw = self.settings.topic_raw
         partitions = sorted(tp.partition for tp in self.app.assignor.assigned_actives() if tp.topic == raw)
-        return [table.data._db_for_partition(p) for p in partitions]
+        return [partition_db(table, p) for p in partitions]
 
     def _local_devices_after(self, cursor: str, n: int) -> list[str]:
         """The first ``n`` device ids after ``cursor`` over the active partitions: a seek and
@@ -197,7 +198,7 @@ class ApiService:
             headers={"X-Request-Id": request_id(request)},
         )
 
-    async def _guard(self, request: web.Request, handler: Any, *args: Any) -> web.Response:
+    async def guard(self, request: web.Request, handler: Any, *args: Any) -> web.Response:
         denied = self._deny(request)
         if denied:
             return denied
@@ -566,6 +567,6 @@ def _get_view(app: faust.App, path: str, api: ApiService, handler: Any) -> None:
 
     class ReadView(faust.web.View):  # type: ignore[misc]
         async def get(self, request: web.Request, **params: str) -> web.Response:
-            return await api._guard(request, handler, *params.values())
+            return await api.guard(request, handler, *params.values())
 
     app.page(path, name=f"api:{path}")(ReadView)

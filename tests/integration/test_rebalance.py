@@ -3,7 +3,7 @@ rebalance moves partitions mid-fetch, and afterwards the outputs equal the refer
 database holds every raw message and the latest revision of every reading, and the group's
 committed offsets reach the raw topic's end.
 
-Before the consumer's seek fence (``app._ProbingConsumer``), records fetched before a
+Before the consumer's seek fence (``faust_adapter.ProbingConsumer``), records fetched before a
 rebalance's seek reached the agent after it: the fetch loop's read offset moved past the
 committed offset, the re-fetched records were skipped as read, and the partition's commit
 stopped for good or moved past records no one processed (issue 19's rebalance loss; 2 in 4
