@@ -13,7 +13,7 @@ Guarantees and ordering:
   offset order.
 * **Acknowledgement.** Messages here are not tracked by Faust's consumer (nothing waits for
   them on a rebalance or at shutdown). A message's offset becomes committable only when the
-  agent acknowledges it after its checkpoint is stored (``agents.normalize.release_acks``);
+  agent acknowledges it after its checkpoint is stored (``agents.checkpoint.release_acks``);
   until then a crash re-delivers it.
 * **Rebalance.** :meth:`RawIntake.clear` (called when a rebalance starts) drops every message
   not yet taken and advances :attr:`RawIntake.generation`; a batch taken before it is dropped

@@ -60,38 +60,37 @@ import asyncio
 import logging
 import os
 import time
-import weakref
-from collections.abc import AsyncIterator, Iterator, Sequence
-from contextlib import asynccontextmanager, contextmanager
-from dataclasses import dataclass, field
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
 from typing import Any, TypeVar
 
 import faust
-from faust.streams import _current_event
 
 from aurora_streams import metrics
+from aurora_streams.agents.checkpoint import (
+    Epoch,
+    PartitionEpoch,
+    abandon,
+    on_partition,
+    seal,
+    store,
+)
 from aurora_streams.agents.delivery import (
     FastProducer,
-    TableWriter,
     deliver,
-    flush,
-    persist_changelog_offsets,
 )
 from aurora_streams.agents.intake import RawIntake
 from aurora_streams.agents.views import ViewUpdater
 from aurora_streams.domain.device import DeviceState
-from aurora_streams.domain.fleet import SUMMARY_KEY, DeviceCounts
 from aurora_streams.errors import LogReset
 from aurora_streams.processing import Processor
 from aurora_streams.settings import Settings
 from aurora_streams.tables.device_state import (
     StateCache,
-    encode_log_record,
     load_log_record,
-    log_base_key,
 )
 
-__all__ = ["Epoch", "Epochs", "Sealed", "attach_normalize", "release_acks", "seal", "store"]
+__all__ = ["Epochs", "attach_normalize"]
 
 log = logging.getLogger(__name__)
 
@@ -149,17 +148,6 @@ def attach_normalize(app: Any, table: Any, processor: Processor, settings: Setti
                 await epochs.rotate()
 
 
-def release_acks(app: faust.App, messages: Sequence[Any]) -> None:
-    """Drop the agent's reference to stored ``messages``: an offset becomes committable once
-    every reader of its message has (the sink's stream holds one too when it reads the raw
-    topic). Only for messages of the current assignment generation: a rebalance abandons
-    them instead (see :class:`Epoch`). Faust's monitor does not count raw messages in or
-    out: they never pass through its streams."""
-    consumer = app.consumer
-    for message in messages:
-        message.ack(consumer)
-
-
 def _stop_now(exc: BaseException) -> None:
     """A batch could not be stored (broker or store failure): stop the worker at once,
     without a commit. Going on would let later batches advance the device states past the
@@ -177,87 +165,6 @@ def _stop_now(exc: BaseException) -> None:
 def _stop_if_failed(task: asyncio.Future[None]) -> None:
     if not task.cancelled() and task.exception() is not None:
         _stop_now(task.exception())  # type: ignore[arg-type]
-
-
-@contextmanager
-def _on_partition(event: Any) -> Iterator[None]:
-    """Make ``event`` current: Faust's RocksDB store reads and writes the current event's
-    partition, and its changelog records go to that partition."""
-    token = _current_event.set(weakref.ref(event))
-    try:
-        yield
-    finally:
-        _current_event.reset(token)
-
-
-@dataclass
-class _Partition:
-    """One source partition's part of an epoch: processed, not yet stored."""
-
-    event: Any
-    """An event of the partition, made current for its stores (see :func:`_on_partition`)."""
-    updater: ViewUpdater
-    states: dict[str, DeviceState] = field(default_factory=dict)
-    before: dict[str, tuple[int, int | None] | None] = field(default_factory=dict)
-    """Per device of ``states``: (channels, newest reading time) as stored before the epoch
-    changed it, None if it was not stored (what the partition's ``DeviceCounts`` hold)."""
-    loaded: int = 0
-    """Devices of ``states`` decoded from the table or new: not held in memory before."""
-    log_record: tuple[int, int] | None = None
-    """The partition's log epoch base and mark after its last batch (stored with the device
-    states, see ``processing.Processor`` on log resets)."""
-
-
-class Epoch:
-    """The batches processed since the last checkpoint.
-
-    Their outputs are produced, their device states and view updates are held here in
-    memory, and their input messages are withheld from the consumer until :func:`seal`
-    and :func:`store` have stored everything. ``generation`` is the decoded-state cache's
-    at the epoch's start: the app clears the cache when a rebalance starts, and an epoch
-    that spans a rebalance is abandoned (:func:`_abandon`), never stored or acknowledged,
-    because partitions it held may now be another worker's.
-    """
-
-    def __init__(self, generation: int, prior: Sealed | None = None) -> None:
-        self.generation = generation
-        self.started = time.monotonic()
-        self.messages: list[Any] = []
-        self.partitions: dict[int, _Partition] = {}
-        self.prior: dict[str, DeviceState] = {}
-        """The previous epoch's states: it may still be being stored, so its devices
-        are read from here, not from the table (same generation only)."""
-        self.sealed = prior if prior is not None and prior.generation == generation else None
-        if self.sealed is not None:
-            for part in self.sealed.partitions.values():
-                self.prior.update(part.states)
-
-    def prior_state(self, device_id: str) -> DeviceState | None:
-        """The previous epoch's state of ``device_id``, if it had one, made safe to change:
-        encoded for its checkpoint first if that has not happened yet (:meth:`Sealed.freeze`)."""
-        state = self.prior.get(device_id)
-        if state is not None:
-            assert self.sealed is not None
-            self.sealed.freeze(device_id)
-        return state
-
-    def due(self, settings: Settings) -> bool:
-        """Whether the epoch should end: its interval passed, or it holds enough readings, or
-        enough devices that were not in memory before it (``checkpoint_max_devices``: what
-        an epoch adds to the worker's memory; a device whose state came from the decoded
-        state cache or the previous epoch adds only its view records), or more devices than
-        the state cache holds (their states would not all stay decoded for the next epoch).
-        A fleet that fits the cache exactly is the case the cache is sized for: ending its
-        epochs as soon as every device was touched sealed each device every ~43,000 W1
-        readings instead of once per interval."""
-        if len(self.messages) >= settings.checkpoint_max_readings:
-            return True
-        if time.monotonic() - self.started >= settings.checkpoint_interval_s:
-            return True
-        parts = self.partitions.values()
-        return sum(part.loaded for part in parts) >= settings.checkpoint_max_devices or sum(
-            len(part.states) for part in parts
-        ) > max(settings.checkpoint_max_devices, settings.state_cache_devices)
 
 
 class Epochs:
@@ -306,7 +213,7 @@ class Epochs:
         if self.epoch.generation != self.cache.generation:
             if self.storing is not None:
                 await self.storing  # it sees the new generation and stores nothing more
-            self.epoch = _abandon(self.epoch, self.cache)
+            self.epoch = abandon(self.epoch, self.cache)
         return self.epoch
 
     async def rotate(self) -> None:
@@ -342,11 +249,11 @@ class Epochs:
             part = epoch.partitions.get(p)
             if part is None:
                 first = part_messages[0]
-                part = epoch.partitions[p] = _Partition(
+                part = epoch.partitions[p] = PartitionEpoch(
                     self.app.create_event(first.key, first.value, first.headers, first),
                     ViewUpdater(self.settings, *self.views, self.models),
                 )
-            with _on_partition(part.event):
+            with on_partition(part.event):
                 computed = self._compute(part, part_messages, epoch)
             if self.fast is None:  # exactly-once: in the source partition's transaction
                 await deliver(self.app, computed, source_partition=p)
@@ -364,7 +271,7 @@ class Epochs:
         metrics.LAST_BATCH_TIMESTAMP.set(now)
         _export_stats(self.processor)
 
-    def _compute(self, part: _Partition, messages: Sequence[Any], epoch: Epoch) -> list[Any]:
+    def _compute(self, part: PartitionEpoch, messages: Sequence[Any], epoch: Epoch) -> list[Any]:
         """Run a partition's messages through the processor, in offset order, and apply what
         they produced to the epoch's views in memory. Returns the outputs to produce."""
         states = part.states
@@ -414,176 +321,6 @@ class Epochs:
         part.updater.apply(emitted)
         outputs.extend(part.updater.forecast_records())
         return outputs
-
-
-def _abandon(epoch: Epoch, cache: StateCache[DeviceState]) -> Epoch:
-    """A rebalance started during ``epoch``: drop its states and views unstored and never
-    acknowledge its input. After the rebalance Faust seeks every assigned partition to its
-    committed offset, so what the epoch processed is re-delivered to whoever owns it."""
-    if epoch.messages:
-        log.info("rebalance: %d readings of an unstored epoch will be re-delivered", len(epoch.messages))
-    return Epoch(cache.generation)
-
-
-_STATE_SLICE = 200
-"""Device states encoded, and written, per slice of a checkpoint's store (see :func:`store`)."""
-_ACK_SLICE = 5_000
-"""Messages acknowledged per slice of a checkpoint's store."""
-
-
-async def _slices(items: Sequence[_T], size: int) -> AsyncIterator[Sequence[_T]]:
-    """``items`` in slices of ``size``, yielding to the event loop after each one, so the
-    agent runs between them."""
-    for start in range(0, len(items), size):
-        yield items[start : start + size]
-        await asyncio.sleep(0)
-
-
-@dataclass
-class Sealed:
-    """An epoch at its end: views written, input still withheld, and its device states
-    encoded as they were at the seal, copy on write: a state is encoded when the next epoch
-    first loads it (:meth:`freeze`, before any change) or by :meth:`encode_pending`."""
-
-    generation: int
-    messages: list[Any]
-    partitions: dict[int, _Partition]
-    encoded: dict[int, list[tuple[str, bytes]]]
-    """Per partition: (device id, state bytes) to write."""
-    writers: dict[int, TableWriter]
-    views_dirty: bool
-    started: float
-    pending: dict[str, tuple[int, DeviceState]] = field(default_factory=dict)
-    """Devices whose state is not encoded yet: device id -> (partition, state)."""
-    after: dict[str, tuple[int, int | None]] = field(default_factory=dict)
-    """Per device encoded: (channels, newest reading time) of the state as encoded."""
-
-    def freeze(self, device_id: str) -> None:
-        """Encode ``device_id``'s state now if it is still pending: it is about to change.
-        Synchronous, so nothing runs between the check and the encoding."""
-        item = self.pending.pop(device_id, None)
-        if item is not None:
-            p, state = item
-            self.encoded[p].append((device_id, state.to_bytes()))
-            self.after[device_id] = (len(state.channels), state.latest_ts())
-
-    async def encode_pending(self, per_slice: int = _STATE_SLICE) -> None:
-        """Encode every state still pending, ``per_slice`` at a time, yielding to the event
-        loop between slices: sealing 1,000 devices' states at once held the agent ~40 ms;
-        between slices the agent runs, freezing what it
-        touches."""
-        while self.pending:
-            for _ in range(min(per_slice, len(self.pending))):
-                device_id, (p, state) = self.pending.popitem()
-                self.encoded[p].append((device_id, state.to_bytes()))
-                self.after[device_id] = (len(state.channels), state.latest_ts())
-            await asyncio.sleep(0)
-
-
-def seal(epoch: Epoch, fast: FastProducer | None) -> Sealed:
-    """Step 5 of the module docstring, synchronously: nothing that runs after it can change
-    what the checkpoint stores (the states are copy on write, see :class:`Sealed`)."""
-    started = time.perf_counter()
-    writers = {p: TableWriter(fast, p) for p in epoch.partitions}
-    views_dirty = False
-    encoded: dict[int, list[tuple[str, bytes]]] = {}
-    pending: dict[str, tuple[int, DeviceState]] = {}
-    for p, part in epoch.partitions.items():
-        with _on_partition(part.event):
-            part.updater.write(writers[p])
-            writers[p].commit()
-        views_dirty = views_dirty or part.updater.dirty
-        encoded[p] = []
-        for device_id, state in part.states.items():
-            pending[device_id] = (p, state)
-    metrics.CHECKPOINT_SEAL_DURATION.observe(time.perf_counter() - started)
-    return Sealed(
-        epoch.generation, epoch.messages, epoch.partitions, encoded, writers, views_dirty, started, pending
-    )
-
-
-async def store(
-    app: faust.App, table: Any, sealed: Sealed, fast: FastProducer | None, cache: StateCache[DeviceState]
-) -> None:
-    """Steps 6-8 of the module docstring: store a sealed epoch and acknowledge its input."""
-    if not sealed.messages:
-        return
-    if fast is not None or sealed.views_dirty:
-        # The device state fences replays, so nothing it covers may be lost: the outputs and
-        # the views' changelog are acknowledged before it is written.
-        await flush(app, fast)
-    if sealed.generation != cache.generation:
-        return  # rebalanced: the partitions may be another worker's now (see _abandon)
-    await sealed.encode_pending()
-    if sealed.generation != cache.generation:
-        return
-    # In slices, yielding between them, as the encoding: writing 1,000 states held the agent
-    # ~30 ms and acknowledging 25,000 messages ~35 ms. Each slice
-    # is committed to the local store as its changelog records are queued, and none starts
-    # once a rebalance has begun.
-    writes = 0
-    try:
-        for p, encoded in sealed.encoded.items():
-            writer = sealed.writers[p]
-            before = sealed.partitions[p].before
-            counts: DeviceCounts | None = None
-            async for chunk in _slices(encoded, _STATE_SLICE):
-                if sealed.generation != cache.generation:
-                    return  # rebalanced: stored in part, acknowledged not at all
-                with _on_partition(sealed.partitions[p].event):
-                    if counts is None:
-                        counts = DeviceCounts.from_bytes(table.get(SUMMARY_KEY))
-                    for device_id, data in chunk:
-                        writer.put(table, device_id, data)
-                        counts.replace(before.get(device_id), sealed.after[device_id])
-                    # The partition's counts go in each slice's batch: as current as its states.
-                    writer.put(table, SUMMARY_KEY, counts.to_bytes())
-                    writer.commit()
-                writes += len(chunk)
-            record = sealed.partitions[p].log_record
-            if record is not None:
-                # The partition's log record (processing.Processor on log resets) goes with
-                # its states; it is not a device state, so STATE_WRITES does not count it.
-                with _on_partition(sealed.partitions[p].event):
-                    writer.put(table, log_base_key(p), encode_log_record(*record))
-                    writer.commit()
-    finally:
-        metrics.STATE_WRITES.inc(writes)
-    if fast is not None:
-        await flush(app, fast)
-    if sealed.generation != cache.generation:
-        return  # stored but not acknowledged: re-delivery finds it fenced
-    for part in sealed.partitions.values():
-        for device_id, state in part.states.items():
-            cache.put(device_id, state, sealed.generation)
-    if fast is None:
-        await _commit_transaction(app, sealed, cache)
-    else:
-        async for chunk in _slices(sealed.messages, _ACK_SLICE):
-            if sealed.generation != cache.generation:
-                return  # the rest is re-delivered, and fenced
-            release_acks(app, chunk)
-        if sealed.generation == cache.generation:
-            await persist_changelog_offsets(fast, sealed.writers.values())
-    metrics.CHECKPOINT_DURATION.observe(time.perf_counter() - sealed.started)
-    metrics.CHECKPOINT_READINGS.observe(len(sealed.messages))
-
-
-async def _commit_transaction(app: faust.App, sealed: Sealed, cache: StateCache[DeviceState]) -> None:
-    """Exactly-once: the epoch's outputs (already in its partitions' transactions), then its
-    table changelog records, then its input offsets, committed together, at once.
-
-    Faust commits a transaction on its own timer and after every ``broker_commit_every``
-    acknowledgements (both off under exactly-once, see ``app.create_app``): a commit that fell
-    between a batch's outputs and its acknowledgement committed the outputs without the
-    offsets and, if the state records were still in Faust's buffer, without the state; after
-    a crash the batch was re-delivered and its outputs committed twice (14 of 8,612 in the
-    crash test). No commit happens here while a rebalance voids the epoch."""
-    await app.producer.flush()  # the changelog records Faust buffered, into the transactions
-    if sealed.generation != cache.generation:
-        return
-    release_acks(app, sealed.messages)
-    await app.consumer.commit()
 
 
 _exported: dict[str, int] = {}

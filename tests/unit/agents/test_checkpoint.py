@@ -10,7 +10,7 @@ from typing import Any
 
 from faust.types.tuples import ConsumerMessage, Message
 
-from aurora_streams.agents.normalize import Epoch, Sealed, _Partition, release_acks
+from aurora_streams.agents.checkpoint import Epoch, PartitionEpoch, Sealed, release_acks
 from aurora_streams.domain.device import DeviceState
 from aurora_streams.settings import Settings
 
@@ -85,7 +85,7 @@ def test_an_epoch_is_due_after_its_interval_readings_or_devices_new_to_memory() 
     assert epoch.due(s)
 
     epoch = Epoch(0)
-    part = _Partition(None, None)  # type: ignore[arg-type]
+    part = PartitionEpoch(None, None)  # type: ignore[arg-type]
     part.states.update({"a": DeviceState(), "b": DeviceState()})
     part.loaded = 2
     epoch.partitions[0] = part
@@ -107,7 +107,7 @@ def test_an_epoch_is_due_after_its_interval_readings_or_devices_new_to_memory() 
 
 
 def test_the_next_epoch_reads_the_sealed_states_of_the_same_generation_only() -> None:
-    part = _Partition(None, None)  # type: ignore[arg-type]
+    part = PartitionEpoch(None, None)  # type: ignore[arg-type]
     state = DeviceState()
     part.states["a"] = state
     sealed = Sealed(3, [], {0: part}, {0: [("a", state.to_bytes())]}, {}, False, 0.0)
@@ -117,7 +117,7 @@ def test_the_next_epoch_reads_the_sealed_states_of_the_same_generation_only() ->
 
 
 def _sealed_with(states: dict[str, DeviceState]) -> Sealed:
-    part = _Partition(None, None)  # type: ignore[arg-type]
+    part = PartitionEpoch(None, None)  # type: ignore[arg-type]
     part.states.update(states)
     pending = {device_id: (0, state) for device_id, state in states.items()}
     return Sealed(3, [], {0: part}, {0: []}, {}, False, 0.0, pending)
