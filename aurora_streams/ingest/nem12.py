@@ -30,7 +30,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import IO, Final, Literal
+from typing import IO, Any, Final, Literal
 
 from aurora_streams.domain.units import normalize_unit
 from aurora_streams.errors import AuroraError
@@ -344,17 +344,35 @@ def open_nem12(path: str | Path, max_expanded_bytes: int | None = None) -> tuple
             raw.close()
             raise
         inner = archive.open(member)
-        return io.TextIOWrapper(inner, encoding="utf-8", errors="replace", newline=""), (
-            f"{path.name}!{member.filename}"
-        )
+        text = _Text(inner, encoding="utf-8", errors="replace", newline="")
+        text.also_close = [archive, raw]  # the member's stream does not close its archive's file
+        return text, f"{path.name}!{member.filename}"
     return io.TextIOWrapper(raw, encoding="utf-8", errors="replace", newline=""), path.name
+
+
+class _Text(io.TextIOWrapper):
+    """Text over a zip member that closes the archive and its file with itself."""
+
+    also_close: list[Any]
+
+    def close(self) -> None:
+        try:
+            super().close()
+        finally:
+            for f in getattr(self, "also_close", ()):
+                f.close()
 
 
 class Nem12Reader:
     """Iterate :class:`DayBlock` s (and collect :class:`IndexRead` s and problems)."""
 
-    def __init__(self, stream: IO[str], name: str, mode: Mode = "strict") -> None:
+    def __init__(
+        self, stream: IO[str], name: str, mode: Mode = "strict", *, owns_stream: bool = False
+    ) -> None:
         self.stream = stream
+        self.owns_stream = owns_stream
+        """Close ``stream`` when the lines run out or the reader is closed (``from_path``,
+        ``from_bytes``); a caller's own stream is left open."""
         self.name = name
         self.mode = mode
         self.problems = ProblemLog()
@@ -372,7 +390,18 @@ class Nem12Reader:
         cls, path: str | Path, mode: Mode = "strict", max_expanded_bytes: int | None = None
     ) -> Nem12Reader:
         stream, name = open_nem12(path, max_expanded_bytes)
-        return cls(stream, name, mode)
+        return cls(stream, name, mode, owns_stream=True)
+
+    def close(self) -> None:
+        """Close the stream if the reader opened it (iterating to the end does too)."""
+        if self.owns_stream:
+            self.stream.close()
+
+    def __enter__(self) -> Nem12Reader:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
     @classmethod
     def from_bytes(
@@ -384,7 +413,7 @@ class Nem12Reader:
             _check_expanded(member, name, max_expanded_bytes)
             data = archive.read(member)
         decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
-        return cls(io.StringIO(decoder.decode(data, final=True), newline=""), name, mode)
+        return cls(io.StringIO(decoder.decode(data, final=True), newline=""), name, mode, owns_stream=True)
 
     # -- problems -----------------------------------------------------------------------
 
@@ -401,15 +430,18 @@ class Nem12Reader:
         """The stream's lines, each at most ``MAX_LINE_CHARS``; ``None`` for a longer one,
         which is read past in pieces, never held whole."""
         readline = self.stream.readline
-        while line := readline(MAX_LINE_CHARS + 1):
-            if len(line) <= MAX_LINE_CHARS or line.endswith(("\n", "\r")):
-                yield line
-                continue
-            self.bytes_read += len(line)
-            while (rest := readline(MAX_LINE_CHARS)) and not rest.endswith(("\n", "\r")):
+        try:
+            while line := readline(MAX_LINE_CHARS + 1):
+                if len(line) <= MAX_LINE_CHARS or line.endswith(("\n", "\r")):
+                    yield line
+                    continue
+                self.bytes_read += len(line)
+                while (rest := readline(MAX_LINE_CHARS)) and not rest.endswith(("\n", "\r")):
+                    self.bytes_read += len(rest)
                 self.bytes_read += len(rest)
-            self.bytes_read += len(rest)
-            yield None
+                yield None
+        finally:  # at the end, on a strict reader's error, or when the iteration is dropped
+            self.close()
 
     def __iter__(self) -> Iterator[DayBlock | AccumulationRead]:
         header_seen = False

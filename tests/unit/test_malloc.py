@@ -80,5 +80,6 @@ def test_the_worker_reruns_itself_with_jemalloc_preloaded(tmp_path: Path) -> Non
         finally:
             proc.terminate()
             proc.wait(timeout=60)
+            proc.stderr.close()  # type: ignore[union-attr]
         assert any(f"C allocator: {allocator}" in line for line in seen), "".join(seen)[-2000:]
         assert ("libjemalloc" in maps) == (allocator == "jemalloc")

@@ -308,3 +308,28 @@ def test_a_zip_expanding_beyond_the_limit_is_refused_before_it_is_read(tmp_path)
     with pytest.raises(Nem12Error, match="zip_too_large"):
         Nem12Reader.from_bytes(path.read_bytes(), "big.zip", max_expanded_bytes=len(text) - 1)
     assert len(list(Nem12Reader.from_path(path, max_expanded_bytes=len(text)))) == 28
+
+
+def test_a_reader_closes_the_files_it_opened(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """Read to the end, stopped by a strict error, or closed early: no file stays open (a
+    corpus run left one per file, zip members' archives included)."""
+    text = nem(HEADER_30, day("20240101", [0.5] * 48))
+    plain = tmp_path / "a.csv"
+    plain.write_text(text)
+    packed = tmp_path / "a.zip"
+    with zipfile.ZipFile(packed, "w") as z:
+        z.writestr("inner.csv", text)
+    for path in (plain, packed):
+        reader = Nem12Reader.from_path(path)
+        assert len(list(reader)) == 1 and reader.stream.closed
+        with Nem12Reader.from_path(path) as early:
+            next(iter(early))
+        assert early.stream.closed
+    if isinstance(reader.stream, io.TextIOWrapper):
+        assert all(f.closed if hasattr(f, "closed") else f.fp is None for f in reader.stream.also_close)  # type: ignore[attr-defined]
+    broken = tmp_path / "broken.csv"
+    broken.write_text(text.replace("300,20240101", "300,2024013x"))
+    strict = Nem12Reader.from_path(broken)
+    with pytest.raises(Nem12Error):
+        list(strict)
+    assert strict.stream.closed

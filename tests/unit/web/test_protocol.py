@@ -29,7 +29,11 @@ async def test_a_malformed_header_is_a_json_400_that_does_not_echo_it() -> None:
     install()
     install()  # idempotent
     app = web.Application()
-    app.router.add_get("/", lambda _request: web.Response(text="ok"))
+
+    async def ok(_request: web.Request) -> web.Response:
+        return web.Response(text="ok")
+
+    app.router.add_get("/", ok)
     async with TestServer(app) as server:
         status, headers, body = await _raw(
             server, b"GET / HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer " + TOKEN.encode() + b"\x00\r\n\r\n"
