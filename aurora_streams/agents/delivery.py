@@ -158,6 +158,12 @@ class FastProducer:
         for topic, n in counts.items():
             metrics.RECORDS_PRODUCED.labels(topic).inc(n)
 
+    async def drain(self, timeout_s: float) -> int:
+        """Wait up to ``timeout_s`` for the queued records to be acknowledged or failed,
+        without taking the failures (the next :meth:`flush` raises them); the records still
+        queued."""
+        return await asyncio.get_running_loop().run_in_executor(None, self._records.pending, timeout_s)
+
     def end_offsets(self, partitions: Sequence[tuple[str, int]]) -> dict[tuple[str, int], int]:
         """The log end offset of each (topic, partition), asked of its leader now (blocking:
         run it in an executor). At the first partition that cannot be asked within 2 s it

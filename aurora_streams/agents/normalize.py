@@ -112,6 +112,7 @@ def attach_normalize(app: Any, table: Any, processor: Processor, settings: Setti
         else None  # a transaction must cover outputs and changelog: Faust's producer
     )
 
+    app.output_producer = fast  # AuroraApp: drained before partitions are given up
     cache = StateCache[DeviceState](settings.state_cache_devices)
     models = StateCache[tuple[int, bytes]](settings.state_cache_devices)
     app.state_caches.extend((cache, models))  # AuroraApp: cleared on rebalance

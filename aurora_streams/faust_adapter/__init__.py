@@ -86,6 +86,15 @@ class ProbingConsumer(aiokafka_driver.Consumer):  # type: ignore[misc]
             "seeking": self._seeking,
         }
 
+    async def on_partitions_revoked(self, revoked: set[TP]) -> None:
+        """Give up partitions only once this worker's queued outputs and changelog records
+        are on the broker (``AuroraApp.drain_outputs``): their next owner restores from the
+        changelog, and must find them there, before its own."""
+        drain = getattr(self.app, "drain_outputs", None)
+        if drain is not None:
+            await drain()
+        await super().on_partitions_revoked(revoked)
+
     def begin_rebalance(self) -> None:
         """Void stream records from now until the rebalance's seek (see the class)."""
         self._seeking = True
