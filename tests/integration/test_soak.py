@@ -14,6 +14,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -55,3 +57,39 @@ def test_a_few_minutes_with_faults_end_equal_to_the_reference(tmp_path: Path) ->
     # Ready at the end: the last sample, taken while the input still ran, answered 200.
     samples = [s for s in json.loads(report.read_text())["samples"] if "readyz" in s]
     assert samples[-1]["readyz"] == 200
+
+
+@pytest.mark.xfail(
+    strict=False,
+    reason="known defect (issue 19, session 17): with an owner change every 15 s under load, 2 of 2 "
+    "runs ended unequal (one: 511 normalized readings missing, 79 invented); a 14-minute soak with "
+    "a change every 45 s (17 changes) ended equal. Reported as XFAIL until found",
+)
+def test_partitions_that_change_owner_again_and_again_end_equal_to_the_reference(tmp_path: Path) -> None:
+    """A second worker joins and leaves every 15 s, so each partition changes owner about
+    seven times while readings flow. Before workers drained their queued changelog records
+    before giving up partitions, a 25-minute run like this (16 changes) ended with 166
+    normalized readings the reference never produced: a late changelog record of an
+    abandoned epoch ended a key's changelog with a stale state, which the next owner restored.
+    """
+    report = tmp_path / "soak.json"
+    cmd = [
+        sys.executable,
+        str(ROOT / "bench" / "soak.py"),
+        *("--minutes", "2", "--rate", "1000", "--devices", "300", "--sample-s", "5"),
+        *("--join-at", "0.3", "--leave-at", "0.55", "--churn-every-min", "0.5"),
+        *("--verify", "--workdir", str(tmp_path / "work"), "--out", str(report)),
+    ]
+    run = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=540)
+    assert run.returncode == 0, run.stdout[-4000:] + run.stderr[-4000:]
+    summary = json.loads(report.read_text())["summary"]
+    assert summary["second_worker"]["churns"] >= 4, summary["second_worker"]
+    exits = summary["exits"]
+    assert exits["worker"] == 0 and exits["worker2"] == 0, exits
+    check = summary["verification"]
+    for topic in ("meter.readings.normalized", "meter.anomalies"):
+        result = check[topic]
+        assert result["ids_expected"] > 0, topic
+        wrong = {k: result[k] for k in ("missing", "extra", "differing", "invented")}
+        assert wrong == dict.fromkeys(wrong, 0), (topic, result)
+    assert check["equal"] is True
