@@ -103,6 +103,7 @@ def _run_dev(
             proc.send_signal(signal.SIGINT)
         proc.wait(60)
     rest = proc.stderr.read()
+    proc.stderr.close()
     assert proc.returncode == 0 and "Error" not in rest, rest
     assert not any(_alive(pid) for pid in pids)
 
