@@ -101,6 +101,7 @@ def test_two_workers_give_the_same_results_as_one(deployment: Deployment) -> Non
     assert all(n > 0 for n in owned) and sum(owned) == len(expected.states), owned
 
 
+@pytest.mark.reproducer
 @pytest.mark.xfail(
     strict=False,
     reason="known defect (issue 18/19 notes, session 11): in a clean-clone check of session 10 and "

@@ -59,6 +59,7 @@ def test_a_few_minutes_with_faults_end_equal_to_the_reference(tmp_path: Path) ->
     assert samples[-1]["readyz"] == 200
 
 
+@pytest.mark.reproducer
 @pytest.mark.xfail(
     strict=False,
     reason="known defect (issue 19, session 17): with an owner change every 15 s under load, 2 of 2 "
