@@ -27,6 +27,8 @@ from prometheus_client import REGISTRY, Counter, Histogram
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
+from aurora_streams.faust_adapter import started_consumer
+
 __all__ = ["AuroraMonitor", "register_collector"]
 
 REBALANCES = Counter("aurora_rebalances_total", "Consumer group rebalances seen by this worker.")
@@ -113,7 +115,7 @@ class _WorkerCollector(Collector):
         offsets acknowledged above the committed one and the gap intervals counted as
         acknowledged. A partition whose pending acknowledgements grow while its committed
         offset stands still (or crawls) cannot commit past a hole."""
-        consumer: Any = getattr(self.app, "_consumer", None)
+        consumer: Any = started_consumer(self.app)
         diagnose = getattr(consumer, "diagnose", None)
         pending = GaugeMetricFamily(
             "aurora_consumer_acked_pending",

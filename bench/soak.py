@@ -274,6 +274,8 @@ def _kill_and_recover(
     deadline = restart + 300
     while time.monotonic() < deadline and None in (group, batch, moved):
         now = round(time.monotonic() - restart, 2)
+        if batch is not None and moved is not None and now > 60:
+            break  # processing again; the group's state was not seen stable: recorded as None
         with contextlib.suppress(Exception):
             state, members = _members(admin)
             if group is None and state == "STABLE" and members and not before <= members:

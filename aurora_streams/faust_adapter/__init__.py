@@ -24,7 +24,13 @@ from aurora_streams.agents.intake import RawIntake
 from aurora_streams.settings import Settings
 from aurora_streams.topics import key_partition
 
-__all__ = ["FastTableManager", "ProbingConsumer", "Transport", "partition_db"]
+__all__ = ["FastTableManager", "ProbingConsumer", "Transport", "partition_db", "started_consumer"]
+
+
+def started_consumer(app: Any) -> Any:
+    """The app's consumer if it was made, else None (``app.consumer`` would make one: a
+    metrics scrape before the worker starts must not)."""
+    return getattr(app, "_consumer", None)
 
 
 def partition_db(table: Any, partition: int) -> Any:
