@@ -305,9 +305,10 @@ def _wait(cond: Any, timeout: float) -> None:
 
 
 def _verify(
-    plat: Platform, consumer: Consumer, bootstrap: str, env: dict[str, str], partitions: int
+    plat: Platform, consumer: Consumer, bootstrap: str, env: dict[str, str], partitions: int, detail: bool
 ) -> dict[str, Any]:
-    """Stop the input, wait for the group to commit all of it, then compare with the reference."""
+    """Stop the input, wait for the group to commit all of it, then compare with the reference
+    (with where wrong records came from when ``detail``: memory grows with the run)."""
     from soak_check import compare
 
     from aurora_streams.settings import Settings
@@ -324,7 +325,9 @@ def _verify(
     drained = round(time.monotonic() - t, 1)
     time.sleep(5)  # the last checkpoint's outputs are flushed before its commit; margin for the sink's
     os.environ.update({k: v for k, v in env.items() if k.startswith("AURORA_")})
-    report = compare(bootstrap, Settings(), partitions, lambda line: print(f"verify: {line}", flush=True))
+    report = compare(
+        bootstrap, Settings(), partitions, lambda line: print(f"verify: {line}", flush=True), detail=detail
+    )
     return {"drain_s": drained, **report}
 
 
@@ -464,7 +467,7 @@ def main() -> None:
             print(json.dumps(sample), flush=True)
             time.sleep(max(0.0, args.sample_s - (time.monotonic() - started - elapsed)))
         if args.verify:
-            verification = _verify(plat, consumer, bootstrap, env, partitions)
+            verification = _verify(plat, consumer, bootstrap, env, partitions, detail=args.minutes <= 30)
     finally:
         consumer.close()
         plat.stop()

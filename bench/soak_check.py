@@ -71,14 +71,34 @@ def read_partition(bootstrap: str, topic: str, partition: int, timeout_s: float 
         consumer.close()
 
 
+def _ranges(offsets: list[int], limit: int = 20) -> list[list[int]]:
+    """Sorted offsets as [first, last, count] runs of consecutive offsets, the first ``limit``."""
+    runs: list[list[int]] = []
+    for o in sorted(offsets):
+        if runs and o <= runs[-1][1] + 1:
+            runs[-1][1] = o
+            runs[-1][2] += 1
+        else:
+            runs.append([o, o, 1])
+    return runs[:limit]
+
+
 def compare(
-    bootstrap: str, settings: Settings, partitions: int, progress: Callable[[str], None]
+    bootstrap: str,
+    settings: Settings,
+    partitions: int,
+    progress: Callable[[str], None],
+    detail: bool = True,
 ) -> dict[str, Any]:
     """Run the reference over the raw topic and compare its latest records with the output
     topics'. Returns counts: missing, extra and differing ids per topic, outputs the
-    reference never produced ("invented"), and dead letters by reason on both sides."""
+    reference never produced ("invented"), and dead letters by reason on both sides.
+
+    With ``detail`` (memory: one int per expected id), the raw offsets the missing and
+    differing records came from, per partition as runs, and the first invented records."""
     processor = build_processor(settings)
     want: dict[str, Latest] = {settings.topic_normalized: {}, settings.topic_anomalies: {}}
+    source: dict[str, int] = {}
     produced: set[bytes] = set()
     dlq_want: set[tuple[int, int, int | None, str]] = set()
     raw = 0
@@ -98,7 +118,10 @@ def compare(
                     continue
                 produced.add(_digest(out.value))
                 id_field = "event_id" if out.topic == settings.topic_normalized else "anomaly_id"
-                _keep(want[out.topic], orjson.loads(out.value), id_field, out.value)
+                doc = orjson.loads(out.value)
+                _keep(want[out.topic], doc, id_field, out.value)
+                if detail:
+                    source[doc[id_field]] = p << 40 | m.offset()
         progress(f"reference: partition {p} done, {raw:,} raw messages, {time.monotonic() - started:.0f} s")
     report: dict[str, Any] = {"raw_messages": raw, "reference_s": round(time.monotonic() - started, 1)}
     for topic, id_field in (
@@ -107,25 +130,38 @@ def compare(
     ):
         got: Latest = {}
         records = invented = 0
+        invented_examples: list[dict[str, Any]] = []
         for p in range(partitions):
             for m in read_partition(bootstrap, topic, p):
                 value = m.value()
                 if value is None:
                     continue
                 records += 1
+                doc = orjson.loads(value)
                 if _digest(value) not in produced:
                     invented += 1
-                _keep(got, orjson.loads(value), id_field, value)
+                    if detail and len(invented_examples) < 20:
+                        invented_examples.append({"partition": p, "offset": m.offset(), "record": doc})
+                _keep(got, doc, id_field, value)
         expected = want[topic]
+        missing = [k for k in expected if k not in got]
+        differing = [k for k, v in expected.items() if k in got and got[k] != v]
         report[topic] = {
             "records_read": records,
             "ids_expected": len(expected),
             "ids_got": len(got),
-            "missing": sum(1 for k in expected if k not in got),
+            "missing": len(missing),
             "extra": sum(1 for k in got if k not in expected),
-            "differing": sum(1 for k, v in expected.items() if k in got and got[k] != v),
+            "differing": len(differing),
             "invented": invented,
         }
+        if detail and (missing or differing or invented):
+            for name, ids in (("missing", missing), ("differing", differing)):
+                by_partition: dict[int, list[int]] = {}
+                for k in ids:
+                    by_partition.setdefault(source[k] >> 40, []).append(source[k] & (1 << 40) - 1)
+                report[topic][f"{name}_raw_offsets"] = {str(q): _ranges(v) for q, v in sorted(by_partition.items())}
+            report[topic]["invented_examples"] = invented_examples
         progress(f"{topic}: {report[topic]}")
     dlq_got: set[tuple[int, int, int | None, str]] = set()
     for p in range(partitions):

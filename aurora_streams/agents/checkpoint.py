@@ -298,7 +298,9 @@ async def store(
                 return  # the rest is re-delivered, and fenced
             release_acks(app, chunk)
         if sealed.generation == cache.generation:
-            await persist_changelog_offsets(fast, sealed.writers.values())
+            await persist_changelog_offsets(
+                fast, sealed.writers.values(), lambda: sealed.generation == cache.generation
+            )
     metrics.CHECKPOINT_DURATION.observe(time.perf_counter() - sealed.started)
     metrics.CHECKPOINT_READINGS.observe(len(sealed.messages))
 

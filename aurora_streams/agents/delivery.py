@@ -17,7 +17,7 @@ Two producers:
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 import faust
@@ -242,19 +242,29 @@ class TableWriter:
             partition_db(table, self.partition).write(batch)
 
 
-async def persist_changelog_offsets(fast: FastProducer, writers: Iterable[TableWriter]) -> None:
+async def persist_changelog_offsets(
+    fast: FastProducer, writers: Iterable[TableWriter], still_owned: Callable[[], bool]
+) -> None:
     """Record in each written table partition's local store the offset its changelog is
     applied up to, so that a restart reads only what came after (Faust's recovery starts
     at the persisted offset + 1). Call it only once every record the writers queued is
     acknowledged: the changelog's end is then at or past them all, and the local store
     already holds every record below it (a writer commits its batch to the store in the
     same step as it queues the records, before any await, and only this worker writes
-    the partitions it owns)."""
+    the partitions it owns).
+
+    ``still_owned`` is asked once the ends are known: if a rebalance began meanwhile,
+    nothing is recorded. The partitions' next owner may already have appended records this
+    store lacks, and an offset past them made this worker's recovery skip them when the
+    partition came back: its devices went on from stale states (the owner-change soak:
+    readings missing, gaps invented)."""
     touched = {(table, topic, w.partition) for w in writers for table, topic in w.touched.items()}
     if not touched:
         return
     loop = asyncio.get_running_loop()
     ends = await loop.run_in_executor(None, fast.end_offsets, sorted({(t, p) for _, t, p in touched}))
+    if not still_owned():
+        return
     for table, topic, partition in touched:
         end = ends.get((topic, partition))
         if end:
