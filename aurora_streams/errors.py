@@ -12,6 +12,7 @@ __all__ = [
     "ConfigError",
     "DeliveryFailed",
     "DomainRejection",
+    "InvalidQuery",
     "InvalidReading",
     "LogReset",
     "TopicMismatchError",
@@ -71,6 +72,19 @@ class InvalidReading(AuroraError):
 class DomainRejection(InvalidReading):
     """A well-formed reading the device state machine cannot accept (e.g. a channel that
     switches between register and interval readings). It goes to the DLQ like bad input."""
+
+
+class InvalidQuery(AuroraError):
+    """A read request's parameter is malformed or out of range: the caller's error (HTTP
+    400). ``reason`` is a stable code, ``field`` the parameter."""
+
+    def __init__(self, reason: str, message: str, field: str) -> None:
+        super().__init__(message)
+        self.reason, self.field = reason, field
+
+    @property
+    def message(self) -> str:
+        return str(self.args[0])
 
 
 class LogReset(AuroraError):

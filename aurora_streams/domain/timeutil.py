@@ -11,6 +11,8 @@ from functools import lru_cache
 from typing import Any, Final
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from aurora_streams.errors import InvalidReading
+
 __all__ = [
     "MAX_EPOCH_MS",
     "MIN_EPOCH_MS",
@@ -31,12 +33,11 @@ MAX_EPOCH_MS: Final = 4_102_444_800_000
 _EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
 
 
-class TimestampError(ValueError):
+class TimestampError(InvalidReading):
     """A timestamp that cannot be placed on the UTC timeline; ``reason`` is a stable code."""
 
     def __init__(self, reason: str, message: str) -> None:
-        super().__init__(message)
-        self.reason = reason
+        super().__init__(reason, message)
 
 
 @lru_cache(maxsize=256)
