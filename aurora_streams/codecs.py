@@ -32,11 +32,13 @@ __all__ = [
     "anomaly_fields",
     "avro_decode",
     "avro_encode",
+    "decode_forecast_entry",
     "decode_output",
     "decode_raw",
     "encode_anomaly",
     "encode_dead_letter",
     "encode_forecast",
+    "encode_forecast_entry",
     "encode_normalized",
     "schema",
 ]
@@ -293,3 +295,18 @@ def decode_output(data: bytes) -> dict[str, Any]:
         if doc.get(key) is not None:
             doc[key] = parse_timestamp(doc[key])
     return doc
+
+
+def encode_forecast_entry(open_end: int | None, state: bytes) -> bytes:
+    """A ``forecasts`` table value: the open window's end (ASCII digits, or ``-``) and a
+    newline, then the forecaster's state (:meth:`DeviceForecaster.to_bytes`; values stored
+    before it hold the JSON of ``to_dict``, which :meth:`DeviceForecaster.from_bytes` reads
+    too). The window end is read on every reading; the model, about 9 KB, only when a
+    window closes."""
+    return b"%d\n" % open_end + state if open_end is not None else b"-\n" + state
+
+
+def decode_forecast_entry(value: bytes) -> tuple[int | None, bytes]:
+    """Split :func:`encode_forecast_entry` at its first newline (the head has none)."""
+    head, _, state = value.partition(b"\n")
+    return (None if head == b"-" else int(head)), state

@@ -10,12 +10,14 @@ __all__ = [
     "AuroraError",
     "BrokerError",
     "ConfigError",
+    "CorruptState",
     "DeliveryFailed",
     "DomainRejection",
     "InvalidQuery",
     "InvalidReading",
     "LogReset",
     "TopicMismatchError",
+    "UploadTooLarge",
 ]
 
 
@@ -72,6 +74,17 @@ class InvalidReading(AuroraError):
 class DomainRejection(InvalidReading):
     """A well-formed reading the device state machine cannot accept (e.g. a channel that
     switches between register and interval readings). It goes to the DLQ like bad input."""
+
+
+class CorruptState(AuroraError):
+    """A stored value (a device state, a forecaster) that this version cannot decode: written
+    by a newer version or damaged. Operator action: run the version that wrote it, or
+    delete the worker's state to rebuild it from the changelogs."""
+
+
+class UploadTooLarge(AuroraError):
+    """An upload, or a member of its archive, is larger than ``AURORA_MAX_UPLOAD_BYTES``
+    allows once read or expanded (HTTP 413)."""
 
 
 class InvalidQuery(AuroraError):

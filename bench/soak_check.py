@@ -160,7 +160,8 @@ def compare(
                 by_partition: dict[int, list[int]] = {}
                 for k in ids:
                     by_partition.setdefault(source[k] >> 40, []).append(source[k] & (1 << 40) - 1)
-                report[topic][f"{name}_raw_offsets"] = {str(q): _ranges(v) for q, v in sorted(by_partition.items())}
+                runs = {str(q): _ranges(v) for q, v in sorted(by_partition.items())}
+                report[topic][f"{name}_raw_offsets"] = runs
             report[topic]["invented_examples"] = invented_examples
         progress(f"{topic}: {report[topic]}")
     dlq_got: set[tuple[int, int, int | None, str]] = set()

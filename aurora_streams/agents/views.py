@@ -22,7 +22,12 @@ from typing import Any
 import orjson
 
 from aurora_streams.agents.delivery import TableWriter
-from aurora_streams.codecs import anomaly_fields, encode_forecast
+from aurora_streams.codecs import (
+    anomaly_fields,
+    decode_forecast_entry,
+    encode_forecast,
+    encode_forecast_entry,
+)
 from aurora_streams.domain.aggregates import (
     DayRecord,
     day_key,
@@ -37,6 +42,7 @@ from aurora_streams.domain.fleet import (
     DayBefore,
     DayTotals,
     OpenAnomalies,
+    apply_anomaly,
     contribution_change,
     day_change,
     day_contributions,
@@ -50,23 +56,7 @@ from aurora_streams.settings import Settings
 from aurora_streams.tables.device_state import StateCache
 from aurora_streams.tables.views import keys_with_prefix, partition_store
 
-__all__ = ["ViewUpdater", "apply_anomaly", "decode_forecast_entry", "encode_forecast_entry"]
-
-
-def apply_anomaly(events: list[dict[str, Any]], event: dict[str, Any], limit: int) -> bool:
-    """Upsert ``event`` into ``events`` (newest first by detection, then id); returns whether
-    anything changed."""
-    for i, old in enumerate(events):
-        if old["anomaly_id"] == event["anomaly_id"]:
-            if event["revision"] <= old["revision"]:
-                return False
-            events[i] = event
-            break
-    else:
-        events.append(event)
-    events.sort(key=lambda e: (e["ts_end"], e["anomaly_id"]), reverse=True)
-    del events[limit:]
-    return True
+__all__ = ["ViewUpdater"]
 
 
 class ViewUpdater:
@@ -330,21 +320,6 @@ def _fresh_model_state(window_ms: int) -> bytes:
     """A new channel's forecaster, encoded once: a worker meeting many new devices held a
     River model per device until its checkpoint was stored."""
     return DeviceForecaster(window_ms).to_bytes()
-
-
-def encode_forecast_entry(open_end: int | None, state: bytes) -> bytes:
-    """A ``forecasts`` table value: the open window's end (ASCII digits, or ``-``) and a
-    newline, then the forecaster's state (:meth:`DeviceForecaster.to_bytes`; values stored
-    before it hold the JSON of ``to_dict``, which :meth:`DeviceForecaster.from_bytes` reads
-    too). The window end is read on every reading; the model, about 9 KB, only when a
-    window closes."""
-    return b"%d\n" % open_end + state if open_end is not None else b"-\n" + state
-
-
-def decode_forecast_entry(value: bytes) -> tuple[int | None, bytes]:
-    """Split :func:`encode_forecast_entry` at its first newline (the head has none)."""
-    head, _, state = value.partition(b"\n")
-    return (None if head == b"-" else int(head)), state
 
 
 def _expired(settings: Settings, days: Any, device: str, channel: str, day: int) -> set[str]:

@@ -44,7 +44,7 @@ from aurora_streams.domain.model import (
     event_id,
 )
 from aurora_streams.domain.scoring import Profile, score_and_learn
-from aurora_streams.errors import DomainRejection
+from aurora_streams.errors import CorruptState, DomainRejection
 
 __all__ = ["STATE_VERSION", "ApplyResult", "ChannelState", "DeviceState", "Entry", "apply"]
 
@@ -164,7 +164,7 @@ class Entry:
         # Positional construction: the field order of ``_ENTRY_FIELDS`` is ``__init__``'s
         # (decoding entries was a fifth of a busy worker's time with a per-field setattr).
         if len(items) != len(_ENTRY_FIELDS):
-            raise ValueError(f"an entry has {len(_ENTRY_FIELDS)} fields, got {len(items)}")
+            raise CorruptState(f"an entry has {len(_ENTRY_FIELDS)} fields, got {len(items)}")
         items = list(items)
         items[_ARRIVAL], items[_FLAGS] = tuple(items[_ARRIVAL]), tuple(items[_FLAGS])  # JSON arrays
         return cls(*items)
@@ -273,7 +273,7 @@ class DeviceState:
     def from_bytes(cls, data: bytes) -> DeviceState:
         doc = orjson.loads(data)
         if doc.get("v") != STATE_VERSION:
-            raise ValueError(f"unsupported device state version {doc.get('v')!r}")
+            raise CorruptState(f"unsupported device state version {doc.get('v')!r}")
         return cls(
             {
                 name: ChannelState(

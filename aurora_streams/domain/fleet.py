@@ -21,6 +21,9 @@ whole day twice: a day of 5-minute slots is 288 rows, and a batch touches one or
 Sums are floats: adding and subtracting contributions leaves rounding near 1e-12 of a
 window's energy; a window no channel contributes to any more is removed, and with it any
 rounding left in it.
+
+A device's recent-anomalies list, what :class:`OpenAnomalies` counts, is kept by
+:func:`apply_anomaly` (the highest revision of each anomaly, newest first, bounded).
 """
 
 from __future__ import annotations
@@ -44,6 +47,7 @@ __all__ = [
     "DayTotals",
     "DeviceCounts",
     "OpenAnomalies",
+    "apply_anomaly",
     "contribution_change",
     "day_change",
     "day_contributions",
@@ -300,6 +304,22 @@ class DeviceCounts:
             return cls()
         devices, channels, latest = orjson.loads(data)
         return cls(devices, channels, latest)
+
+
+def apply_anomaly(events: list[dict[str, Any]], event: dict[str, Any], limit: int) -> bool:
+    """Upsert ``event`` into ``events`` (newest first by detection, then id); returns whether
+    anything changed."""
+    for i, old in enumerate(events):
+        if old["anomaly_id"] == event["anomaly_id"]:
+            if event["revision"] <= old["revision"]:
+                return False
+            events[i] = event
+            break
+    else:
+        events.append(event)
+    events.sort(key=lambda e: (e["ts_end"], e["anomaly_id"]), reverse=True)
+    del events[limit:]
+    return True
 
 
 def open_types(events: Iterable[Mapping[str, Any]]) -> Counter[str]:

@@ -47,6 +47,8 @@ from dataclasses import dataclass
 from statistics import median
 from typing import Any, Final
 
+from aurora_streams.errors import CorruptState
+
 __all__ = [
     "CODEC_VERSION",
     "MEMBERS",
@@ -356,7 +358,7 @@ class DeviceForecaster:
 
             return cls.from_dict(orjson.loads(data))
         if not data or data[0] != CODEC_VERSION or len(data) < _HEADER.size:
-            raise ValueError(f"unsupported forecaster state (first byte {data[:1]!r}, {len(data)} bytes)")
+            raise CorruptState(f"unsupported forecaster state (first byte {data[:1]!r}, {len(data)} bytes)")
         h = _HEADER.unpack_from(data)
         n_level, n_trend, n_season, n_first, n_history, n_pending = h[-6:]
         body = array("d")
@@ -364,7 +366,7 @@ class DeviceForecaster:
         if sys.byteorder != "little":
             body.byteswap()
         if len(body) != n_level + n_trend + n_season + n_first + n_history + 3 * n_pending:
-            raise ValueError(f"forecaster state of {len(data)} bytes does not match its header")
+            raise CorruptState(f"forecaster state of {len(data)} bytes does not match its header")
         config = ForecastConfig(h[3], h[4], h[5], int(h[6]), h[7], h[8], int(h[9]), h[10])
         f = cls(h[2], config)
         m = f.model
@@ -427,7 +429,7 @@ class DeviceForecaster:
     def from_dict(cls, doc: dict[str, Any]) -> DeviceForecaster:
         version = doc.get("v")
         if version not in (1, _JSON_VERSION):
-            raise ValueError(f"unsupported forecaster state version {version!r}")
+            raise CorruptState(f"unsupported forecaster state version {version!r}")
         config = ForecastConfig(*doc["config"])  # v1 lacks the last two: their defaults apply
         f = cls(doc["interval_ms"], config)
         f.model.level.extend(doc["level"])

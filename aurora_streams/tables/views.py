@@ -6,7 +6,7 @@
 * ``recent_anomalies``: key device -> JSON list of its latest anomaly events (highest
   revision per anomaly id), at most ``AURORA_RECENT_ANOMALIES_PER_DEVICE``.
 * ``forecasts``: key ``device|channel`` -> the open window's end, then the online
-  forecaster's versioned state (see ``agents.views.encode_forecast_entry`` and
+  forecaster's versioned state (see ``codecs.encode_forecast_entry`` and
   :mod:`aurora_streams.domain.forecast`).
 """
 

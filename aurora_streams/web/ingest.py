@@ -33,7 +33,7 @@ import orjson
 from aiohttp import web
 
 from aurora_streams.domain.validate import validate_message
-from aurora_streams.errors import DeliveryFailed, InvalidReading
+from aurora_streams.errors import DeliveryFailed, InvalidReading, UploadTooLarge
 from aurora_streams.ingest.nem12 import Nem12Error
 from aurora_streams.ingest.publish import ingest_reader, open_reader
 from aurora_streams.ingest.summary import IngestSummary
@@ -83,10 +83,6 @@ class Job:
         }
 
 
-class _TooLarge(Exception):
-    pass
-
-
 async def _read_limited(stream: Any, limit: int, out: Any) -> int:
     size = 0
     while True:
@@ -97,7 +93,7 @@ async def _read_limited(stream: Any, limit: int, out: Any) -> int:
             return size
         size += len(chunk)
         if size > limit:
-            raise _TooLarge
+            raise UploadTooLarge
         out.write(chunk)
 
 
@@ -207,7 +203,7 @@ class IngestService:
             self._evict()
             asyncio.get_running_loop().run_in_executor(None, self._run_job, job, path)
             spooled = True
-        except _TooLarge:
+        except UploadTooLarge:
             return error_response(request, 413, "too_large", f"upload exceeds {limit} bytes")
         except (ValueError, aiohttp.ClientPayloadError, aiohttp.http_exceptions.HttpProcessingError) as exc:
             # Malformed multipart framing or part headers: the caller's fault, not ours.
@@ -294,8 +290,8 @@ class IngestService:
             while chunk := await request.content.read(_CHUNK):
                 buf += chunk
                 if len(buf) > limit:
-                    raise _TooLarge
-        except _TooLarge:
+                    raise UploadTooLarge
+        except UploadTooLarge:
             return error_response(request, 413, "too_large", f"body exceeds {limit} bytes")
         try:
             payload = orjson.loads(buf)

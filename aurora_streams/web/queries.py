@@ -21,6 +21,7 @@ from typing import Any, Final, Literal, Protocol
 
 import orjson
 
+from aurora_streams.codecs import decode_forecast_entry
 from aurora_streams.domain.aggregates import (
     DAY_MS,
     SIZES,
@@ -298,7 +299,6 @@ class Queries:
         """Point forecasts with a 90% band for the next ``horizon`` windows, the model's
         identity, how much it has learned and its running day-ahead accuracy beside the
         seasonal-naive baseline. A model still warming up says so and forecasts nothing."""
-        from aurora_streams.agents.views import decode_forecast_entry
         from aurora_streams.domain.forecast import DeviceForecaster
 
         stored = self.stores.get("forecasts", f"{device_id}|{channel}")

@@ -12,7 +12,8 @@ from rocksdict import Options, Rdict
 
 from aurora_streams.agents import views
 from aurora_streams.agents.delivery import TableWriter
-from aurora_streams.agents.views import WindowCloser, decode_forecast_entry
+from aurora_streams.agents.views import WindowCloser
+from aurora_streams.codecs import decode_forecast_entry
 from aurora_streams.domain.aggregates import DayRecord, day_key, day_key_prefix
 from aurora_streams.domain.forecast import DeviceForecaster
 from aurora_streams.settings import Settings

@@ -8,7 +8,7 @@ import pytest
 from aurora_streams.domain.device import DeviceState, apply
 from aurora_streams.domain.flags import Flag
 from aurora_streams.domain.model import DeviceRules, event_id
-from aurora_streams.errors import DomainRejection
+from aurora_streams.errors import CorruptState, DomainRejection
 from tests.unit.domain.helpers import MIN, T0, Driver, ivl, reg
 
 
@@ -338,7 +338,7 @@ def test_state_round_trips_through_bytes() -> None:
     d.feed(reg(T0, 1.0, source="gw-1"), reg(T0 + 5 * MIN, 2.0), ivl(T0, 0.5, channel="B1"))
     data = d.state.to_bytes()
     assert DeviceState.from_bytes(data).to_bytes() == data
-    with pytest.raises(ValueError):
+    with pytest.raises(CorruptState):
         DeviceState.from_bytes(b'{"v": 99, "c": {}}')
 
 

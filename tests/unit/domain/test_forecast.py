@@ -11,6 +11,7 @@ import pytest
 from aurora_streams.backtest import backtest, load_windows
 from aurora_streams.codecs import decode_output, encode_forecast
 from aurora_streams.domain.forecast import DeviceForecaster, ForecastConfig, forecast_record
+from aurora_streams.errors import CorruptState
 
 SERIES = Path(__file__).resolve().parents[4] / "shared" / "data" / "series"
 STEP = 1_800_000
@@ -88,7 +89,7 @@ def test_codec_round_trip_resumes_exactly() -> None:
     assert resumed.forecast(48) == uninterrupted.forecast(48)
     assert resumed.accuracy() == uninterrupted.accuracy()
     assert len(orjson.dumps(resumed.to_dict())) < 64 * 1024
-    with pytest.raises(ValueError):
+    with pytest.raises(CorruptState):
         DeviceForecaster.from_dict({"v": 99})
 
 
@@ -120,7 +121,7 @@ def test_binary_codec_is_smaller_than_the_json_and_reads_it() -> None:
 
 @pytest.mark.parametrize("bad", [b"", b"\x07" + bytes(300), b"\x03" + bytes(10)])
 def test_binary_codec_refuses_what_it_cannot_read(bad: bytes) -> None:
-    with pytest.raises(ValueError):
+    with pytest.raises(CorruptState):
         DeviceForecaster.from_bytes(bad)
 
 
@@ -128,7 +129,7 @@ def test_binary_codec_refuses_a_body_that_does_not_match_its_header() -> None:
     f = DeviceForecaster(STEP)
     for i in range(10):
         f.learn(T0 + i * STEP, wave(i))
-    with pytest.raises(ValueError, match="does not match"):
+    with pytest.raises(CorruptState, match="does not match"):
         DeviceForecaster.from_bytes(f.to_bytes()[:-8])
 
 

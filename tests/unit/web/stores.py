@@ -18,7 +18,6 @@ from typing import Any
 import orjson
 from rocksdict import Rdict
 
-from aurora_streams.agents.views import apply_anomaly
 from aurora_streams.codecs import anomaly_fields
 from aurora_streams.domain.aggregates import DayRecord, day_key, day_of, is_validated
 from aurora_streams.domain.device import DeviceState
@@ -27,6 +26,7 @@ from aurora_streams.domain.fleet import (
     DayTotals,
     DeviceCounts,
     OpenAnomalies,
+    apply_anomaly,
     contribution_change,
     day_contributions,
     open_types,
