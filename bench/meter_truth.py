@@ -38,7 +38,7 @@ from typing import Any
 
 from common import ROOT, write_report
 
-from aurora_streams.domain.aggregates import DayRecord, bucket_windows, day_of, is_validated
+from aurora_streams.domain.aggregates import DayRecord, bucket_windows, day_of
 from aurora_streams.domain.flags import QUALITY_RANK
 from aurora_streams.domain.model import AnomalyEvent, NormalizedReading
 from aurora_streams.ingest.nem12 import AccumulationRead, DayBlock, Nem12Error, Nem12Reader
@@ -81,14 +81,7 @@ class Booked:
                 if old is None or rec.revision >= old.revision:
                     self.readings[rec.event_id] = rec
                 day = self.days.setdefault((rec.device_id, rec.channel, day_of(rec.ts_end)), DayRecord())
-                day.apply(
-                    rec.ts_end,
-                    rec.delta_kwh,
-                    rec.revision,
-                    rec.updated_at,
-                    rec.unit,
-                    not is_validated(rec.flags),
-                )
+                day.apply_reading(rec)
             else:
                 prev = self.anomalies.get(rec.anomaly_id)
                 if prev is None or rec.revision >= prev.revision:

@@ -50,8 +50,10 @@ from typing import Any
 
 import orjson
 from common import clean_env, free_port, write_report
-from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
+from confluent_kafka import KafkaException, Producer
 from confluent_kafka.admin import AdminClient
+
+from aurora_streams.kafka.offsets import Offsets
 
 RAW = "meter.readings.raw"
 GROUP = "aurora-streams"
@@ -146,12 +148,10 @@ def produced_bytes(metrics: str) -> dict[str, float]:
     return {topic: float(value) for topic, value in _BYTES.findall(metrics)}
 
 
-def _offsets(consumer: Consumer, partitions: int) -> tuple[dict[int, int], dict[int, int]]:
-    tps = [TopicPartition(RAW, p) for p in range(partitions)]
-    ends = {
-        p: consumer.get_watermark_offsets(TopicPartition(RAW, p), timeout=10)[1] for p in range(partitions)
-    }
-    committed = {tp.partition: tp.offset for tp in consumer.committed(tps, timeout=10)}
+def _offsets(offsets: Offsets, partitions: int) -> tuple[dict[int, int], dict[int, int]]:
+    """The raw topic's log ends and the group's committed offsets (-1001: none)."""
+    ends = {p: end for (_t, p), end in offsets.ends((RAW, p) for p in range(partitions)).items()}
+    committed = {p: -1001 if o is None else o for p, o in offsets.committed(RAW, range(partitions)).items()}
     return ends, committed
 
 
@@ -245,8 +245,8 @@ def hostile(producer: Producer, topic: str, n: int) -> int:
     return len(messages)
 
 
-def _committed_total(consumer: Consumer, partitions: int) -> int:
-    return sum(max(v, 0) for v in _offsets(consumer, partitions)[1].values())
+def _committed_total(offsets: Offsets, partitions: int) -> int:
+    return sum(max(v, 0) for v in _offsets(offsets, partitions)[1].values())
 
 
 def _members(admin: AdminClient) -> tuple[str, frozenset[str]]:
@@ -256,7 +256,7 @@ def _members(admin: AdminClient) -> tuple[str, frozenset[str]]:
 
 
 def _kill_and_recover(
-    plat: Platform, admin: AdminClient, consumer: Consumer, partitions: int, web_port: int
+    plat: Platform, admin: AdminClient, offsets: Offsets, partitions: int, web_port: int
 ) -> dict[str, float | None]:
     """SIGKILL the worker, restart it on its data dir, and time its recovery from outside.
 
@@ -266,7 +266,7 @@ def _kill_and_recover(
     difference, the worker's own recovery (#19: at most 10 s); ``commits_moved_s``: until the
     group's committed offsets move again."""
     _, before = _members(admin)
-    committed = _committed_total(consumer, partitions)
+    committed = _committed_total(offsets, partitions)
     plat.kill_worker()
     restart = time.monotonic()
     plat.start_worker()
@@ -284,7 +284,7 @@ def _kill_and_recover(
             status, metrics = _get(f"http://127.0.0.1:{web_port}/metrics")
             if status == 200 and sum(_processed(metrics).values()) > 0:
                 batch = now
-        if moved is None and _committed_total(consumer, partitions) > committed:
+        if moved is None and _committed_total(offsets, partitions) > committed:
             moved = now
         time.sleep(0.2)
     after = round(batch - group, 2) if batch is not None and group is not None else None
@@ -305,7 +305,7 @@ def _wait(cond: Any, timeout: float) -> None:
 
 
 def _verify(
-    plat: Platform, consumer: Consumer, bootstrap: str, env: dict[str, str], partitions: int, detail: bool
+    plat: Platform, offsets: Offsets, bootstrap: str, env: dict[str, str], partitions: int, detail: bool
 ) -> dict[str, Any]:
     """Stop the input, wait for the group to commit all of it, then compare with the reference
     (with where wrong records came from when ``detail``: memory grows with the run)."""
@@ -318,7 +318,7 @@ def _verify(
     print("verify: simulator stopped; waiting for the group to commit the whole raw topic", flush=True)
 
     def caught_up() -> bool:
-        ends, committed = _offsets(consumer, partitions)
+        ends, committed = _offsets(offsets, partitions)
         return all(committed.get(p, -1) >= end for p, end in ends.items())
 
     _wait(caught_up, 1800)
@@ -382,7 +382,7 @@ def main() -> None:
     hostile_sent, next_hostile = 0, args.hostile_every_s or float("inf")
     plat.start()
     bootstrap = f"127.0.0.1:{broker_port}"
-    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": GROUP})
+    offsets = Offsets(bootstrap, GROUP, timeout_s=10)
     producer = Producer({"bootstrap.servers": bootstrap, "partitioner": "murmur2_random", "linger.ms": 5})
     admin = AdminClient({"bootstrap.servers": bootstrap})
     verification: dict[str, Any] | None = None
@@ -393,7 +393,7 @@ def main() -> None:
     try:
         while (elapsed := time.monotonic() - started) < args.minutes * 60:
             if args.kill_worker_at is not None and not killed and elapsed >= args.kill_worker_at * 60:
-                recovery = _kill_and_recover(plat, admin, consumer, partitions, web_port)
+                recovery = _kill_and_recover(plat, admin, offsets, partitions, web_port)
                 killed = True
                 samples.append({"t_s": round(elapsed, 1), "event": "worker SIGKILLed and restarted",
                                 "recovery": recovery})  # fmt: skip
@@ -430,7 +430,7 @@ def main() -> None:
                 hostile_sent += hostile(producer, RAW, hostile_sent)
                 next_hostile += args.hostile_every_s
             try:
-                ends, committed = _offsets(consumer, partitions)
+                ends, committed = _offsets(offsets, partitions)
             except KafkaException as exc:
                 # The broker may be restarting (a planned fault): the sample is lost, not the run.
                 samples.append({"t_s": round(elapsed, 1), "event": "offsets unavailable",
@@ -467,9 +467,9 @@ def main() -> None:
             print(json.dumps(sample), flush=True)
             time.sleep(max(0.0, args.sample_s - (time.monotonic() - started - elapsed)))
         if args.verify:
-            verification = _verify(plat, consumer, bootstrap, env, partitions, detail=args.minutes <= 30)
+            verification = _verify(plat, offsets, bootstrap, env, partitions, detail=args.minutes <= 30)
     finally:
-        consumer.close()
+        offsets.close()
         plat.stop()
 
     rows = [s for s in samples if "lag_messages" in s]

@@ -17,23 +17,26 @@ Two producers:
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 import faust
 import orjson
-from confluent_kafka import TopicPartition
 from faust.types import TP
 from rocksdict import WriteBatch
 
 from aurora_streams import metrics
 from aurora_streams.errors import DeliveryFailed
 from aurora_streams.faust_adapter import partition_db
+from aurora_streams.kafka.offsets import Offsets
 from aurora_streams.kafka.producer import RecordProducer
 from aurora_streams.processing import OutRecord
 from aurora_streams.topics import key_partition
 
 __all__ = ["FastProducer", "TableWriter", "deliver", "flush"]
+
+log = logging.getLogger(__name__)
 
 
 async def deliver(
@@ -113,8 +116,8 @@ class FastProducer:
         )
         self._counts: dict[str, int] = {}
         self._bootstrap = bootstrap
-        self._offsets: Any = None
-        """A group-less consumer for :meth:`end_offsets`, made on first use."""
+        self._offsets: Offsets | None = None
+        """For :meth:`end_offsets`, made on first use."""
 
     @staticmethod
     def _on_stats(report: str) -> None:
@@ -169,23 +172,8 @@ class FastProducer:
         run it in an executor). At the first partition that cannot be asked within 2 s it
         stops: what is left out is recorded at a later checkpoint."""
         if self._offsets is None:
-            from confluent_kafka import Consumer
-
-            self._offsets = Consumer(
-                {
-                    "bootstrap.servers": self._bootstrap,
-                    "group.id": "aurora-streams-offsets",
-                    "enable.auto.commit": False,
-                }
-            )
-        ends = {}
-        for topic, partition in partitions:
-            try:
-                _low, high = self._offsets.get_watermark_offsets(TopicPartition(topic, partition), timeout=2)
-            except Exception:  # the broker is away: the next checkpoint asks again
-                break
-            ends[(topic, partition)] = high
-        return ends
+            self._offsets = Offsets(self._bootstrap)
+        return self._offsets.ends(partitions, partial=True)
 
     def close(self) -> None:
         self._records.pending(30)
@@ -264,6 +252,9 @@ async def persist_changelog_offsets(
     loop = asyncio.get_running_loop()
     ends = await loop.run_in_executor(None, fast.end_offsets, sorted({(t, p) for _, t, p in touched}))
     if not still_owned():
+        log.info(
+            "changelog offsets of %d table partitions not recorded: a rebalance began meanwhile", len(touched)
+        )
         return
     for table, topic, partition in touched:
         end = ends.get((topic, partition))

@@ -58,7 +58,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import time
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
@@ -82,7 +81,7 @@ from aurora_streams.agents.delivery import (
 from aurora_streams.agents.intake import RawIntake
 from aurora_streams.agents.views import ViewUpdater
 from aurora_streams.domain.device import DeviceState
-from aurora_streams.errors import LogReset
+from aurora_streams.lifecycle import stop_without_commit
 from aurora_streams.processing import Processor
 from aurora_streams.settings import Settings
 from aurora_streams.tables.device_state import (
@@ -137,7 +136,7 @@ def attach_normalize(app: Any, table: Any, processor: Processor, settings: Setti
         except asyncio.CancelledError:
             raise
         except BaseException as exc:  # a task that ends would leave the worker up, processing nothing
-            _stop_now(exc)
+            stop_without_commit(exc)
 
     @app.timer(max(0.05, settings.checkpoint_interval_s / 4))  # type: ignore[untyped-decorator]
     async def _checkpoint_when_idle() -> None:
@@ -149,23 +148,9 @@ def attach_normalize(app: Any, table: Any, processor: Processor, settings: Setti
                 await epochs.rotate()
 
 
-def _stop_now(exc: BaseException) -> None:
-    """A batch could not be stored (broker or store failure): stop the worker at once,
-    without a commit. Going on would let later batches advance the device states past the
-    failed messages, whose re-delivery the replay fence would then drop; a restart
-    re-delivers the batch from the committed offset."""
-    if isinstance(exc, LogReset):
-        log.critical("%s", exc)
-        logging.shutdown()
-        os._exit(78)  # EX_CONFIG: the operator decides (AURORA_ON_LOG_RESET)
-    log.critical("batch failed, stopping the worker so it is re-delivered: %r", exc, exc_info=exc)
-    logging.shutdown()
-    os._exit(70)  # EX_SOFTWARE; the orchestrator (or the operator) restarts the worker
-
-
 def _stop_if_failed(task: asyncio.Future[None]) -> None:
     if not task.cancelled() and task.exception() is not None:
-        _stop_now(task.exception())  # type: ignore[arg-type]
+        stop_without_commit(task.exception())  # type: ignore[arg-type]
 
 
 class Epochs:
@@ -206,7 +191,7 @@ class Epochs:
             self.cache.clear()
             self.models.clear()
             if not isinstance(exc, asyncio.CancelledError):
-                _stop_now(exc)
+                stop_without_commit(exc)
             raise
 
     async def current(self) -> Epoch:

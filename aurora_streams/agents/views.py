@@ -33,7 +33,6 @@ from aurora_streams.domain.aggregates import (
     day_key,
     day_key_prefix,
     day_of,
-    is_validated,
     row_excluded,
 )
 from aurora_streams.domain.fleet import (
@@ -125,15 +124,7 @@ class ViewUpdater:
             # only reads: the record is still as stored.
             before = self.day_before[key] = DayBefore(record)
         before.touch(record, rec.ts_end)
-        if record.apply(
-            rec.ts_end,
-            rec.delta_kwh,
-            rec.revision,
-            rec.updated_at,
-            rec.unit,
-            not is_validated(rec.flags),
-            rec.direction,
-        ):
+        if record.apply_reading(rec):
             self.dirty_days.add(key)
         if rec.unit == "kWh":
             self.closing.observe(rec.device_id, rec.channel, rec.ts_end, self.days, self.day_cache)

@@ -27,6 +27,7 @@ from typing import Any, Final
 import orjson
 
 from aurora_streams.domain.flags import UNVALIDATED_FLAGS
+from aurora_streams.domain.model import NormalizedReading
 
 __all__ = [
     "DAY_MS",
@@ -98,6 +99,18 @@ class DayRecord:
         hi = bisect_right(self.rows, end, key=_ts)
         return self.rows[lo:hi]
 
+    def index_after(self, ts: int) -> int:
+        """The index of the first row with ``ts_end > ts`` (``len(rows)`` if none)."""
+        return bisect_right(self.rows, ts, key=_ts)
+
+    def row_at(self, ts_end: int) -> list[Any] | None:
+        """The slot's row, None when the slot is empty (an append's slot: no search)."""
+        rows = self.rows
+        if not rows or ts_end > rows[-1][0]:
+            return None
+        i = bisect_left(rows, ts_end, key=_ts)
+        return rows[i] if i < len(rows) and rows[i][0] == ts_end else None
+
     def apply(
         self,
         ts_end: int,
@@ -128,6 +141,11 @@ class DayRecord:
         if direction is not None:
             self.direction = direction
         return True
+
+    def apply_reading(self, rec: NormalizedReading) -> bool:
+        """:meth:`apply` a normalized reading of this day (excluded unless validated)."""
+        return self.apply(rec.ts_end, rec.delta_kwh, rec.revision, rec.updated_at, rec.unit,
+                          not is_validated(rec.flags), rec.direction)  # fmt: skip
 
     def to_bytes(self) -> bytes:
         if self.direction is None:

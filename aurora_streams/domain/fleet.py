@@ -28,7 +28,6 @@ A device's recent-anomalies list, what :class:`OpenAnomalies` counts, is kept by
 
 from __future__ import annotations
 
-from bisect import bisect_left, bisect_right
 from collections import Counter
 from collections.abc import Iterable, Mapping
 from typing import Any, Final
@@ -148,12 +147,7 @@ class DayBefore:
         """Remember the stored row of slot ``ts_end`` (the first time only)."""
         if ts_end in self.rows:
             return
-        rows = record.rows
-        if not rows or ts_end > rows[-1][0]:
-            self.rows[ts_end] = None
-            return
-        i = bisect_left(rows, ts_end, key=_ts)
-        self.rows[ts_end] = rows[i] if i < len(rows) and rows[i][0] == ts_end else None
+        self.rows[ts_end] = record.row_at(ts_end)
 
     def column(self, channel: str) -> int | None:
         return None if self.column_of is None else _column(*self.column_of, channel)
@@ -172,20 +166,10 @@ class DayBefore:
         return out
 
 
-def _ts(row: list[Any]) -> int:
-    return int(row[0])
-
-
-def _row_at(rows: list[list[Any]], ts_end: int) -> list[Any] | None:
-    i = bisect_left(rows, ts_end, key=_ts)
-    return rows[i] if i < len(rows) and rows[i][0] == ts_end else None
-
-
-def _has_delta(
-    rows: list[list[Any]], start: int, end: int, before: dict[int, list[Any] | None] | None
-) -> bool:
+def _has_delta(record: DayRecord, start: int, end: int, before: dict[int, list[Any] | None] | None) -> bool:
     """Whether a row with ``start < ts_end <= end`` has a delta (as stored, with ``before``)."""
-    for i in range(bisect_right(rows, start, key=_ts), len(rows)):
+    rows = record.rows
+    for i in range(record.index_after(start), len(rows)):
         row: list[Any] | None = rows[i]
         ts = row[0]  # type: ignore[index]
         if ts > end:
@@ -209,11 +193,10 @@ def day_change(record: DayRecord, channel: str, before: DayBefore) -> Change:
         )
     if new_column is None or not before.rows:
         return {}
-    rows = record.rows
     out: Change = {}
     touched: set[tuple[int, int]] = set()
     for ts, old in before.rows.items():
-        new = _row_at(rows, ts)
+        new = record.row_at(ts)
         at = ts - 1
         for row, sign in ((old, -1.0), (new, 1.0)):
             if row is None or row[1] is None:
@@ -228,8 +211,8 @@ def day_change(record: DayRecord, channel: str, before: DayBefore) -> Change:
         touched.update((size, at - at % size) for size in _SIZES_MS)
     for key in touched:
         size, start = key
-        was = _has_delta(rows, start, start + size, before.rows)
-        now = _has_delta(rows, start, start + size, None)
+        was = _has_delta(record, start, start + size, before.rows)
+        now = _has_delta(record, start, start + size, None)
         if was != now:
             change = out.get(key)
             if change is None:

@@ -14,6 +14,7 @@ from faust.types import TP
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from aurora_streams import metrics
+from aurora_streams.kafka.offsets import Offsets
 from aurora_streams.progress import StallDetector
 
 log = logging.getLogger(__name__)
@@ -33,37 +34,23 @@ class BrokerProgress:
     worker's own view (a paused broker is exactly when it does not answer)."""
 
     def __init__(self, bootstrap: str, group: str, topic: str, timeout_s: float = 2.0) -> None:
-        self.bootstrap, self.group, self.topic, self.timeout_s = bootstrap, group, topic, timeout_s
-        self._consumer: object | None = None
+        self.topic = topic
+        self._offsets = Offsets(bootstrap, group, timeout_s)
 
     def read(self, partitions: list[int]) -> tuple[dict[int, int | None], dict[int, int | None]] | None:
-        from confluent_kafka import Consumer, KafkaException, TopicPartition
+        from confluent_kafka import KafkaException
 
         try:
-            if self._consumer is None:
-                # Never subscribes: it only asks for offsets, so it never joins the group.
-                self._consumer = Consumer(
-                    {"bootstrap.servers": self.bootstrap, "group.id": self.group,
-                     "enable.auto.commit": False, "log_level": 3}
-                )  # fmt: skip
-            consumer: Any = self._consumer
-            tps = [TopicPartition(self.topic, p) for p in partitions]
-            committed = {
-                tp.partition: (tp.offset if tp.offset >= 0 else None)
-                for tp in consumer.committed(tps, timeout=self.timeout_s)
-            }
+            committed = self._offsets.committed(self.topic, partitions)
             ends: dict[int, int | None] = {
-                tp.partition: consumer.get_watermark_offsets(tp, timeout=self.timeout_s)[1] for tp in tps
+                p: end for (_t, p), end in self._offsets.ends((self.topic, p) for p in partitions).items()
             }
         except (KafkaException, RuntimeError):
             return None
         return ends, committed
 
     def close(self) -> None:
-        consumer: Any = self._consumer
-        self._consumer = None
-        if consumer is not None:
-            consumer.close()
+        self._offsets.close()
 
 
 def attach_health(app: faust.App) -> None:

@@ -27,6 +27,7 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartiti
 from aurora_streams.codecs import decode_output
 from aurora_streams.devbroker import BrokerConfig, start_broker
 from aurora_streams.domain.device import DeviceState
+from aurora_streams.kafka.offsets import Offsets
 from aurora_streams.processing import build_processor, new_state
 from aurora_streams.settings import Settings, load_settings
 from aurora_streams.simulator import SimMessage, produce
@@ -435,23 +436,16 @@ def wait_for(progress: Callable[[], int], target: int, timeout: float = 120.0) -
 
 def committed_offsets(dep: Deployment, topic: str) -> dict[int, int]:
     """The worker group's committed offset per partition of ``topic`` (negative: none)."""
-    group = dep.settings.app_id
-    c = Consumer({"bootstrap.servers": dep.bootstrap, "group.id": group, "enable.auto.commit": False})
-    try:
-        parts = c.committed([TopicPartition(topic, p) for p in range(dep.partitions)], timeout=10)
-        return {tp.partition: tp.offset for tp in parts}
-    finally:
-        c.close()
+    with Offsets(dep.bootstrap, dep.settings.app_id, timeout_s=10) as offsets:
+        committed = offsets.committed(topic, range(dep.partitions))
+    return {p: -1001 if offset is None else offset for p, offset in committed.items()}
 
 
 def end_offsets(dep: Deployment, topic: str) -> dict[int, int]:
     """The broker's log end offset per partition of ``topic`` (ListOffsets, exact on Kafka)."""
-    c = Consumer({"bootstrap.servers": dep.bootstrap, "group.id": f"ends-{uuid.uuid4().hex}"})
-    try:
-        tps = [TopicPartition(topic, p) for p in range(dep.partitions)]
-        return {tp.partition: c.get_watermark_offsets(tp, timeout=10)[1] for tp in tps}
-    finally:
-        c.close()
+    with Offsets(dep.bootstrap, timeout_s=10) as offsets:
+        ends = offsets.ends((topic, p) for p in range(dep.partitions))
+    return {p: end for (_t, p), end in ends.items()}
 
 
 def log_ends(records: Iterable[Record]) -> dict[int, int]:

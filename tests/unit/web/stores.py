@@ -19,7 +19,7 @@ import orjson
 from rocksdict import Rdict
 
 from aurora_streams.codecs import anomaly_fields
-from aurora_streams.domain.aggregates import DayRecord, day_key, day_of, is_validated
+from aurora_streams.domain.aggregates import DayRecord, day_key, day_of
 from aurora_streams.domain.device import DeviceState
 from aurora_streams.domain.fleet import (
     SUMMARY_KEY,
@@ -91,8 +91,7 @@ def fill(stores: RdictStores, messages: Iterable[tuple[str, dict[str, Any], int]
         if isinstance(item, NormalizedReading):
             key = day_key(item.device_id, item.channel, day_of(item.ts_end))
             record = days.setdefault(key, DayRecord())
-            record.apply(item.ts_end, item.delta_kwh, item.revision, item.updated_at, item.unit,
-                         not is_validated(item.flags), item.direction)  # fmt: skip
+            record.apply_reading(item)
         else:
             apply_anomaly(
                 recent.setdefault(item.device_id, []),
