@@ -14,23 +14,15 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import random
 import statistics
-import subprocess
-import sys
 import tempfile
 import time
-import urllib.request
-from pathlib import Path
 
 import aiohttp
-from common import ROOT, bench_broker, clean_env, free_port, write_report
+from common import ROOT, WebPlatform, pct, write_report
 
-from aurora_streams.devbroker import start_broker, stop_process
-from aurora_streams.settings import load_settings
 from aurora_streams.simulator import SimConfig, generate, produce
-from aurora_streams.topics import ensure_topics
 
 TOKEN = "b" * 32
 T0 = 1_735_653_600_000
@@ -60,11 +52,6 @@ async def load(url: str, paths: list[str], rate: float, seconds: float) -> list[
     return latencies
 
 
-def pct(values: list[float], p: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(p * len(ordered)))]
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--rate", type=float, default=200.0)
@@ -72,78 +59,43 @@ def main() -> None:
     ap.add_argument("--devices", type=int, default=300)
     ap.add_argument("--runs", type=int, default=3)
     args = ap.parse_args()
-    port, web = free_port(), free_port()
-    with tempfile.TemporaryDirectory() as tmp:
-        env = clean_env()
-        env.update(
-            {
-                "AURORA_BROKER_URL": f"kafka://127.0.0.1:{port}",
-                "AURORA_WEB_PORT": str(web),
-                "AURORA_DATADIR": f"{tmp}/data",
-                "AURORA_LOG_LEVEL": "warning",
-                "AURORA_LOG_FORMAT": "text",
-                "AURORA_API_TOKENS": json.dumps({"bench": {"token": TOKEN, "roles": ["read"]}}),
-            }
+    with tempfile.TemporaryDirectory() as tmp, WebPlatform(tmp, TOKEN) as plat:
+        cfg = SimConfig(devices=args.devices, seed=5, start_ms=T0, encoding="json")
+        sent = produce(
+            generate(cfg, duration_s=3 * 86_400),
+            bootstrap=plat.settings.bootstrap_servers,
+            topic=plat.settings.topic_raw,
+            progress=False,
         )
-        os.environ.update(env)
-        settings = load_settings()
-        with open(f"{tmp}/broker.log", "wb") as blog:
-            broker = start_broker(bench_broker(port, Path(tmp) / "kafka"), log=blog)
-        worker = None
-        try:
-            ensure_topics(settings)
-            cfg = SimConfig(devices=args.devices, seed=5, start_ms=T0, encoding="json")
-            sent = produce(
-                generate(cfg, duration_s=3 * 86_400),
-                bootstrap=settings.bootstrap_servers,
-                topic=settings.topic_raw,
-                progress=False,
-            )
-            with open(f"{tmp}/worker.log", "wb") as wlog:
-                worker = subprocess.Popen(
-                    [sys.executable, "-m", "aurora_streams", "worker"],
-                    env=env,
-                    stdout=wlog,
-                    stderr=subprocess.STDOUT,
-                    cwd=ROOT,
-                )
-            url = f"http://127.0.0.1:{web}"
-            day_from, day_to = T0 + 86_400_000, T0 + 2 * 86_400_000
-            paths = [
-                f"/v1/devices/meter-{i:06d}/aggregates?size=15m&from={day_from}&to={day_to}"
-                for i in range(args.devices)
-            ]
-            deadline = time.monotonic() + 300
-            while time.monotonic() < deadline:  # until the last device's day is in the views
-                try:
-                    req = urllib.request.Request(
-                        url + paths[-1], headers={"Authorization": f"Bearer {TOKEN}"}
-                    )
-                    with urllib.request.urlopen(req, timeout=5) as resp:
-                        if len(json.loads(resp.read())["items"]) >= 40:  # 48 (30-min) or 96 (5-min)
-                            break
-                except OSError:
-                    pass
-                time.sleep(1)
-            runs = []
-            for i in range(args.runs):
-                agg = asyncio.run(load(url, paths, args.rate, args.seconds))
-                health = asyncio.run(load(url, ["/healthz"], args.rate, args.seconds))
-                r = {
-                    "aggregates_p50_ms": 1000 * pct(agg, 0.5),
-                    "aggregates_p99_ms": 1000 * pct(agg, 0.99),
-                    "aggregates_max_ms": 1000 * max(agg),
-                    "healthz_p50_ms": 1000 * pct(health, 0.5),
-                    "healthz_p99_ms": 1000 * pct(health, 0.99),
-                    "requests": len(agg),
-                }
-                runs.append(r)
-                print(f"run {i + 1}: " + ", ".join(f"{k} {v:.1f}" for k, v in r.items()), flush=True)
-        finally:
-            if worker is not None:
-                worker.terminate()
-                worker.wait(30)
-            stop_process(broker)
+        plat.start_worker()
+        url = plat.url
+        day_from, day_to = T0 + 86_400_000, T0 + 2 * 86_400_000
+        paths = [
+            f"/v1/devices/meter-{i:06d}/aggregates?size=15m&from={day_from}&to={day_to}"
+            for i in range(args.devices)
+        ]
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline:  # until the last device's day is in the views
+            try:
+                if len(plat.get(paths[-1], timeout_s=5)["items"]) >= 40:  # 48 (30-min) or 96 (5-min)
+                    break
+            except OSError:
+                pass
+            time.sleep(1)
+        runs = []
+        for i in range(args.runs):
+            agg = asyncio.run(load(url, paths, args.rate, args.seconds))
+            health = asyncio.run(load(url, ["/healthz"], args.rate, args.seconds))
+            r = {
+                "aggregates_p50_ms": 1000 * pct(agg, 0.5),
+                "aggregates_p99_ms": 1000 * pct(agg, 0.99),
+                "aggregates_max_ms": 1000 * max(agg),
+                "healthz_p50_ms": 1000 * pct(health, 0.5),
+                "healthz_p99_ms": 1000 * pct(health, 0.99),
+                "requests": len(agg),
+            }
+            runs.append(r)
+            print(f"run {i + 1}: " + ", ".join(f"{k} {v:.1f}" for k, v in r.items()), flush=True)
     summary = {
         k: {"min": min(r[k] for r in runs), "median": statistics.median(r[k] for r in runs)} for k in runs[0]
     }

@@ -1,5 +1,6 @@
-"""Helpers shared by the benchmark scripts: a free loopback port, machine facts, and
-writing a report to ``bench/results/<kind>-<UTC time>.json``."""
+"""Helpers shared by the benchmark scripts: a free loopback port, machine facts, writing a
+report to ``bench/results/<kind>-<UTC time>.json``, quantiles, and the platform of the HTTP
+benchmarks (:class:`WebPlatform`)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,9 @@ import os
 import platform
 import socket
 import statistics
+import subprocess
+import sys
+import urllib.request
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -81,3 +85,61 @@ def write_report(kind: str, title: str, body: dict[str, Any], out: Path | None =
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(report, indent=2))
     return out
+
+
+def pct(values: list[float], p: float) -> float:
+    """The ``p`` quantile of ``values`` (nearest rank)."""
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(p * len(ordered)))]
+
+
+class WebPlatform:
+    """An HTTP benchmark's platform in a temporary directory: the embedded broker and the
+    app's topics (on entry), and one worker serving the read API to ``token``
+    (:meth:`start_worker`); both stopped on exit, each by its own process."""
+
+    def __init__(self, tmp: str, token: str) -> None:
+        self.tmp = Path(tmp)
+        self.port, self.web = free_port(), free_port()
+        self.token = token
+        self.url = f"http://127.0.0.1:{self.web}"
+        self.env = clean_env()
+        self.env.update({
+            "AURORA_BROKER_URL": f"kafka://127.0.0.1:{self.port}", "AURORA_WEB_PORT": str(self.web),
+            "AURORA_DATADIR": f"{tmp}/data", "AURORA_LOG_LEVEL": "warning", "AURORA_LOG_FORMAT": "text",
+            "AURORA_API_TOKENS": json.dumps({"bench": {"token": token, "roles": ["read"]}}),
+        })  # fmt: skip
+        self.broker: Any = None
+        self.worker: subprocess.Popen[bytes] | None = None
+
+    def __enter__(self) -> WebPlatform:
+        from aurora_streams.devbroker import start_broker
+        from aurora_streams.settings import load_settings
+        from aurora_streams.topics import ensure_topics
+
+        os.environ.update(self.env)
+        self.settings = load_settings()
+        with open(self.tmp / "broker.log", "wb") as blog:
+            self.broker = start_broker(bench_broker(self.port, self.tmp / "kafka"), log=blog)
+        ensure_topics(self.settings)
+        return self
+
+    def start_worker(self) -> None:
+        with open(self.tmp / "worker.log", "wb") as wlog:
+            self.worker = subprocess.Popen([sys.executable, "-m", "aurora_streams", "worker"], env=self.env,
+                                           stdout=wlog, stderr=subprocess.STDOUT, cwd=ROOT)  # fmt: skip
+
+    def get(self, path: str, timeout_s: float = 120) -> Any:
+        """``path``'s JSON answer, with the token."""
+        req = urllib.request.Request(self.url + path, headers={"Authorization": f"Bearer {self.token}"})
+        with urllib.request.urlopen(req, timeout=timeout_s) as resp:
+            return json.loads(resp.read())
+
+    def __exit__(self, *exc: object) -> None:
+        from aurora_streams.devbroker import stop_process
+
+        if self.worker is not None:
+            self.worker.terminate()
+            self.worker.wait(60)
+        if self.broker is not None:
+            stop_process(self.broker)

@@ -18,38 +18,19 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
-import subprocess
-import sys
 import tempfile
 import time
-import urllib.request
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import aiohttp
-from common import ROOT, bench_broker, clean_env, free_port, write_report
+from common import ROOT, WebPlatform, pct, write_report
 
-from aurora_streams.devbroker import start_broker, stop_process
-from aurora_streams.settings import load_settings
 from aurora_streams.simulator import SimConfig, SimMessage, generate, produce
-from aurora_streams.topics import ensure_topics
 
 TOKEN = "f" * 32
 T0 = 1_735_653_600_000  # 2025-01-01T00:00+10:00
 DAY = 86_400_000
-
-
-def pct(values: list[float], p: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(p * len(ordered)))]
-
-
-def _get(url: str) -> Any:
-    req = urllib.request.Request(url, headers={"Authorization": f"Bearer {TOKEN}"})
-    with urllib.request.urlopen(req, timeout=120) as resp:
-        return json.loads(resp.read())
 
 
 async def load(url: str, paths: list[str], connections: int, seconds: float) -> dict[str, list[float]]:
@@ -91,80 +72,50 @@ def main() -> None:
     ap.add_argument("--seconds", type=float, default=20.0)
     ap.add_argument("--connections", type=int, default=20)
     args = ap.parse_args()
-    port, web = free_port(), free_port()
-    with tempfile.TemporaryDirectory() as tmp:
-        env = clean_env()
-        env.update(
-            {
-                "AURORA_BROKER_URL": f"kafka://127.0.0.1:{port}",
-                "AURORA_WEB_PORT": str(web),
-                "AURORA_DATADIR": f"{tmp}/data",
-                "AURORA_LOG_LEVEL": "warning",
-                "AURORA_LOG_FORMAT": "text",
-                "AURORA_API_TOKENS": json.dumps({"bench": {"token": TOKEN, "roles": ["read"]}}),
-            }
+    with tempfile.TemporaryDirectory() as tmp, WebPlatform(tmp, TOKEN) as plat:
+        cfg = SimConfig(devices=args.devices, seed=7, start_ms=T0, encoding="json")
+        started = time.monotonic()
+        keys: set[bytes] = set()
+
+        def counted() -> Iterator[SimMessage]:
+            for m in generate(cfg, duration_s=int(args.hours * 3600)):
+                keys.add(m.key)
+                yield m
+
+        sent = produce(
+            counted(),
+            bootstrap=plat.settings.bootstrap_servers,
+            topic=plat.settings.topic_raw,
+            progress=False,
         )
-        os.environ.update(env)
-        settings = load_settings()
-        with open(f"{tmp}/broker.log", "wb") as blog:
-            broker = start_broker(bench_broker(port, Path(tmp) / "kafka"), log=blog)
-        worker = None
-        try:
-            ensure_topics(settings)
-            cfg = SimConfig(devices=args.devices, seed=7, start_ms=T0, encoding="json")
-            started = time.monotonic()
-            keys: set[bytes] = set()
-
-            def counted() -> Iterator[SimMessage]:
-                for m in generate(cfg, duration_s=int(args.hours * 3600)):
-                    keys.add(m.key)
-                    yield m
-
-            sent = produce(
-                counted(), bootstrap=settings.bootstrap_servers, topic=settings.topic_raw, progress=False
-            )
-            # A meter whose first reading falls after --hours sends nothing: it is not in the fleet.
-            devices = len(keys)
-            print(f"{sent:,} raw readings from {devices:,} meters in {time.monotonic() - started:.0f} s")
-            with open(f"{tmp}/worker.log", "wb") as wlog:
-                worker = subprocess.Popen(
-                    [sys.executable, "-m", "aurora_streams", "worker"],
-                    env=env,
-                    stdout=wlog,
-                    stderr=subprocess.STDOUT,
-                    cwd=ROOT,
-                )
-            url = f"http://127.0.0.1:{web}"
-            started = time.monotonic()
-            fleet: dict[str, Any] = {}
-            while time.monotonic() - started < 900:  # until the summaries count every device
-                try:
-                    fleet = _get(url + "/v1/fleet")
-                    if fleet["devices"] >= devices:
-                        break
-                except OSError:
-                    pass
-                time.sleep(2)
-            loaded_s = time.monotonic() - started
-            print(f"/v1/fleet counts {fleet.get('devices'):,} devices after {loaded_s:.0f} s: {fleet}")
-            if fleet.get("devices") != devices:
-                raise SystemExit(
-                    f"the fleet view counts {fleet.get('devices')} of {devices} meters that sent"
-                )
-            time.sleep(10)  # the last checkpoint, then a quiet worker
-            day = (T0 // DAY) * DAY
-            paths = [
-                "/v1/fleet",
-                f"/v1/fleet/consumption?size=15m&from={day}&to={day + 2 * DAY}",
-                "/v1/devices?limit=100&cursor=meter-050000",
-            ]
-            consumption = _get(url + paths[1])
-            lat = asyncio.run(load(url, paths, args.connections, args.seconds))
-        finally:
-            if worker is not None:
-                worker.terminate()
-                worker.wait(60)
-            stop_process(broker)
+        # A meter whose first reading falls after --hours sends nothing: it is not in the fleet.
+        devices = len(keys)
+        print(f"{sent:,} raw readings from {devices:,} meters in {time.monotonic() - started:.0f} s")
+        plat.start_worker()
+        url = plat.url
+        started = time.monotonic()
+        fleet: dict[str, Any] = {}
+        while time.monotonic() - started < 900:  # until the summaries count every device
+            try:
+                fleet = plat.get("/v1/fleet")
+                if fleet["devices"] >= devices:
+                    break
+            except OSError:
+                pass
+            time.sleep(2)
+        loaded_s = time.monotonic() - started
+        print(f"/v1/fleet counts {fleet.get('devices'):,} devices after {loaded_s:.0f} s: {fleet}")
+        if fleet.get("devices") != devices:
+            raise SystemExit(f"the fleet view counts {fleet.get('devices')} of {devices} meters that sent")
+        time.sleep(10)  # the last checkpoint, then a quiet worker
+        day = (T0 // DAY) * DAY
+        paths = [
+            "/v1/fleet",
+            f"/v1/fleet/consumption?size=15m&from={day}&to={day + 2 * DAY}",
+            "/v1/devices?limit=100&cursor=meter-050000",
+        ]
+        consumption = plat.get(paths[1])
+        lat = asyncio.run(load(url, paths, args.connections, args.seconds))
     endpoints = {
         path: {
             "requests": len(values),
