@@ -105,8 +105,8 @@ class StateCache(Generic[V]):
     forecasters in one, see ``agents.views``) as this worker last wrote them, most recently
     used last.
 
-    Decoding a device's window from the table was the largest cost of a busy worker (issue
-    8: a third of its time with 48-reading windows). Only the normalize agent writes the
+    Decoding a device's window from the table was the largest cost of a busy worker (a
+    third of its time with 48-reading windows). Only the normalize agent writes the
     device table, and it puts every state it wrote here, so a cached state equals the
     stored one, with two exceptions that :meth:`clear` covers: a rebalance (another worker
     may have advanced a partition that comes back; the app clears on every rebalance start)
