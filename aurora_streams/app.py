@@ -31,7 +31,7 @@ from aurora_streams.agents.intake import RawIntake
 from aurora_streams.agents.normalize import attach_normalize
 from aurora_streams.agents.sink import attach_sink
 from aurora_streams.domain.forecast import preload
-from aurora_streams.faust_adapter import FastTableManager, ProbingConsumer, Transport
+from aurora_streams.faust_adapter import FastTableManager, ProbingConsumer, Transport, on_event_loop
 from aurora_streams.observability import AuroraMonitor, register_collector
 from aurora_streams.processing import build_processor
 from aurora_streams.settings import Settings
@@ -79,12 +79,22 @@ class AuroraApp(faust.App):  # type: ignore[misc]
         if left:
             self.log.warning("%d output records not yet acknowledged as the worker gives up partitions", left)
 
+    _event_loop: asyncio.AbstractEventLoop | None = None
+
+    async def on_start(self) -> None:
+        self._event_loop = asyncio.get_running_loop()
+        await super().on_start()
+
     async def on_stop(self) -> None:
         await self.drain_outputs()
         await super().on_stop()
 
     def on_rebalance_start(self) -> None:
+        # Called from aiokafka's consumer thread: the resets run on the event loop.
         super().on_rebalance_start()
+        on_event_loop(self._event_loop, self._reset_for_rebalance)
+
+    def _reset_for_rebalance(self) -> None:
         cast(ProbingConsumer, self.consumer).begin_rebalance()
         self.raw_intake.clear()
         for cache in self.state_caches:

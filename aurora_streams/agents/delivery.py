@@ -243,9 +243,10 @@ async def persist_changelog_offsets(
 
     ``still_owned`` is asked once the ends are known: if a rebalance began meanwhile,
     nothing is recorded. The partitions' next owner may already have appended records this
-    store lacks, and an offset past them made this worker's recovery skip them when the
-    partition came back: its devices went on from stale states (the owner-change soak:
-    readings missing, gaps invented)."""
+    store lacks, and an offset past them would make this worker's recovery skip them when
+    the partition comes back: its devices would go on from stale states. (A race found by
+    reading, not seen: the soak's loss it was first blamed for was the rebalance reset run
+    from the consumer's thread, see ``faust_adapter.on_event_loop``.)"""
     touched = {(table, topic, w.partition) for w in writers for table, topic in w.touched.items()}
     if not touched:
         return

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Callable
 from typing import Any
 
 import aiokafka
@@ -24,13 +25,45 @@ from aurora_streams.agents.intake import RawIntake
 from aurora_streams.settings import Settings
 from aurora_streams.topics import key_partition
 
-__all__ = ["FastTableManager", "ProbingConsumer", "Transport", "partition_db", "started_consumer"]
+__all__ = [
+    "FastTableManager",
+    "ProbingConsumer",
+    "Transport",
+    "on_event_loop",
+    "partition_db",
+    "started_consumer",
+]
 
 
 def started_consumer(app: Any) -> Any:
     """The app's consumer if it was made, else None (``app.consumer`` would make one: a
     metrics scrape before the worker starts must not)."""
     return getattr(app, "_consumer", None)
+
+
+def on_event_loop(loop: asyncio.AbstractEventLoop | None, fn: Callable[[], None]) -> None:
+    """Run ``fn`` on ``loop``: now when called on it (or when there is none yet), else as
+    the next callback the loop runs.
+
+    Faust calls ``App.on_rebalance_start`` from aiokafka's consumer thread (its rebalance
+    listener), while the fetch loop and the agents run on the event loop. What the app
+    resets there (the raw intake, the seek fence, the decoded-state caches) belongs to the
+    event loop: reset from the thread, between the fetch loop's fence check and its put, a
+    record fetched before the rebalance was put into the cleared intake, processed first
+    after the rebalance, and its device's replay fence then dropped the device's earlier
+    re-delivered readings (the owner-change soak: 3 readings missing, gaps invented). The
+    revocation that Faust dispatches to the event loop next runs after ``fn``."""
+    if loop is None:
+        fn()
+        return
+    try:
+        running = asyncio.get_running_loop()
+    except RuntimeError:
+        running = None
+    if running is loop:
+        fn()
+    else:
+        loop.call_soon_threadsafe(fn)
 
 
 def partition_db(table: Any, partition: int) -> Any:
