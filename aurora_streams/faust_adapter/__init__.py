@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from collections.abc import Callable
 from typing import Any
 
@@ -28,11 +29,15 @@ from aurora_streams.topics import key_partition
 __all__ = [
     "FastTableManager",
     "ProbingConsumer",
+    "RawContinuity",
     "Transport",
     "on_event_loop",
     "partition_db",
     "started_consumer",
 ]
+
+
+log = logging.getLogger(__name__)
 
 
 def started_consumer(app: Any) -> Any:
@@ -72,6 +77,50 @@ def partition_db(table: Any, partition: int) -> Any:
     return table.data._db_for_partition(partition)
 
 
+class RawContinuity:
+    """The raw topic's offsets are contiguous (never compacted, never written in
+    transactions), so each partition's next delivered record must be the one after the
+    last, or, after a seek, the one sought. A fetch that returns a later offset comes from a
+    position the consumer no longer has (a seek that raced aiokafka's fetch, which runs in
+    the consumer's thread): delivered, Faust counted the offsets in between as a gap, they
+    were committed without being processed, and the records after them were processed from
+    device states that lacked them (the owner-change soak: 994 records skipped after a
+    re-seek, 110 readings with invented gaps). Such a partition is sought again to the
+    offset it needs. A jump seen twice from the same offset is real (retention or a
+    truncated log removed the records): it is let through, with a warning.
+
+    Used by the fetch loop only (one task on the event loop)."""
+
+    def __init__(self) -> None:
+        self._next: dict[TP, int] = {}
+        """Partitions just sought, and the offset sought (``_read_offset`` then holds the
+        next offset to read, not the last one read)."""
+        self._jumped: dict[TP, int] = {}
+
+    def sought(self, tp: TP, offset: int) -> None:
+        self._next[tp] = offset
+
+    def resume_at(self, tp: TP, last_read: int, offset: int) -> int | None:
+        """None if a record at ``offset`` may be delivered after ``last_read`` (Faust's read
+        offset), else the offset to seek ``tp`` to. A delivered record must be passed to
+        :meth:`delivered`."""
+        expected = self._next.get(tp, last_read + 1)
+        if offset <= expected:
+            return None
+        if self._jumped.get(tp) == expected:
+            log.warning(
+                "raw partition %s: offsets %d-%d are not in the log (retention or truncation): skipped",
+                tp.partition, expected, offset - 1,
+            )  # fmt: skip
+            return None
+        self._jumped[tp] = expected
+        return expected
+
+    def delivered(self, tp: TP) -> None:
+        self._next.pop(tp, None)
+        self._jumped.pop(tp, None)
+
+
 class ProbingConsumer(aiokafka_driver.Consumer):  # type: ignore[misc]
     """Faust's aiokafka consumer: seeking to committed offsets also repositions partitions
     that have none, raw-topic messages go to the normalize agent's intake, and no stream
@@ -98,6 +147,11 @@ class ProbingConsumer(aiokafka_driver.Consumer):  # type: ignore[misc]
     _fetch_epoch: int = 0
     _fetch_suspect: bool = False
     """The epoch and seeking state when the fetch being iterated was submitted."""
+    _continuity: RawContinuity
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._continuity = RawContinuity()
 
     def diagnose(self, tp: TP) -> dict[str, Any]:
         """What the fetch loop and Faust's ack bookkeeping hold for ``tp``: for the log line
@@ -146,9 +200,28 @@ class ProbingConsumer(aiokafka_driver.Consumer):  # type: ignore[misc]
         self._seeking = True
         try:
             await super().perform_seek()
+            raw = self.app.aurora_settings.topic_raw  # type: ignore[attr-defined]
+            for tp, offset in self._read_offset.items():
+                if tp.topic == raw and offset is not None:
+                    self._continuity.sought(tp, offset)
         finally:
             self._seek_epoch += 1
             self._seeking = False
+
+    async def _seek_in_thread(self, offsets: dict[TP, int]) -> None:
+        """Seek in the consumer's thread, between its fetches (a seek from the event loop's
+        thread can land while aiokafka hands out a fetch, which then sets the position
+        past the records it returned)."""
+        consumer = self._thread._ensure_consumer()
+
+        async def seek() -> None:
+            for tp, offset in offsets.items():
+                consumer.seek(tp, offset)
+
+        await self._thread.call_thread(seek)
+        for tp, offset in offsets.items():
+            self._read_offset[tp] = offset if offset else None
+            self._continuity.sought(tp, offset)
 
     async def _getmany(self, active_partitions: Any, timeout: float) -> Any:
         # Taken when the fetch is enqueued for the consumer thread, as the thread runs it
@@ -178,10 +251,7 @@ class ProbingConsumer(aiokafka_driver.Consumer):  # type: ignore[misc]
             lookup = consumer.end_offsets if latest else consumer.beginning_offsets
             found = await self._thread.call_thread(lookup, start)
             again.update({tp: found[tp] for tp in start})
-        for tp, offset in again.items():
-            assert offset is not None
-            self._thread.seek(tp, offset)  # as Faust's own seek: aiokafka's is synchronous
-            self._read_offset[tp] = offset if offset else None
+        await self._seek_in_thread({tp: offset for tp, offset in again.items() if offset is not None})
         self.log.info("seek fence: %d partitions sought again after a rebalance: %s", len(again), again)
 
     async def seek_to_committed(self) -> Any:
@@ -288,11 +358,19 @@ class ProbingConsumer(aiokafka_driver.Consumer):  # type: ignore[misc]
         changelogs = self.app.tables.changelog_topics
         void = self._void
         dropped: set[TP] = set()
+        continuity = self._continuity
+        resume: dict[TP, int] = {}
         try:
             while not (consumer_should_stop() or fetcher_should_stop()):
                 if dropped and not self._seeking:
                     await self._seek_again(dropped)
                     dropped.clear()
+                if resume:
+                    if not self._seeking:
+                        assigned = self.assignment()
+                        await self._seek_in_thread({tp: o for tp, o in resume.items() if tp in assigned})
+                        self.log.info("raw offsets not contiguous: sought again to %s", resume)
+                    resume.clear()
                 set_flag(CONSUMER_FETCHING)
                 ait = getmany(timeout=1.0)
                 await self.sleep(0)
@@ -305,9 +383,18 @@ class ProbingConsumer(aiokafka_driver.Consumer):  # type: ignore[misc]
                         if tp.topic not in changelogs and void():
                             dropped.add(tp)
                             continue
+                        if tp in resume:
+                            continue  # the rest of a fetch from a stale position
                         offset = message.offset
                         r_offset = get_read_offset(tp)
                         if r_offset is None or offset >= r_offset:
+                            if tp.topic == raw_topic:
+                                if r_offset is not None:
+                                    at = continuity.resume_at(tp, r_offset, offset)
+                                    if at is not None:
+                                        resume[tp] = at
+                                        continue
+                                continuity.delivered(tp)
                             gap = offset - (r_offset or 0)
                             if gap > 1 and r_offset and acks_enabled_for(message.topic):
                                 await self._add_gap(tp, r_offset + 1, offset)
