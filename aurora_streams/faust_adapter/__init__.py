@@ -81,13 +81,15 @@ class RawContinuity:
     """The raw topic's offsets are contiguous (never compacted, never written in
     transactions), so each partition's next delivered record must be the one after the
     last, or, after a seek, the one sought. A fetch that returns a later offset comes from a
-    position the consumer no longer has (a seek that raced aiokafka's fetch, which runs in
-    the consumer's thread): delivered, Faust counted the offsets in between as a gap, they
-    were committed without being processed, and the records after them were processed from
-    device states that lacked them (the owner-change soak: 994 records skipped after a
-    re-seek, 110 readings with invented gaps). Such a partition is sought again to the
-    offset it needs. A jump seen twice from the same offset is real (retention or a
-    truncated log removed the records): it is let through, with a warning.
+    position the consumer no longer has: right after the seek fence sought a partition back,
+    the next records delivered began where the dropped fetch had left off (why aiokafka's
+    position was still there is not established; seeking in the consumer's thread did not
+    stop it). Delivered, Faust counted the offsets in between as a gap, they were committed
+    without being processed, and the records after them were processed from device states
+    that lacked them (the owner-change soak: 994 offsets skipped, 110 readings with
+    invented gaps). Such a partition is sought again to the offset it needs. A jump seen
+    twice from the same offset is real (retention or a truncated log removed the records):
+    it is let through, with a warning.
 
     Used by the fetch loop only (one task on the event loop)."""
 
@@ -209,9 +211,8 @@ class ProbingConsumer(aiokafka_driver.Consumer):  # type: ignore[misc]
             self._seeking = False
 
     async def _seek_in_thread(self, offsets: dict[TP, int]) -> None:
-        """Seek in the consumer's thread, between its fetches (a seek from the event loop's
-        thread can land while aiokafka hands out a fetch, which then sets the position
-        past the records it returned)."""
+        """Seek in the consumer's thread, between its fetches, as aiokafka expects (Faust
+        seeks from the event loop's thread, while aiokafka's fetcher runs in the consumer's)."""
         consumer = self._thread._ensure_consumer()
 
         async def seek() -> None:
