@@ -24,20 +24,18 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-import weakref
-from collections.abc import AsyncIterator, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 import faust
-from faust.streams import _current_event
 
 from aurora_streams import metrics
 from aurora_streams.agents.delivery import FastProducer, TableWriter, flush, persist_changelog_offsets
 from aurora_streams.agents.views import ViewUpdater
 from aurora_streams.domain.device import DeviceState
 from aurora_streams.domain.fleet import SUMMARY_KEY, DeviceCounts
+from aurora_streams.faust_adapter import on_partition
 from aurora_streams.settings import Settings
 from aurora_streams.tables.device_state import StateCache, encode_log_record, log_base_key
 
@@ -46,7 +44,6 @@ __all__ = [
     "PartitionEpoch",
     "Sealed",
     "abandon",
-    "on_partition",
     "release_acks",
     "seal",
     "slices",
@@ -69,23 +66,12 @@ def release_acks(app: faust.App, messages: Sequence[Any]) -> None:
         message.ack(consumer)
 
 
-@contextmanager
-def on_partition(event: Any) -> Iterator[None]:
-    """Make ``event`` current: Faust's RocksDB store reads and writes the current event's
-    partition, and its changelog records go to that partition."""
-    token = _current_event.set(weakref.ref(event))
-    try:
-        yield
-    finally:
-        _current_event.reset(token)
-
-
 @dataclass
 class PartitionEpoch:
     """One source partition's part of an epoch: processed, not yet stored."""
 
     event: Any
-    """An event of the partition, made current for its stores (see :func:`on_partition`)."""
+    """An event of the partition, made current for its stores (``faust_adapter.on_partition``)."""
     updater: ViewUpdater
     states: dict[str, DeviceState] = field(default_factory=dict)
     before: dict[str, tuple[int, int | None] | None] = field(default_factory=dict)

@@ -70,7 +70,6 @@ from aurora_streams.agents.checkpoint import (
     Epoch,
     PartitionEpoch,
     abandon,
-    on_partition,
     seal,
     store,
 )
@@ -81,6 +80,7 @@ from aurora_streams.agents.delivery import (
 from aurora_streams.agents.intake import RawIntake
 from aurora_streams.agents.views import ViewUpdater
 from aurora_streams.domain.device import DeviceState
+from aurora_streams.faust_adapter import on_partition
 from aurora_streams.lifecycle import stop_without_commit
 from aurora_streams.processing import Processor
 from aurora_streams.settings import Settings

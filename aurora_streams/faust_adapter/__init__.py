@@ -13,10 +13,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable
+import weakref
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import aiokafka
+from faust.streams import _current_event
 from faust.tables import TableManager
 from faust.transport.consumer import CONSUMER_FETCHING
 from faust.transport.drivers import aiokafka as aiokafka_driver
@@ -32,6 +34,7 @@ __all__ = [
     "RawContinuity",
     "Transport",
     "on_event_loop",
+    "on_partition",
     "partition_db",
     "started_consumer",
 ]
@@ -69,6 +72,17 @@ def on_event_loop(loop: asyncio.AbstractEventLoop | None, fn: Callable[[], None]
         fn()
     else:
         loop.call_soon_threadsafe(fn)
+
+
+@contextlib.contextmanager
+def on_partition(event: Any) -> Iterator[None]:
+    """Make ``event`` current: Faust's RocksDB store reads and writes the current event's
+    partition, and its changelog records go to that partition."""
+    token = _current_event.set(weakref.ref(event))
+    try:
+        yield
+    finally:
+        _current_event.reset(token)
 
 
 def partition_db(table: Any, partition: int) -> Any:
