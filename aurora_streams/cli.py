@@ -310,6 +310,14 @@ def _drop_local_tables(datadir: Path) -> None:
 @click.option(
     "--start", "start", type=str, default=None, help="Simulated start (ISO-8601; default 30 days ago)."
 )
+@click.option(
+    "--live/--no-live",
+    default=True,
+    show_default=True,
+    help="Send no message before the wall clock reaches its simulated arrival: catch up from "
+    "--start at --rate, then go on in real time (the broker stamps raw records on arrival, and "
+    "readings ahead of it are future_timestamp).",
+)
 @click.option("--batch-size", type=int, default=1, show_default=True, help="Readings per gateway batch.")
 @click.option("--encoding", type=click.Choice(["json", "avro", "mixed"]), default="mixed", show_default=True)
 @click.option("--reset-rate", type=float, default=0.002, show_default=True)
@@ -346,6 +354,7 @@ def simulate(
     estimate_rate: float,
     future_rate: float,
     malformed_rate: float,
+    live: bool,
     no_progress: bool,
 ) -> None:
     """Produce simulated meter readings to the raw topic."""
@@ -353,7 +362,9 @@ def simulate(
     from aurora_streams.simulator import SimConfig, generate, produce
 
     s = _settings()
-    start_ms = parse_timestamp(start) if start else int(time.time() * 1000)
+    # Thirty days back: at the default rate the fleet catches up over about two hours, then
+    # runs live (--live), so its readings reach the views, the forecasts and the sink at once.
+    start_ms = parse_timestamp(start) if start else int(time.time() * 1000) - 30 * 86_400_000
     cfg = SimConfig(
         devices=devices,
         seed=seed,
@@ -386,6 +397,7 @@ def simulate(
             rate=rate or None,
             total=count,
             progress=not no_progress,
+            live=live,
         )
     except KeyboardInterrupt:
         click.echo("stopped", err=True)

@@ -96,7 +96,16 @@ class Settings(BaseSettings):
         7 * 24 * 3600 * 1000,
         ge=-1,
         description="retention.ms of the created raw, normalized, anomaly and forecast topics (-1: by size "
-        "only). Kafka deletes by record timestamp: input stamped older than this goes unread.",
+        "only). Kafka deletes by record timestamp: see AURORA_RAW_TIMESTAMP_TYPE.",
+    )
+    raw_timestamp_type: Literal["LogAppendTime", "CreateTime"] = Field(
+        "LogAppendTime",
+        description="message.timestamp.type of the created raw topic. LogAppendTime: the broker stamps "
+        "each raw record with its arrival, so retention counts from arrival and never deletes "
+        "old-dated input (a NEM12 backfill, a gateway's buffered week) before it is read, and "
+        "`ingested_at` and the future-timestamp check use the broker's clock. CreateTime: the "
+        "producer's stamp is kept (simulated clocks, replays of history), and time retention "
+        "deletes input stamped older than retention.ms, read or not.",
     )
     output_compression: Literal["none", "lz4", "zstd", "snappy", "gzip"] = Field(
         "lz4",

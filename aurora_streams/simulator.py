@@ -301,9 +301,16 @@ def produce(
     total: int | None = None,
     progress: bool = True,
     compression: str = "none",
+    live: bool = False,
 ) -> int:
     """Send ``messages`` to ``topic`` keyed by device (murmur2, as the Java client does), at
-    most ``rate`` messages per second when given. Returns the number sent."""
+    most ``rate`` messages per second when given. Returns the number sent.
+
+    ``live``: a message is not sent before the wall clock reaches its stamp (its simulated
+    arrival). The broker stamps raw records on arrival (LogAppendTime) and readings ahead of
+    that are flagged ``future_timestamp``; a simulated clock that ran past the wall clock would
+    make every reading a future one. So a fleet started in the past catches up at ``rate``,
+    then goes on in real time, as a real one does."""
     from tqdm import tqdm
 
     from aurora_streams.kafka.producer import RecordProducer
@@ -315,6 +322,9 @@ def produce(
     bar = tqdm(total=total, unit="msg", disable=not progress, mininterval=0.5)
     try:
         for msg in messages:
+            if live and (early_s := msg.timestamp_ms / 1000.0 - time.time()) > 0:
+                producer.poll(0)
+                time.sleep(early_s)
             producer.produce(topic, msg.key, msg.value, timestamp_ms=msg.timestamp_ms)
             sent += 1
             bar.update(1)

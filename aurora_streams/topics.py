@@ -12,14 +12,29 @@ import time
 from dataclasses import dataclass
 
 from aiokafka.partitioner import murmur2
-from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
+from confluent_kafka.admin import (  # type: ignore[attr-defined]
+    AdminClient,
+    ConfigResource,
+    NewTopic,
+    ResourceType,
+)
 
 from aurora_streams.errors import BrokerError, TopicMismatchError
 from aurora_streams.settings import TABLES, Settings
 
-__all__ = ["TopicSpec", "check_topics", "ensure_topics", "key_partition", "owned_topics"]
+__all__ = [
+    "TopicSpec",
+    "check_topics",
+    "ensure_topics",
+    "key_partition",
+    "owned_topics",
+    "raw_timestamp_type",
+    "warn_raw_timestamp_type",
+]
 
 log = logging.getLogger(__name__)
+
+RAW_TIMESTAMP_TYPE = "message.timestamp.type"
 
 
 def key_partition(key: bytes, partitions: int) -> int:
@@ -41,7 +56,7 @@ def owned_topics(settings: Settings) -> list[TopicSpec]:
     n = settings.partitions
     delete = {"cleanup.policy": "delete", "retention.ms": str(settings.topic_retention_ms)}
     return [
-        TopicSpec(settings.topic_raw, n, delete, True),
+        TopicSpec(settings.topic_raw, n, {**delete, RAW_TIMESTAMP_TYPE: settings.raw_timestamp_type}, True),
         # The view tables are fed from these, so they are co-partitioned with the raw topic.
         TopicSpec(settings.topic_normalized, n, delete, True),
         TopicSpec(settings.topic_anomalies, n, delete, True),
@@ -99,11 +114,39 @@ def ensure_topics(settings: Settings, *, timeout: float = 15.0) -> list[str]:
     while True:
         try:
             check_topics(settings, admin=admin, timeout=timeout)
+            if settings.topic_raw not in created:
+                warn_raw_timestamp_type(settings, admin, timeout)
             return created
         except TopicMismatchError:
             if time.monotonic() >= deadline:
                 raise
             time.sleep(0.1)
+
+
+def raw_timestamp_type(settings: Settings, admin: AdminClient, timeout: float = 15.0) -> str | None:
+    """The raw topic's ``message.timestamp.type`` as the broker reports it (None: unknown)."""
+    resource = ConfigResource(ResourceType.TOPIC, settings.topic_raw)
+    try:
+        configs = admin.describe_configs([resource], request_timeout=timeout)[resource].result(timeout)
+    except Exception as exc:  # an ACL may forbid DescribeConfigs: the check is advice, not a gate
+        log.info("cannot read the raw topic's configuration: %s", exc)
+        return None
+    entry = configs.get(RAW_TIMESTAMP_TYPE)
+    return None if entry is None else str(entry.value)
+
+
+def warn_raw_timestamp_type(settings: Settings, admin: AdminClient, timeout: float = 15.0) -> None:
+    """Log once when an existing raw topic stamps records otherwise than configured: with
+    CreateTime, time retention deletes input by its producers' stamps, read or not."""
+    have = raw_timestamp_type(settings, admin, timeout)
+    if have is not None and have != settings.raw_timestamp_type:
+        log.warning(
+            "topic %s has %s=%s, configured %s; with CreateTime, retention.ms counts from the "
+            "producers' stamps and deletes old-dated input whether or not it was read. To change it: "
+            "kafka-configs.sh --alter --entity-type topics --entity-name %s --add-config %s=%s",
+            settings.topic_raw, RAW_TIMESTAMP_TYPE, have, settings.raw_timestamp_type,
+            settings.topic_raw, RAW_TIMESTAMP_TYPE, settings.raw_timestamp_type,
+        )  # fmt: skip
 
 
 def check_topics(settings: Settings, *, admin: AdminClient | None = None, timeout: float = 15.0) -> None:

@@ -24,7 +24,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def bench_broker(port: int, datadir: Path) -> BrokerConfig:
     """The benchmarks' broker: Apache Kafka (KRaft, single node) as dev runs it. Benchmark
-    topics are created with no time retention (:func:`clean_env`)."""
+    topics are created with the platform's defaults."""
     return BrokerConfig("127.0.0.1", port, datadir)
 
 
@@ -55,12 +55,9 @@ def clean_env() -> dict[str, str]:
     """This process's environment without ``AURORA_*`` settings (a benchmark measures the
     defaults), except the compiled core's switches: ``AURORA_NATIVE=0`` measures the pure
     Python core, and the report's ``native`` says which one ran."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("AURORA_") or k in _PASSED}
-    # Benchmark records carry simulated 2025 timestamps, and Kafka's time retention deletes by
-    # record timestamp (the active segment too): unread input would vanish at the broker's
-    # next retention check (DESIGN.md, Brokers).
-    env["AURORA_TOPIC_RETENTION_MS"] = "-1"
-    return env
+    # Benchmark records carry simulated 2025 stamps; the raw topic is stamped on arrival
+    # (AURORA_RAW_TIMESTAMP_TYPE), so the default retention keeps them (test_retention).
+    return {k: v for k, v in os.environ.items() if not k.startswith("AURORA_") or k in _PASSED}
 
 
 def write_report(kind: str, title: str, body: dict[str, Any], out: Path | None = None) -> Path:

@@ -24,7 +24,8 @@ simulate), so it can inject faults into any of them:
   stopping: a null key, a key naming another device, invalid JSON and a 900 KB reading.
 * ``--verify``: at the end, stop the simulator, wait for the group to commit everything, and
   compare every output with the reference run over the raw topic (``soak_check.py``):
-  missing, extra or differing latest records, invented records, dead letters.
+  missing, extra or differing latest records, invented records, dead letters; and the
+  end-to-end latency of every normalized record (raw arrival to output) by the minute.
 
 Usage: .venv/bin/python bench/soak.py --minutes 60 --rate 200   (dev's default rate)
        .venv/bin/python bench/soak.py --minutes 60 --rate 2000 --devices 1000 --kill-worker-at 20
@@ -507,6 +508,8 @@ def main() -> None:
         "broker_restarted": restarted,
         "hostile_messages": hostile_sent,
         "exits": {name: proc.returncode for name, proc in plat.procs.items()},
+        # From every normalized record (soak_check.Latency): arrival on the raw topic to output.
+        "e2e_latency": verification.pop("e2e_latency", None) if verification else None,
         "verification": verification,
     }
     out = write_report(

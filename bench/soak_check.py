@@ -9,13 +9,22 @@ readings/s is 7 million records, and the worker's outputs are byte-identical to 
 reference's (the encoding is deterministic and instants come from broker timestamps).
 
 It streams: memory is the two maps of digests, not the topics.
+
+It also measures end-to-end latency from every normalized record: the broker stamps a raw
+record on arrival (LogAppendTime), the record's ``ingested_at`` carries that stamp, and the
+normalized record's own timestamp is when the worker handed it to its producer (CreateTime):
+their difference is the reading's time from the broker's log to the worker's output, replays
+after a crash included (a re-published record counts with its later stamp).
 """
 
 from __future__ import annotations
 
 import hashlib
+import statistics
 import time
+from array import array
 from collections.abc import Callable, Iterator
+from datetime import datetime
 from typing import Any
 
 import orjson
@@ -41,6 +50,38 @@ def _keep(latest: Latest, doc: dict[str, Any], id_field: str, value: bytes) -> N
     held = latest.get(doc[id_field])
     if held is None or version > held[:2]:
         latest[doc[id_field]] = (*version, _digest(value))
+
+
+class Latency:
+    """End-to-end latencies in ms, by the minute (of the raw record's arrival) they began in."""
+
+    def __init__(self) -> None:
+        self.by_minute: dict[int, array[int]] = {}
+
+    def add(self, doc: dict[str, Any], output_ms: int) -> None:
+        ingested = round(datetime.fromisoformat(doc["ingested_at"]).timestamp() * 1000)
+        self.by_minute.setdefault(ingested // 60_000, array("q")).append(output_ms - ingested)
+
+    @staticmethod
+    def _stats(values: list[int]) -> dict[str, float]:
+        values.sort()
+        n = len(values)
+        return {
+            "records": n,
+            "p50_ms": values[n // 2],
+            "p99_ms": values[min(n - 1, n * 99 // 100)],
+            "p999_ms": values[min(n - 1, n * 999 // 1000)],
+            "max_ms": values[-1],
+            "mean_ms": round(statistics.fmean(values), 1),
+        }
+
+    def report(self) -> dict[str, Any]:
+        if not self.by_minute:
+            return {}
+        first = min(self.by_minute)
+        minutes = [{"minute": m - first, **self._stats(list(v))} for m, v in sorted(self.by_minute.items())]
+        overall = self._stats([x for v in self.by_minute.values() for x in v])
+        return {"overall": overall, "by_minute": minutes}
 
 
 def _letter(value: bytes) -> tuple[int, int, int | None, str]:
@@ -124,6 +165,7 @@ def compare(
                     source[doc[id_field]] = p << 40 | m.offset()
         progress(f"reference: partition {p} done, {raw:,} raw messages, {time.monotonic() - started:.0f} s")
     report: dict[str, Any] = {"raw_messages": raw, "reference_s": round(time.monotonic() - started, 1)}
+    latency = Latency()
     for topic, id_field in (
         (settings.topic_normalized, "event_id"),
         (settings.topic_anomalies, "anomaly_id"),
@@ -138,6 +180,8 @@ def compare(
                     continue
                 records += 1
                 doc = orjson.loads(value)
+                if topic == settings.topic_normalized:
+                    latency.add(doc, m.timestamp()[1])
                 if _digest(value) not in produced:
                     invented += 1
                     if detail and len(invented_examples) < 20:
@@ -164,6 +208,8 @@ def compare(
                 report[topic][f"{name}_raw_offsets"] = runs
             report[topic]["invented_examples"] = invented_examples
         progress(f"{topic}: {report[topic]}")
+    report["e2e_latency"] = latency.report()
+    progress(f"end-to-end latency: {report['e2e_latency'].get('overall')}")
     dlq_got: set[tuple[int, int, int | None, str]] = set()
     for p in range(partitions):
         for m in read_partition(bootstrap, settings.topic_dlq, p):

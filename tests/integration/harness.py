@@ -41,7 +41,9 @@ def start_test_broker(workdir: Path) -> tuple[str, subprocess.Popen[bytes]]:
     """A broker of its own (Apache Kafka, KRaft) on a free loopback port, data in ``workdir``;
     its bootstrap address and process. Its log is ``workdir/kafka.log``.
 
-    Deployments create their topics with no time retention (:meth:`Deployment.env`)."""
+    Deployments create their topics with the platform's defaults: the raw topic is stamped on
+    arrival, so its 7-day retention never deletes the simulated fleets' 2025-stamped readings
+    (``test_retention``)."""
     config = BrokerConfig("127.0.0.1", free_port(), workdir / "kafka", heap_mb=384)
     with open(workdir / "kafka.log", "ab") as log:
         proc = start_broker(config, log=log, say=lambda m: print(m, file=sys.stderr))
@@ -201,12 +203,6 @@ class Deployment:
                 "AURORA_SESSION_TIMEOUT_S": "6",
                 "AURORA_HEARTBEAT_INTERVAL_S": "1",
                 "AURORA_LOG_FORMAT": "text",
-                # The simulated fleets are stamped from 2025-01-01 (deterministic outputs), and
-                # Kafka's time retention deletes by record timestamp, the active segment too:
-                # with a 7-day retention.ms the broker's first retention check (30 s after it
-                # starts) deleted a test's raw records unread, and its worker was ready and
-                # processed nothing (log start offset = log end).
-                "AURORA_TOPIC_RETENTION_MS": "-1",
                 **self.extra_env,
                 **more,
             }

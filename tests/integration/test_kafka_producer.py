@@ -14,7 +14,8 @@ from tests.integration.harness import Deployment, free_port
 
 
 def test_flush_returns_once_every_record_is_on_its_keys_partition(deployment: Deployment) -> None:
-    topic = deployment.settings.topic_raw
+    # Not the raw topic: the broker stamps that one on arrival (LogAppendTime).
+    topic = deployment.settings.topic_normalized
     # A local queue of 50 records for 2,000: produce waits for room many times.
     producer = RecordProducer(deployment.bootstrap, extra={"queue.buffering.max.messages": 50})
     sent = {(b"meter-%d" % (i % 13), b"v%d" % i, 1_735_689_600_000 + i) for i in range(2_000)}

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import time
 from collections import Counter
+from pathlib import Path
 
 from aurora_streams.codecs import decode_output
 from aurora_streams.domain.flags import ANOMALY_FLAGS, Flag
@@ -32,10 +33,30 @@ FLEET = SimConfig(
 )
 
 
-def test_fleet_through_one_worker_matches_reference(deployment: Deployment) -> None:
-    # 10,500 messages over 120 meters is under a day each: runs of equal values are
-    # anomalies after an hour here (the defaults wait a day for zeros, 6 h for one value).
-    deployment.extra_env.update(AURORA_ZERO_RUN_MIN_S="3600", AURORA_FROZEN_MIN_S="3600")
+def test_fleet_through_one_worker_matches_reference(broker: str, tmp_path: Path) -> None:
+    deployment = Deployment(
+        broker,
+        tmp_path,
+        extra_env={
+            # 10,500 messages over 120 meters is under a day each: runs of equal values are
+            # anomalies after an hour here (the defaults wait a day for zeros, 6 h for one value).
+            "AURORA_ZERO_RUN_MIN_S": "3600",
+            "AURORA_FROZEN_MIN_S": "3600",
+            # The simulator's future-stamped readings are ahead of its own clock (2025), not of
+            # the broker's: keep its stamps for the future-timestamp flag to show, with no
+            # time retention (it would delete them, stamped 2025).
+            "AURORA_RAW_TIMESTAMP_TYPE": "CreateTime",
+            "AURORA_TOPIC_RETENTION_MS": "-1",
+        },
+    )
+    deployment.create_topics()
+    try:
+        _fleet_through_one_worker(deployment)
+    finally:
+        deployment.stop_all()
+
+
+def _fleet_through_one_worker(deployment: Deployment) -> None:
     sent = deployment.produce(generate(FLEET, limit=10_500))
     s = deployment.settings
     raw = deployment.read(s.topic_raw, until=lambda r: len(r) >= sent)
