@@ -114,8 +114,6 @@ def ensure_topics(settings: Settings, *, timeout: float = 15.0) -> list[str]:
     while True:
         try:
             check_topics(settings, admin=admin, timeout=timeout)
-            if settings.topic_raw not in created:
-                warn_raw_timestamp_type(settings, admin, timeout)
             return created
         except TopicMismatchError:
             if time.monotonic() >= deadline:
@@ -151,7 +149,8 @@ def warn_raw_timestamp_type(settings: Settings, admin: AdminClient, timeout: flo
 
 def check_topics(settings: Settings, *, admin: AdminClient | None = None, timeout: float = 15.0) -> None:
     """Raise :class:`TopicMismatchError`, saying what to do, when a topic is missing or has a
-    partition count that differs from the tables it feeds."""
+    partition count that differs from the tables it feeds. Warn when the raw topic stamps
+    records otherwise than configured (:func:`warn_raw_timestamp_type`)."""
     existing = _existing(admin or _admin(settings), timeout)
     problems: list[str] = []
     for spec in owned_topics(settings):
@@ -169,3 +168,4 @@ def check_topics(settings: Settings, *, admin: AdminClient | None = None, timeou
             log.warning("topic %s has %d partitions (configured %d)", spec.name, have, spec.partitions)
     if problems:
         raise TopicMismatchError("; ".join(problems))
+    warn_raw_timestamp_type(settings, admin or _admin(settings), timeout)

@@ -53,6 +53,7 @@ def run_one(devices: int, args: argparse.Namespace) -> dict[str, Any]:
         "AURORA_WEB_PORT": str(web_port),
         "AURORA_DATADIR": str(work / "data"),
         "PYTHONUNBUFFERED": "1",
+        **args.worker_env,
     }
     plat = Platform(work, env, devices, args.rate)
     samples: list[dict[str, Any]] = []
@@ -114,7 +115,17 @@ def main() -> None:
     ap.add_argument("--check", action="store_true", help="exit 1 if RSS grew more than --max-growth")
     ap.add_argument("--max-growth", type=float, default=0.10)
     ap.add_argument("--out", type=Path, default=None, help="the report's path (default: bench/results/)")
+    ap.add_argument(
+        "--env",
+        dest="worker_env",
+        type=lambda v: tuple(v.split("=", 1)),
+        action="append",
+        default=[],
+        metavar="AURORA_X=V",
+        help="a setting for the platform's processes (the defaults are measured otherwise); repeatable",
+    )
     args = ap.parse_args()
+    args.worker_env = dict(args.worker_env)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     signal.signal(signal.SIGINT, signal.default_int_handler)
     runs = [run_one(devices, args) for devices in args.devices]

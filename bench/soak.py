@@ -167,7 +167,13 @@ class Platform:
 
     def _start(self, name: str, *args: str) -> subprocess.Popen[bytes]:
         log = open(self.work / "logs" / f"{name}.log", "ab")  # noqa: SIM115 - the child's
-        proc = subprocess.Popen([*self.exe, *args], env=self.env, stdout=log, stderr=subprocess.STDOUT)
+        exe = self.exe
+        memray_dir = os.environ.get("BENCH_MEMRAY_DIR")
+        if memray_dir and name == "worker":  # memray (pip install memray) records its allocations
+            out = Path(memray_dir) / f"{name}-{int(time.time())}.bin"
+            exe = [sys.executable, "-m", "memray", "run", "--trace-python-allocators", "-o", str(out), "-m"]
+            exe.append("aurora_streams")
+        proc = subprocess.Popen([*exe, *args], env=self.env, stdout=log, stderr=subprocess.STDOUT)
         log.close()
         self.procs[name] = proc
         return proc

@@ -180,6 +180,10 @@ def _run_until(proc: subprocess.Popen[bytes], follower: Follower, expected: int,
 
 def _worker(env: dict[str, str], out: Any, label: str) -> subprocess.Popen[bytes]:
     cmd = [sys.executable, "-m", "aurora_streams", "worker"]
+    memray_dir = os.environ.get("BENCH_MEMRAY_DIR")
+    if memray_dir:  # memray (pip install memray) records the worker's allocations, for issue 24
+        out_file = Path(memray_dir) / f"worker-{label}-{uuid.uuid4().hex[:6]}.bin"
+        cmd = [sys.executable, "-m", "memray", "run", "--aggregate", "-o", str(out_file), *cmd[1:]]
     proc = subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT, cwd=ROOT)
     profile_dir = os.environ.get("BENCH_PYSPY_DIR")
     if profile_dir:  # py-spy samples the worker for 30 s (collapsed stacks), for issue 8's notes
@@ -559,6 +563,11 @@ def topic_set(name: str) -> dict[str, str]:
         "AURORA_TOPIC_ANOMALIES": f"{name}.anomalies",
         "AURORA_TOPIC_FORECASTS": f"{name}.forecasts",
         "AURORA_TOPIC_DLQ": f"{name}.dlq",
+        # The references are computed from the generated messages, their stamps included
+        # (``ingested_at``): the raw topics keep the producer's stamps, and so need no time
+        # retention (stamped 2025).
+        "AURORA_RAW_TIMESTAMP_TYPE": "CreateTime",
+        "AURORA_TOPIC_RETENTION_MS": "-1",
     }
 
 
@@ -576,6 +585,7 @@ def one_run(
                 "AURORA_BROKER_URL": f"kafka://127.0.0.1:{port}",
                 "AURORA_LOG_FORMAT": "text",
                 "AURORA_LOG_LEVEL": "warning",
+                **args.worker_env,
             }
         )
         with open(work / "broker.log", "wb") as blog:
@@ -587,14 +597,15 @@ def one_run(
                 os.environ.update({**env, **topics, "AURORA_APP_ID": f"{topics['AURORA_TOPIC_RAW']}-app"})
                 ensure_topics(load_settings())
             produce(iter(w1), bootstrap=bootstrap, topic=sets["w1"]["AURORA_TOPIC_RAW"], progress=False)
-            result["bare_loop"] = bench_bare_loop(
-                bootstrap, sets["w1"]["AURORA_TOPIC_RAW"], f"w1{tag}.bare", len(w1)
-            )
-            print(f"  bare loop {result['bare_loop']['readings_per_s']:,.0f}/s", flush=True)
-            result["core_loop"] = bench_core_loop(
-                bootstrap, sets["w1"]["AURORA_TOPIC_RAW"], f"w1{tag}.core", len(w1), len(w1)
-            )
-            print(f"  core loop {result['core_loop']['readings_per_s']:,.0f}/s", flush=True)
+            if "baselines" not in args.skip:
+                result["bare_loop"] = bench_bare_loop(
+                    bootstrap, sets["w1"]["AURORA_TOPIC_RAW"], f"w1{tag}.bare", len(w1)
+                )
+                print(f"  bare loop {result['bare_loop']['readings_per_s']:,.0f}/s", flush=True)
+                result["core_loop"] = bench_core_loop(
+                    bootstrap, sets["w1"]["AURORA_TOPIC_RAW"], f"w1{tag}.core", len(w1), len(w1)
+                )
+                print(f"  core loop {result['core_loop']['readings_per_s']:,.0f}/s", flush=True)
             if not args.no_quix:
                 result["quix_w1"] = run_quix(bootstrap, sets["w1"]["AURORA_TOPIC_RAW"], len(w1), work)
                 print(f"  quix W1 {_rates(result['quix_w1'])}", flush=True)
@@ -672,8 +683,19 @@ def main() -> None:
         help="linger.ms of the latency workload's load producer (default 5, librdkafka's own)",
     )
     ap.add_argument("--no-quix", action="store_true")
-    ap.add_argument("--skip", type=lambda v: set(v.split(",")), default=set())
+    ap.add_argument(
+        "--skip", type=lambda v: set(v.split(",")), default=set(), help="of w1,w2,latency,state,baselines"
+    )
+    ap.add_argument(
+        "--worker-env",
+        type=lambda v: tuple(v.split("=", 1)),
+        action="append",
+        default=[],
+        metavar="AURORA_X=V",
+        help="a setting for the workers (the defaults are measured otherwise); repeatable",
+    )
     args = ap.parse_args()
+    args.worker_env = dict(args.worker_env)
 
     w1 = fleet(args.devices, args.messages)
     w2 = gateway_batches(w1)
@@ -695,6 +717,7 @@ def main() -> None:
             "latency_load_linger_ms": args.load_linger_ms,
             "broker": f"Apache Kafka {KAFKA_VERSION} (KRaft, single node, embedded)",
             "quix": QUIX_VERSION,
+            "worker_env": args.worker_env,
         },
         "summary": {
             "w1_readings_per_s": summarize(runs, "w1", "readings_per_s"),

@@ -213,6 +213,7 @@ def seal(epoch: Epoch, fast: FastProducer | None) -> Sealed:
             part.updater.write(writers[p])
             writers[p].commit()
         views_dirty = views_dirty or part.updater.dirty
+        part.updater.release()
         encoded[p] = []
         for device_id, state in part.states.items():
             pending[device_id] = (p, state)

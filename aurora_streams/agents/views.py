@@ -137,6 +137,17 @@ class ViewUpdater:
     def dirty(self) -> bool:
         return bool(self.dirty_days or self.dirty_devices or self.expired or self.closing.dirty)
 
+    def release(self) -> None:
+        """Forget everything loaded, once written: a sealed epoch's day records, anomaly lists
+        and decoded forecasters (~45 KB each) stayed in memory until its checkpoint was
+        stored, beside the next epoch's."""
+        for held in (self.day_cache, self.day_before, self.dirty_days, self.anomaly_cache, self.open_before):
+            held.clear()
+        self.dirty_devices.clear()
+        self.expired.clear()
+        self.closing.cache.clear()
+        self.closing.decoded.clear()
+
     def write(self, writer: TableWriter) -> None:
         """Write each changed key once (and delete the days that left the retention), with
         the fleet's summaries of them in the same write batch (see ``domain.fleet``)."""
@@ -176,6 +187,11 @@ class ViewUpdater:
         self.closing.write(writer)
 
 
+_DECODED_MAX = 1_000
+"""Decoded forecasters an epoch keeps (~45 MB): re-encoding each after every batch cost a
+decoding and an encoding (~35 us each) per window learned."""
+
+
 class WindowCloser:
     """Feeds each device channel's forecaster the energy of every window that closed.
 
@@ -212,6 +228,11 @@ class WindowCloser:
         window closes. Cleared with the device state cache (a rebalance); entries are put
         when written, if no clear happened since this epoch began (``generation``)."""
         self.generation = models.generation if models is not None else 0
+        self.decoded: dict[str, None] = {}
+        """Keys whose forecaster is decoded (``entry["model"]``): past ``_DECODED_MAX`` of
+        them, encoded again and dropped after a batch (:meth:`forecast_records`). Kept
+        decoded until the checkpoint, W1's 10,000 meters held ~45 KB each, 450 MB (the
+        encoding round-trips exactly, so a forecaster learns the same either way)."""
 
     def observe(
         self, device: str, channel: str, ts_end: int, days: Any, day_cache: dict[str, DayRecord]
@@ -241,6 +262,7 @@ class WindowCloser:
             raw = entry["state"]
             model = DeviceForecaster.from_bytes(raw) if raw else DeviceForecaster(self.window_ms)
             entry["model"] = model
+            self.decoded[key] = None
         first = max(entry["open"], end - 2 * 86_400_000)  # after a long silence, learn the last two days
         for closed in range(first, end, self.window_ms):
             model.learn(closed, self._energy(device, channel, closed, days, day_cache))
@@ -281,6 +303,11 @@ class WindowCloser:
             if record is not None:
                 value = encode_forecast(record, settings.output_encoding)
                 out.append(OutRecord(settings.topic_forecasts, device.encode(), value))
+        if len(self.decoded) > _DECODED_MAX:
+            for key in self.decoded:
+                entry = self.cache[key]
+                entry["state"] = entry.pop("model").to_bytes()
+            self.decoded.clear()
         return out
 
     @property

@@ -95,5 +95,11 @@ class BoundedRocksDBStore(_FaustRocksDBStore):  # type: ignore[misc]
         budget = self.app.aurora_settings.state_memory_mb * 1024 * 1024  # type: ignore[attr-defined]
         self.rocksdb_options = _BoundedOptions(shared_memory(budget), **dict(self.options or {}))
 
+    def estimated_keys(self) -> int:
+        """Keys in the partitions this worker serves, as RocksDB estimates them (exact for a
+        store that was never compacted with deletions; Faust's offset key included). Counting
+        by iteration read every key of every table each time, and held tens of MB while it ran."""
+        return sum(db.property_int_value("rocksdb.estimate-num-keys") or 0 for db in self._dbs_for_actives())
+
 
 STORES.aliases[SCHEME] = f"{__name__}:BoundedRocksDBStore"

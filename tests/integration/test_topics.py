@@ -3,8 +3,10 @@ message that says what to do."""
 
 from __future__ import annotations
 
+import logging
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 from confluent_kafka import Producer
@@ -68,3 +70,23 @@ def test_the_broker_reports_the_true_end_offset_after_a_batched_produce(deployme
     records = read_topic(deployment.bootstrap, topic, 1)
     assert len(records) == 10
     assert (low, reported) == (0, 10)
+
+
+def test_a_raw_topic_stamped_by_its_producers_is_reported(
+    broker: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    old = Deployment(broker, tmp_path, extra_env={"AURORA_RAW_TIMESTAMP_TYPE": "CreateTime"})
+    old.create_topics()  # as created before the raw topic was stamped on arrival
+    current = Deployment(broker, tmp_path, name=old.name)
+    with caplog.at_level(logging.WARNING, logger="aurora_streams.topics"):
+        check_topics(current.settings)
+    (warning,) = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert "message.timestamp.type=CreateTime, configured LogAppendTime" in warning
+    assert (
+        f"--entity-name {current.settings.topic_raw} --add-config message.timestamp.type=LogAppendTime"
+        in (warning)
+    )
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="aurora_streams.topics"):
+        check_topics(old.settings)  # as configured: nothing to say
+    assert not [r for r in caplog.records if r.levelno == logging.WARNING]

@@ -244,3 +244,37 @@ def test_a_day_a_forecaster_read_then_a_late_reading_changed_is_counted_once(
     epoch(97, 50)  # day 1's first interval, then day 0's missing one
     day_totals = DayTotals.from_bytes(days[totals_key("", day0 // 86_400_000)]).windows
     assert day_totals[(86_400_000, day0)] == [96.0, 0.0, 1.0, 0.0]
+
+
+def _forecasting(
+    monkeypatch: pytest.MonkeyPatch, decoded_max: int
+) -> tuple[list[bytes], dict[str, bytes], int]:
+    """Three devices' readings, one window each, in batches of one reading per device; what
+    the closer publishes and writes, and the most forecasters it held decoded."""
+    monkeypatch.setattr(views, "_DECODED_MAX", decoded_max)
+    settings = Settings(forecast_publish_hours=2, forecast_window_min=WINDOW // 60_000)  # type: ignore[call-arg]
+    table: dict[str, bytes] = {}
+    closer = WindowCloser(WINDOW, table, None)
+    days: dict[str, bytes] = {}
+    published, most = [], 0
+    for i in range(1, 2 * 96):  # two days of windows: a forecaster publishes after its first day
+        for device in ("d1", "d2", "d3"):
+            end = T0 + i * WINDOW
+            day_cache: dict[str, DayRecord] = {}
+            record = day_cache[day_key(device, "E1", end // 86_400_000)] = DayRecord()
+            record.apply(end, 0.1 * (i % 7) + len(device), 0, None, "kWh")
+            closer.observe(device, "E1", end, days, day_cache)
+        most = max(most, len(closer.decoded))
+        published += [r.value for r in closer.forecast_records(settings)]
+    closer.write(TableWriter(None, 0))
+    return published, table, most
+
+
+def test_forecasters_encoded_between_batches_learn_and_publish_the_same(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    kept, kept_table, kept_most = _forecasting(monkeypatch, 1_000)
+    dropped, dropped_table, dropped_most = _forecasting(monkeypatch, 1)
+    assert kept_most == 3 and dropped_most == 3  # decoded by the batch, then dropped past 1
+    assert kept and dropped == kept
+    assert dropped_table == kept_table and len(kept_table) == 3
