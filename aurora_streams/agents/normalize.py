@@ -249,6 +249,11 @@ class Epochs:
             inbound[part_messages[0].tp] = time.monotonic()
         if self.fast is not None:
             self.fast.produce_all(outputs)
+        if not getattr(self.app, "raw_shared", True):
+            # Held until the checkpoint only to be acknowledged (topic, partition, offset):
+            # an epoch of 150,000 raw messages kept ~40 MB of payloads it no longer needs.
+            for message in messages:
+                message.key = message.value = None
         epoch.messages.extend(messages)
         now = time.time()
         metrics.E2E_LATENCY.observe(max(0.0, now - min(m.timestamp for m in messages)))
