@@ -151,7 +151,8 @@ def check_topics(settings: Settings, *, admin: AdminClient | None = None, timeou
     """Raise :class:`TopicMismatchError`, saying what to do, when a topic is missing or has a
     partition count that differs from the tables it feeds. Warn when the raw topic stamps
     records otherwise than configured (:func:`warn_raw_timestamp_type`)."""
-    existing = _existing(admin or _admin(settings), timeout)
+    admin = admin or _admin(settings)
+    existing = _existing(admin, timeout)
     problems: list[str] = []
     for spec in owned_topics(settings):
         have = existing.get(spec.name)
@@ -168,4 +169,4 @@ def check_topics(settings: Settings, *, admin: AdminClient | None = None, timeou
             log.warning("topic %s has %d partitions (configured %d)", spec.name, have, spec.partitions)
     if problems:
         raise TopicMismatchError("; ".join(problems))
-    warn_raw_timestamp_type(settings, admin or _admin(settings), timeout)
+    warn_raw_timestamp_type(settings, admin, timeout)

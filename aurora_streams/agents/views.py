@@ -141,12 +141,11 @@ class ViewUpdater:
         """Forget everything loaded, once written: a sealed epoch's day records, anomaly lists
         and decoded forecasters (~45 KB each) stayed in memory until its checkpoint was
         stored, beside the next epoch's."""
-        for held in (self.day_cache, self.day_before, self.dirty_days, self.anomaly_cache, self.open_before):
+        for held in (
+            self.day_cache, self.day_before, self.dirty_days, self.anomaly_cache, self.open_before,
+            self.dirty_devices, self.expired, self.closing.cache, self.closing.decoded,
+        ):  # fmt: skip
             held.clear()
-        self.dirty_devices.clear()
-        self.expired.clear()
-        self.closing.cache.clear()
-        self.closing.decoded.clear()
 
     def write(self, writer: TableWriter) -> None:
         """Write each changed key once (and delete the days that left the retention), with
