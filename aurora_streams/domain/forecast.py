@@ -53,6 +53,7 @@ __all__ = [
     "CODEC_VERSION",
     "MEMBERS",
     "MODEL_ID",
+    "PUBLISHED_DECIMALS",
     "DeviceForecaster",
     "Forecast",
     "ForecastConfig",
@@ -453,13 +454,18 @@ class DeviceForecaster:
 
 
 _ACCURACY_FIELDS: Final = ("mae", "smape", "naive_mae", "mae_ratio", "coverage")
+PUBLISHED_DECIMALS: Final = 4
+"""Published forecasts are rounded to 0.1 Wh: far below any model's error, and a day of
+half-hour values in JSON is a third of its size at full float precision."""
 
 
 def forecast_record(
     device_id: str, channel: str, model: DeviceForecaster, horizon: int
 ) -> dict[str, Any] | None:
-    """The ``meter.forecasts`` record (fields of ``aurora.Forecast``; instants as epoch ms)
-    for the model's next ``horizon`` windows, or ``None`` while it cannot forecast yet."""
+    """The ``meter.forecasts`` record (fields of ``aurora.Forecast`` version 2; instants as
+    epoch ms) for the model's next ``horizon`` windows, or ``None`` while it cannot forecast
+    yet. ``values[i]`` is the window ending ``(i + 1)`` windows after ``origin_ts``; the band
+    is ``[max(0, value - band), value + band]``, as :meth:`DeviceForecaster.forecast` gives."""
     snap = model.snapshot(horizon)
     if snap["status"] != "ready":
         return None
@@ -474,7 +480,6 @@ def forecast_record(
         "member": snap["member"],
         "learned_windows": snap["learned_windows"],
         "accuracy": {"scored": acc["scored"], **{k: acc.get(k) for k in _ACCURACY_FIELDS}},
-        "points": [
-            {"ts_end": p.ts_end, "value": p.value, "lower": p.lower, "upper": p.upper} for p in snap["points"]
-        ],
+        "band": round(model.err_q90, PUBLISHED_DECIMALS),
+        "values": [round(p.value, PUBLISHED_DECIMALS) for p in snap["points"]],
     }

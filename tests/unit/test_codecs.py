@@ -233,3 +233,26 @@ def test_direction_round_trips_in_both_encodings() -> None:
     rec = NORMALIZED._replace(direction="generation")
     for encoding in ("json", "avro"):
         assert codecs.decode_output(codecs.encode_normalized(rec, encoding))["direction"] == "generation"  # type: ignore[arg-type]
+
+
+def test_forecasts_written_with_points_still_decode() -> None:
+    """A ``meter.forecasts`` record of schema version 1 (schemas/history/2: a point per window
+    with its end and band) decodes into version 2 with no values, not as an error."""
+    import io
+
+    from fastavro.schema import fingerprint, to_parsing_canonical_form
+
+    old = codecs.schema("aurora.Forecast", "2")
+    assert "points" in {f["name"] for f in old["fields"]}
+    record = {
+        "forecast_id": "m1|E1|1735653600000", "device_id": "m1", "channel": "E1",
+        "origin_ts": 1_735_653_600_000, "window_minutes": 30, "model": "m", "member": "robust_median",
+        "learned_windows": 96, "accuracy": {"scored": 0},
+        "points": [{"ts_end": 1_735_655_400_000, "value": 0.5, "lower": 0.4, "upper": 0.6}],
+    }  # fmt: skip
+    buf = io.BytesIO()
+    buf.write(codecs.AVRO_MAGIC + bytes.fromhex(fingerprint(to_parsing_canonical_form(old), "CRC-64-AVRO")))
+    fastavro.schemaless_writer(buf, old, record)
+    doc = codecs.decode_output(buf.getvalue())
+    assert doc["values"] == [] and doc["band"] == 0.0 and "points" not in doc
+    assert doc["origin_ts"] == 1_735_653_600_000 and doc["learned_windows"] == 96

@@ -158,7 +158,13 @@ def test_forecast_record_is_deterministic_and_encodes_both_ways() -> None:
     record = forecast_record("m-1", "E1", f, 48)
     assert record is not None
     assert record["forecast_id"] == f"m-1|E1|{f.last_ts}"
-    assert len(record["points"]) == 48 and record["points"][0]["ts_end"] == f.last_ts + STEP
+    points = f.forecast(48)
+    assert record["values"] == [round(p.value, 4) for p in points] and len(points) == 48
+    assert record["band"] == round(f.err_q90, 4)
+    # The published band gives the same interval as the model's points, to the rounding.
+    for value, point in zip(record["values"], points, strict=True):
+        assert abs(max(0.0, value - record["band"]) - point.lower) < 1e-4
+        assert abs(value + record["band"] - point.upper) < 1e-4
     resumed = DeviceForecaster.from_dict(orjson.loads(orjson.dumps(f.to_dict())))
     assert forecast_record("m-1", "E1", resumed, 48) == record
     for encoding in ("json", "avro"):
