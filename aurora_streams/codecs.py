@@ -292,11 +292,12 @@ def decode_output(data: bytes) -> dict[str, Any]:
 
 
 def encode_forecast_entry(open_end: int | None, state: bytes) -> bytes:
-    """A ``forecasts`` table value: the open window's end (ASCII digits, or ``-``) and a
-    newline, then the forecaster's state (:meth:`DeviceForecaster.to_bytes`; values stored
-    before it hold the JSON of ``to_dict``, which :meth:`DeviceForecaster.from_bytes` reads
-    too). The window end is read on every reading; the model, about 9 KB, only when a
-    window closes."""
+    """A ``forecasts`` table value under ``device|channel``: the open window's end (ASCII
+    digits, or ``-``) and a newline, then the forecaster's head
+    (:mod:`aurora_streams.domain.forecast_blocks`, version 4; its blocks are stored under
+    ``device|channel|<block>``). Values stored before the blocks hold the whole state
+    (version 3, or the JSON of ``to_dict``), which the views read and store again in
+    blocks. The window end is read on every reading; the model only when a window closes."""
     return b"%d\n" % open_end + state if open_end is not None else b"-\n" + state
 
 

@@ -28,6 +28,7 @@ from aurora_streams.codecs import (
     encode_forecast,
     encode_forecast_entry,
 )
+from aurora_streams.domain import forecast_blocks
 from aurora_streams.domain.aggregates import (
     DayRecord,
     day_key,
@@ -220,7 +221,8 @@ class WindowCloser:
         they learned (a dict: deterministic order). Scanning ``cache`` for them on every
         batch grew with the epoch's devices: 3 us per reading in W1."""
         self.models = models
-        """Each channel's open window end and encoded forecaster as last written, across
+        """Each channel's open window end and encoded forecaster (whole, or a head whose
+        blocks are in the table) as last written, across
         epochs (a RocksDB read per channel per epoch was a worker's hot spot). Encoded, not
         decoded: a decoded forecaster holds its floats as Python objects, about 45 KB against
         9 KB, and decoding one takes ~35 us, once per epoch for a channel whose
@@ -241,14 +243,19 @@ class WindowCloser:
         if entry is None and self.models is not None:
             cached = self.models.get(key)
             if cached is not None:
-                entry = self.cache[key] = {"open": cached[0], "state": cached[1], "dirty": False}
+                entry = self.cache[key] = {
+                    "open": cached[0], "state": cached[1], "dirty": False,
+                    "mark": forecast_blocks.mark_of(cached[1]),
+                }  # fmt: skip
         if entry is None:
             stored = self.table.get(key)
             open_end, state = decode_forecast_entry(stored) if stored else (None, None)
             # The model is decoded only when a window closes (a reading that stays in the
             # open window needs ``open`` alone): building a River model per touched device
-            # per batch was a seventh of a busy worker's time.
-            entry = {"open": open_end, "state": state, "dirty": False}
+            # per batch was a seventh of a busy worker's time. A head's blocks are read then.
+            # A state stored whole (before the blocks, or as JSON) is stored again in blocks.
+            mark = forecast_blocks.mark_of(state) if state and forecast_blocks.is_head(state) else None
+            entry = {"open": open_end, "state": state, "dirty": False, "mark": mark}
             self.cache[key] = entry
         end = (ts_end - 1) // self.window_ms * self.window_ms + self.window_ms
         if entry["open"] is None:
@@ -258,8 +265,7 @@ class WindowCloser:
             return
         model = entry.get("model")
         if model is None:
-            raw = entry["state"]
-            model = DeviceForecaster.from_bytes(raw) if raw else DeviceForecaster(self.window_ms)
+            model = self._decode(key, entry["state"])
             entry["model"] = model
             self.decoded[key] = None
         first = max(entry["open"], end - 2 * 86_400_000)  # after a long silence, learn the last two days
@@ -313,18 +319,41 @@ class WindowCloser:
     def dirty(self) -> bool:
         return any(entry["dirty"] for entry in self.cache.values())
 
+    def _decode(self, key: str, state: bytes | None) -> DeviceForecaster:
+        if not state:
+            return DeviceForecaster(self.window_ms)
+        if forecast_blocks.is_head(state):
+            state = forecast_blocks.join(state, lambda name: self.table.get(f"{key}|{name}"))
+        return DeviceForecaster.from_bytes(state)
+
     def write(self, writer: TableWriter) -> None:
+        """Store every changed channel: the head under ``device|channel`` (the open window's
+        end, then the head of :mod:`~aurora_streams.domain.forecast_blocks`) and, before it,
+        the blocks of the steps learned since the state was last stored, under
+        ``device|channel|<block>``. A window learned costs a few hundred bytes of changelog,
+        not the whole ~9.5 KB state."""
         models = self.models
         for key, entry in self.cache.items():
-            if entry["dirty"]:
-                model = entry.get("model")
-                if model is not None:
-                    state = model.to_bytes()
-                else:
-                    state = entry["state"] or _fresh_model_state(self.window_ms)
+            if not entry["dirty"]:
+                continue
+            model = entry.get("model")
+            state = (
+                model.to_bytes()
+                if model is not None
+                else entry["state"] or _fresh_model_state(self.window_ms)
+            )
+            if forecast_blocks.is_head(state):  # only the open window moved: the blocks stand
                 writer.put(self.table, key, encode_forecast_entry(entry["open"], state))
-                if models is not None:
-                    models.put(key, (entry["open"], state), self.generation)
+            else:
+                if state[:1] == b"{":  # stored as JSON by an old version, never decoded here
+                    state = DeviceForecaster.from_bytes(state).to_bytes()
+                head, blocks = forecast_blocks.split(state, entry["mark"])
+                for name, value in blocks.items():
+                    writer.put(self.table, f"{key}|{name}", value)
+                writer.put(self.table, key, encode_forecast_entry(entry["open"], head))
+                entry["mark"] = forecast_blocks.mark_of(state)
+            if models is not None:
+                models.put(key, (entry["open"], state), self.generation)
 
 
 def _stored_day(days: Any, key: str) -> DayRecord | None:

@@ -5,9 +5,10 @@
   than ``AURORA_AGGREGATE_RETENTION_DAYS`` are deleted as new days arrive.
 * ``recent_anomalies``: key device -> JSON list of its latest anomaly events (highest
   revision per anomaly id), at most ``AURORA_RECENT_ANOMALIES_PER_DEVICE``.
-* ``forecasts``: key ``device|channel`` -> the open window's end, then the online
-  forecaster's versioned state (see ``codecs.encode_forecast_entry`` and
-  :mod:`aurora_streams.domain.forecast`).
+* ``forecasts``: key ``device|channel`` -> the open window's end, then the head of the
+  online forecaster's versioned state; ``device|channel|<block>`` -> a block of its rolling
+  arrays (see ``codecs.encode_forecast_entry``, :mod:`aurora_streams.domain.forecast_blocks`
+  and :mod:`aurora_streams.domain.forecast`).
 """
 
 from __future__ import annotations

@@ -299,12 +299,17 @@ class Queries:
         """Point forecasts with a 90% band for the next ``horizon`` windows, the model's
         identity, how much it has learned and its running day-ahead accuracy beside the
         seasonal-naive baseline. A model still warming up says so and forecasts nothing."""
+        from aurora_streams.domain import forecast_blocks
         from aurora_streams.domain.forecast import DeviceForecaster
 
-        stored = self.stores.get("forecasts", f"{device_id}|{channel}")
+        key = f"{device_id}|{channel}"
+        stored = self.stores.get("forecasts", key)
         if stored is None:
             return None
-        snap = DeviceForecaster.from_bytes(decode_forecast_entry(stored)[1]).snapshot(horizon)
+        state = decode_forecast_entry(stored)[1]
+        if forecast_blocks.is_head(state):
+            state = forecast_blocks.join(state, lambda name: self.stores.get("forecasts", f"{key}|{name}"))
+        snap = DeviceForecaster.from_bytes(state).snapshot(horizon)
         return {
             "device_id": device_id,
             "channel": channel,

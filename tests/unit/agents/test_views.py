@@ -14,6 +14,7 @@ from aurora_streams.agents import views
 from aurora_streams.agents.delivery import TableWriter
 from aurora_streams.agents.views import WindowCloser
 from aurora_streams.codecs import decode_forecast_entry
+from aurora_streams.domain import forecast_blocks
 from aurora_streams.domain.aggregates import DayRecord, day_key, day_key_prefix
 from aurora_streams.domain.forecast import DeviceForecaster
 from aurora_streams.settings import Settings
@@ -28,6 +29,14 @@ KEY = "d1|E1"
 class _Unreadable(dict[str, bytes]):
     def get(self, key: str, default: Any = None) -> Any:
         raise AssertionError(f"the table was read for {key!r}")
+
+
+def _stored(table: dict[str, bytes], key: str = KEY) -> tuple[int | None, bytes]:
+    """The open window's end and the whole (version 3) state stored for ``key``: its head
+    joined with its blocks."""
+    open_end, head = decode_forecast_entry(table[key])
+    assert forecast_blocks.is_head(head)
+    return open_end, forecast_blocks.join(head, lambda name: dict.get(table, f"{key}|{name}"))
 
 
 def _epoch(table: dict[str, bytes], models: StateCache[Any], *ends: int) -> WindowCloser:
@@ -48,7 +57,7 @@ def test_a_written_forecaster_is_reused_by_the_next_epoch_without_a_table_read()
     model = first.cache[KEY]["model"]
     assert isinstance(model, DeviceForecaster) and model.learned == 1
     # The cache keeps the encoded state, as the table does (a decoded one is ~5x larger).
-    assert models.get(KEY) == (T0 + 2 * WINDOW, model.to_bytes()) == decode_forecast_entry(table[KEY])
+    assert models.get(KEY) == (T0 + 2 * WINDOW, model.to_bytes()) == _stored(table)
 
     unreadable = _Unreadable(table)
     second = _epoch(unreadable, models, T0 + 3 * WINDOW)
@@ -56,8 +65,7 @@ def test_a_written_forecaster_is_reused_by_the_next_epoch_without_a_table_read()
     assert resumed is not model and resumed.learned == 2
     model.learn(T0 + 2 * WINDOW, 0.0)  # what the uninterrupted model learns: the window closed
     assert resumed.to_bytes() == model.to_bytes()
-    open_end, state = decode_forecast_entry(unreadable[KEY])
-    assert open_end == T0 + 3 * WINDOW and state == model.to_bytes()
+    assert _stored(unreadable) == (T0 + 3 * WINDOW, model.to_bytes())
 
 
 def test_a_forecaster_stored_as_json_before_version_3_is_read_and_rewritten_binary() -> None:
@@ -66,8 +74,22 @@ def test_a_forecaster_stored_as_json_before_version_3_is_read_and_rewritten_bina
     table = {KEY: b"%d\n" % (T0 + 2 * WINDOW) + orjson.dumps(old.to_dict())}
     closer = _epoch(table, StateCache[Any](10), T0 + 3 * WINDOW)
     assert closer.cache[KEY]["model"].learned == 2
-    open_end, state = decode_forecast_entry(table[KEY])
-    assert open_end == T0 + 3 * WINDOW and state[0] == 3
+    assert _stored(table) == (T0 + 3 * WINDOW, closer.cache[KEY]["model"].to_bytes())
+
+
+def test_a_forecaster_stored_whole_is_read_and_stored_again_in_blocks() -> None:
+    """A state stored whole (version 3, before the head and blocks) is stored again as a
+    head and all its blocks at its next write."""
+    old = DeviceForecaster(WINDOW)
+    for i in range(1, 40):
+        old.learn(T0 + i * WINDOW, 0.1 * i)
+    table = {KEY: b"%d\n" % (T0 + 40 * WINDOW) + old.to_bytes()}
+    closer = _epoch(table, StateCache[Any](10), T0 + 41 * WINDOW)
+    assert closer.cache[KEY]["model"].learned == 40
+    assert _stored(table) == (T0 + 41 * WINDOW, closer.cache[KEY]["model"].to_bytes())
+    table = {KEY: b"%d\n" % (T0 + 40 * WINDOW) + old.to_bytes()}
+    _epoch(table, StateCache[Any](10), T0 + 40 * WINDOW - 1, T0 + 41 * WINDOW + 1)  # no window closes...
+    assert _stored(table)[1] == DeviceForecaster.from_bytes(_stored(table)[1]).to_bytes()
 
 
 def test_after_a_clear_the_table_is_read_and_an_older_epoch_puts_nothing() -> None:
@@ -277,4 +299,8 @@ def test_forecasters_encoded_between_batches_learn_and_publish_the_same(
     dropped, dropped_table, dropped_most = _forecasting(monkeypatch, 1)
     assert kept_most == 3 and dropped_most == 3  # decoded by the batch, then dropped past 1
     assert kept and dropped == kept
-    assert dropped_table == kept_table and len(kept_table) == 3
+    assert dropped_table == kept_table and sorted(k for k in kept_table if k.count("|") == 1) == [
+        "d1|E1",
+        "d2|E1",
+        "d3|E1",
+    ]
