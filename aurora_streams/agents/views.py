@@ -19,8 +19,6 @@ from collections import Counter
 from collections.abc import Iterable
 from typing import Any
 
-import orjson
-
 from aurora_streams.agents.delivery import TableWriter
 from aurora_streams.codecs import (
     anomaly_fields,
@@ -42,7 +40,8 @@ from aurora_streams.domain.fleet import (
     DayBefore,
     DayTotals,
     OpenAnomalies,
-    apply_anomaly,
+    RecentAnomalies,
+    anomaly_key_prefix,
     contribution_change,
     day_change,
     day_contributions,
@@ -54,7 +53,7 @@ from aurora_streams.domain.model import AnomalyEvent, NormalizedReading
 from aurora_streams.processing import OutRecord
 from aurora_streams.settings import Settings
 from aurora_streams.tables.device_state import StateCache
-from aurora_streams.tables.views import keys_with_prefix, partition_store
+from aurora_streams.tables.views import items_with_prefix, keys_with_prefix, partition_store
 
 __all__ = ["ViewUpdater"]
 
@@ -78,7 +77,7 @@ class ViewUpdater:
         self.day_before: dict[str, DayBefore] = {}
         """Per day key loaded: what its fleet contribution was as stored (see ``domain.fleet``)."""
         self.dirty_days: set[str] = set()
-        self.anomaly_cache: dict[str, list[dict[str, Any]]] = {}
+        self.anomaly_cache: dict[str, RecentAnomalies] = {}
         self.open_before: dict[str, Counter[str]] = {}
         """Per device loaded: its open anomalies by type as stored."""
         self.dirty_devices: set[str] = set()
@@ -97,12 +96,15 @@ class ViewUpdater:
 
     def _anomaly(self, doc: dict[str, Any]) -> None:
         device = doc["device_id"]
-        events = self.anomaly_cache.get(device)
-        if events is None:
-            stored = self.recent.get(device)
-            events = self.anomaly_cache[device] = orjson.loads(stored) if stored else []
-            self.open_before[device] = open_types(events)
-        if apply_anomaly(events, doc, self.settings.recent_anomalies_per_device):
+        recent = self.anomaly_cache.get(device)
+        if recent is None:
+            items = items_with_prefix(partition_store(self.recent), anomaly_key_prefix(device))
+            legacy = self.recent.get(device)  # the whole list, stored before event keys
+            if legacy is not None:
+                items.append((device, legacy))
+            recent = self.anomaly_cache[device] = RecentAnomalies.load(device, items)
+            self.open_before[device] = open_types(recent.events.values())
+        if recent.apply(device, doc, self.settings.recent_anomalies_per_device):
             self.dirty_devices.add(device)
 
     def _reading(self, rec: NormalizedReading) -> None:
@@ -180,9 +182,10 @@ class ViewUpdater:
         if self.dirty_devices:
             summary = OpenAnomalies.from_bytes(self.recent.get(SUMMARY_KEY))
             for device in self.dirty_devices:
-                events = self.anomaly_cache[device]
-                summary.replace(self.open_before[device], open_types(events))
-                writer.put(self.recent, device, orjson.dumps(events))
+                recent = self.anomaly_cache[device]
+                summary.replace(self.open_before[device], open_types(recent.events.values()))
+                for key, value in recent.changes().items():
+                    writer.put(self.recent, key, value)
             writer.put(self.recent, SUMMARY_KEY, summary.to_bytes())
         self.closing.write(writer)
 

@@ -22,8 +22,10 @@ Sums are floats: adding and subtracting contributions leaves rounding near 1e-12
 window's energy; a window no channel contributes to any more is removed, and with it any
 rounding left in it.
 
-A device's recent-anomalies list, what :class:`OpenAnomalies` counts, is kept by
-:func:`apply_anomaly` (the highest revision of each anomaly, newest first, bounded).
+A device's recent anomalies, what :class:`OpenAnomalies` counts, are kept by
+:class:`RecentAnomalies` (the highest revision of each anomaly, newest first, bounded), one
+key per event (:func:`anomaly_key`), so a new anomaly writes itself and the one it evicts,
+not the device's whole list (up to 200 events, ~60 KB, rewritten per anomaly before).
 """
 
 from __future__ import annotations
@@ -46,6 +48,9 @@ __all__ = [
     "DayTotals",
     "DeviceCounts",
     "OpenAnomalies",
+    "RecentAnomalies",
+    "anomaly_key",
+    "anomaly_key_prefix",
     "apply_anomaly",
     "contribution_change",
     "day_change",
@@ -303,6 +308,75 @@ def apply_anomaly(events: list[dict[str, Any]], event: dict[str, Any], limit: in
     events.sort(key=lambda e: (e["ts_end"], e["anomaly_id"]), reverse=True)
     del events[limit:]
     return True
+
+
+def anomaly_key_prefix(device_id: str) -> str:
+    return f"{device_id}|"
+
+
+def anomaly_key(device_id: str, event: Mapping[str, Any]) -> str:
+    """``device|ts_end|anomaly_id``, ``ts_end`` as 13 digits of epoch ms: a device's keys
+    sort oldest first in the order the list is kept in (reversed)."""
+    return f"{device_id}|{event['ts_end']:013d}|{event['anomaly_id']}"
+
+
+class RecentAnomalies:
+    """One device's recent anomaly events as stored, one key per event (see the module),
+    and what changed since they were loaded.
+
+    :meth:`load` takes the device's stored items: its event keys, and a list stored whole
+    under the device id by an earlier version, whose events are then stored under event
+    keys and the list deleted. :meth:`apply` keeps what :func:`apply_anomaly` keeps;
+    :meth:`changes` gives each key to put (its event's JSON) or delete (``None``)."""
+
+    __slots__ = ("dirty", "events", "stored")
+
+    def __init__(self) -> None:
+        self.events: dict[str, dict[str, Any]] = {}
+        self.stored: set[str] = set()
+        self.dirty: set[str] = set()
+
+    @classmethod
+    def load(cls, device_id: str, items: Iterable[tuple[str, bytes]]) -> RecentAnomalies:
+        recent = cls()
+        for key, value in items:
+            recent.stored.add(key)
+            if key == device_id:  # a whole list, stored before event keys
+                for event in orjson.loads(value):
+                    k = anomaly_key(device_id, event)
+                    recent.events[k] = event
+                    recent.dirty.add(k)
+            else:
+                recent.events[key] = orjson.loads(value)
+        return recent
+
+    def newest_first(self) -> list[dict[str, Any]]:
+        return [self.events[k] for k in sorted(self.events, reverse=True)]
+
+    def apply(self, device_id: str, event: dict[str, Any], limit: int) -> bool:
+        """Upsert ``event`` (a higher revision of a listed anomaly replaces it) and keep the
+        newest ``limit``; returns whether anything changed."""
+        key = anomaly_key(device_id, event)
+        old = self.events.get(key)
+        if old is not None and event["revision"] <= old["revision"]:
+            return False
+        self.events[key] = event
+        self.dirty.add(key)
+        if len(self.events) > limit:
+            for gone in sorted(self.events)[: len(self.events) - limit]:
+                del self.events[gone]
+        return True
+
+    def changes(self) -> dict[str, bytes | None]:
+        """Each changed key, in key order: its event's JSON, or ``None`` to delete it."""
+        out: dict[str, bytes | None] = {}
+        for key in sorted(self.dirty | self.stored):
+            event = self.events.get(key)
+            if event is not None and key in self.dirty:
+                out[key] = orjson.dumps(event)
+            elif event is None and key in self.stored:
+                out[key] = None
+        return out
 
 
 def open_types(events: Iterable[Mapping[str, Any]]) -> Counter[str]:

@@ -3,8 +3,11 @@
 
 * ``device_days``: key ``device|channel|utc_day`` -> :class:`DayRecord` bytes; days older
   than ``AURORA_AGGREGATE_RETENTION_DAYS`` are deleted as new days arrive.
-* ``recent_anomalies``: key device -> JSON list of its latest anomaly events (highest
-  revision per anomaly id), at most ``AURORA_RECENT_ANOMALIES_PER_DEVICE``.
+* ``recent_anomalies``: key ``device|ts_end|anomaly_id`` -> the JSON of one of the device's
+  latest anomaly events (highest revision per anomaly id), at most
+  ``AURORA_RECENT_ANOMALIES_PER_DEVICE`` per device (see ``domain.fleet.RecentAnomalies``;
+  earlier versions stored the device's whole list under its id, replaced by event keys on
+  its next anomaly).
 * ``forecasts``: key ``device|channel`` -> the open window's end, then the head of the
   online forecaster's versioned state; ``device|channel|<block>`` -> a block of its rolling
   arrays (see ``codecs.encode_forecast_entry``, :mod:`aurora_streams.domain.forecast_blocks`
@@ -51,6 +54,21 @@ def partition_store(table: Any) -> Any:
     if event is None:
         raise RuntimeError("a partition's store is reached only with an event of it current")
     return partition_db(table, event.message.partition)
+
+
+def items_with_prefix(db: Any, prefix: str) -> list[tuple[str, bytes]]:
+    """The keys of ``db`` that start with ``prefix`` and their values, in key order."""
+    raw = prefix.encode()
+    it = db.iter()
+    it.seek(raw)
+    items = []
+    while it.valid():
+        key = it.key()
+        if not key.startswith(raw):
+            break
+        items.append((key.decode(), it.value()))
+        it.next()
+    return items
 
 
 def keys_with_prefix(db: Any, prefix: str) -> list[str]:

@@ -32,11 +32,19 @@ from aurora_streams.domain.aggregates import (
     row_excluded,
 )
 from aurora_streams.domain.device import DeviceState
-from aurora_streams.domain.fleet import SUMMARY_KEY, DayTotals, DeviceCounts, OpenAnomalies, totals_key
+from aurora_streams.domain.fleet import (
+    SUMMARY_KEY,
+    DayTotals,
+    DeviceCounts,
+    OpenAnomalies,
+    anomaly_key_prefix,
+    totals_key,
+)
 from aurora_streams.domain.timeutil import format_ms
 from aurora_streams.errors import InvalidQuery
 from aurora_streams.processing import log_offset
 from aurora_streams.tables.device_state import is_device_key
+from aurora_streams.tables.views import items_with_prefix
 
 __all__ = [
     "MAX_LIMIT",
@@ -222,18 +230,25 @@ class Queries:
         """Open anomalies (the recent lists), newest first, at most ``n``: of one device, or of
         every actively owned device in one pass over the partitions' lists. ``after`` is a
         cursor (ts_end, anomaly_id): only events before it."""
+        stored: list[tuple[str, bytes]] = []
         if device is not None:
-            stored_lists = [self.stores.get("recent", device)]
+            prefix = anomaly_key_prefix(device)
+            for db in self.stores.active("recent"):
+                stored += items_with_prefix(db, prefix)
+            legacy = self.stores.get("recent", device)
+            if legacy is not None:
+                stored.append((device, legacy))
         else:
-            stored_lists = [
-                value
+            stored = [
+                (k, value)
                 for db in self.stores.active("recent")
                 for key, value in db.items()
-                if is_device_key(key.decode())
+                if is_device_key(k := key.decode())
             ]
         events: list[dict[str, Any]] = []
-        for stored in stored_lists:
-            for e in orjson.loads(stored) if stored else []:
+        for key, value in stored:
+            # An event key holds one event; a device id, the whole list of an earlier version.
+            for e in [orjson.loads(value)] if "|" in key else orjson.loads(value):
                 if since is not None and e["ts_end"] < since:
                     continue
                 if kind is not None and e["type"] != kind:

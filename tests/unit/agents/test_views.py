@@ -189,6 +189,11 @@ def test_the_fleet_totals_written_with_the_days_equal_a_scan_of_them(monkeypatch
     monkeypatch.setattr(
         views, "keys_with_prefix", lambda db, prefix: sorted(k for k in db if k.startswith(prefix))
     )
+    monkeypatch.setattr(
+        views,
+        "items_with_prefix",
+        lambda db, prefix: sorted((k, v) for k, v in db.items() if k.startswith(prefix)),
+    )
     settings = Settings(aggregate_retention_days=2, forecast_window_min=15)
     processor = build_processor(settings)
     days: dict[str, bytes] = {}
@@ -240,6 +245,11 @@ def test_a_day_a_forecaster_read_then_a_late_reading_changed_is_counted_once(
     monkeypatch.setattr(views, "partition_store", lambda table: table)
     monkeypatch.setattr(
         views, "keys_with_prefix", lambda db, prefix: sorted(k for k in db if k.startswith(prefix))
+    )
+    monkeypatch.setattr(
+        views,
+        "items_with_prefix",
+        lambda db, prefix: sorted((k, v) for k, v in db.items() if k.startswith(prefix)),
     )
     settings = Settings(forecast_window_min=15)
     processor = build_processor(settings)

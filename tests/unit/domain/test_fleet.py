@@ -14,6 +14,9 @@ from aurora_streams.domain.fleet import (
     DayTotals,
     DeviceCounts,
     OpenAnomalies,
+    RecentAnomalies,
+    anomaly_key,
+    apply_anomaly,
     contribution_change,
     day_change,
     day_contributions,
@@ -138,3 +141,51 @@ def test_device_counts_and_open_anomalies() -> None:
     open_now.replace(open_types(events), open_types([{**events[0], "cleared": True}]))
     open_now.replace(Counter(), Counter({"gap": 2}))
     assert OpenAnomalies.from_bytes(open_now.to_bytes()).by_type == Counter({"gap": 2})
+
+
+def _event(rng: random.Random, t0: int) -> dict[str, object]:
+    ts = t0 + rng.randrange(400) * 300_000
+    kind = rng.choice(["spike", "gap", "jump"])
+    return {"anomaly_id": f"d1|E1|{ts}|{kind}", "ts_end": ts, "type": kind,
+            "revision": rng.randrange(3), "cleared": rng.random() < 0.2}  # fmt: skip
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_recent_anomalies_stored_per_event_keep_what_the_list_keeps(seed: int) -> None:
+    """Epochs of upserts (revisions, clears, events older than the whole list) stored as
+    event keys: the stored events are always the list :func:`apply_anomaly` keeps, and an
+    epoch writes only the events it changed and the ones it evicted."""
+    import orjson
+
+    rng = random.Random(seed)
+    limit, t0 = 20, 1_735_653_600_000
+    store: dict[str, bytes] = {}
+    reference: list[dict[str, object]] = []
+    for _ in range(60):
+        recent = RecentAnomalies.load("d1", sorted(store.items()))
+        batch = [_event(rng, t0) for _ in range(rng.choice([1, 1, 3, 10]))]
+        for e in batch:
+            recent.apply("d1", e, limit)
+            apply_anomaly(reference, e, limit)
+        changes = recent.changes()
+        assert len(changes) <= 2 * len(batch)
+        for key, value in changes.items():
+            if value is None:
+                del store[key]
+            else:
+                store[key] = value
+        assert [orjson.loads(store[k]) for k in sorted(store, reverse=True)] == reference
+        assert recent.newest_first() == reference
+        assert set(store) == {anomaly_key("d1", e) for e in reference}
+
+
+def test_a_whole_list_stored_by_an_earlier_version_becomes_event_keys() -> None:
+    import orjson
+
+    events = [{"anomaly_id": f"d1|E1|{ts}|gap", "ts_end": ts, "type": "gap", "revision": 0, "cleared": False}
+              for ts in (3_000, 2_000, 1_000)]  # fmt: skip
+    recent = RecentAnomalies.load("d1", [("d1", orjson.dumps(events))])
+    assert recent.newest_first() == events
+    changes = recent.changes()
+    assert changes.pop("d1") is None
+    assert {k: orjson.loads(v) for k, v in changes.items() if v} == {anomaly_key("d1", e): e for e in events}

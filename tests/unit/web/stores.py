@@ -26,7 +26,7 @@ from aurora_streams.domain.fleet import (
     DayTotals,
     DeviceCounts,
     OpenAnomalies,
-    apply_anomaly,
+    RecentAnomalies,
     contribution_change,
     day_contributions,
     open_types,
@@ -86,17 +86,15 @@ def fill(stores: RdictStores, messages: Iterable[tuple[str, dict[str, Any], int]
                           states=states, load=new_state, emitted=emitted)  # fmt: skip
         offsets[partition] += 1
     days: dict[str, DayRecord] = {}
-    recent: dict[str, list[dict[str, Any]]] = {}
+    recent: dict[str, RecentAnomalies] = {}
     for item in emitted:
         if isinstance(item, NormalizedReading):
             key = day_key(item.device_id, item.channel, day_of(item.ts_end))
             record = days.setdefault(key, DayRecord())
             record.apply_reading(item)
         else:
-            apply_anomaly(
-                recent.setdefault(item.device_id, []),
-                anomaly_fields(item),
-                settings.recent_anomalies_per_device,
+            recent.setdefault(item.device_id, RecentAnomalies()).apply(
+                item.device_id, anomaly_fields(item), settings.recent_anomalies_per_device
             )
     counts = [DeviceCounts() for _ in range(stores.partitions)]
     for device, state in states.items():
@@ -115,8 +113,10 @@ def fill(stores: RdictStores, messages: Iterable[tuple[str, dict[str, Any], int]
     opened = [OpenAnomalies() for _ in range(stores.partitions)]
     for device, events in recent.items():
         p = stores.owner[device]
-        stores.put("recent", p, device, orjson.dumps(events))
-        opened[p].replace(open_types([]), open_types(events))
+        for key, value in events.changes().items():
+            assert value is not None
+            stores.put("recent", p, key, value)
+        opened[p].replace(open_types([]), open_types(events.events.values()))
     for p in range(stores.partitions):
         stores.put("device_state", p, SUMMARY_KEY, counts[p].to_bytes())
         stores.put("recent", p, SUMMARY_KEY, opened[p].to_bytes())

@@ -10,10 +10,12 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+import orjson
 import pytest
 import pytest_asyncio
 from aiohttp.test_utils import TestClient, TestServer, make_mocked_request
 
+from aurora_streams.domain.timeutil import parse_timestamp
 from aurora_streams.errors import InvalidQuery
 from aurora_streams.settings import ApiToken, Settings
 from aurora_streams.web import api
@@ -140,6 +142,26 @@ async def test_anomalies_newest_first_filtered_and_paged(client: TestClient[Any,
         first = await _get(client, "/v1/anomalies", limit=1)
         second = await _get(client, "/v1/anomalies", limit=1, cursor=first["next_cursor"])
         assert second["items"][0]["anomaly_id"] == events[1]["anomaly_id"]
+
+
+async def test_a_devices_anomalies_and_a_list_stored_by_an_earlier_version(
+    client: TestClient[Any, Any], stores: RdictStores
+) -> None:
+    """One device's anomalies are its event keys; a device whose list an earlier version
+    stored whole under its id is answered from that list until its next anomaly."""
+    fleet = (await _get(client, "/v1/anomalies"))["items"]
+    assert (await _get(client, "/v1/anomalies", device="m2"))["items"] == fleet
+    old = [{**e, "device_id": "old", "anomaly_id": "old" + e["anomaly_id"][2:]} for e in fleet[:2]]
+    for e in old:  # stored as the worker stores them: instants as epoch ms
+        e["ts_end"], e["detected_at"] = parse_timestamp(e["ts_end"]), parse_timestamp(e["detected_at"])
+    stores.put("recent", 0, "old", orjson.dumps(old))
+    try:
+        mine = (await _get(client, "/v1/anomalies", device="old"))["items"]
+        assert [e["anomaly_id"] for e in mine] == [e["anomaly_id"] for e in old]
+        both = (await _get(client, "/v1/anomalies"))["items"]
+        assert {e["device_id"] for e in both} == {"m2", "old"} and len(both) == len(fleet) + len(old)
+    finally:
+        del stores.dbs["recent"][0][b"old"]
 
 
 async def test_fleet_consumption_books_import_and_export_per_window(client: TestClient[Any, Any]) -> None:
