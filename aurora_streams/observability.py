@@ -12,6 +12,8 @@
 * ``aurora_rebalances_total``, ``aurora_rebalance_duration_seconds``.
 * ``aurora_table_keys{table}`` (local keys, standby replicas included) and
   ``aurora_state_dir_bytes``, refreshed at most every 30 s (counting keys walks RocksDB).
+* ``aurora_state_memory_bytes`` and ``aurora_state_memory_budget_bytes``: what RocksDB's
+  shared block cache holds now (memtables included) against ``AURORA_STATE_MEMORY_MB``.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from aurora_streams.faust_adapter import started_consumer
+from aurora_streams.tables.store import shared_memory_usage
 
 __all__ = ["AuroraMonitor", "register_collector"]
 
@@ -109,6 +112,16 @@ class _WorkerCollector(Collector):
             table_keys.add_metric([name], n)
         yield table_keys
         yield GaugeMetricFamily("aurora_state_dir_bytes", "Bytes under the worker's data dir.", value=size)
+        memory = shared_memory_usage()
+        if memory is not None:
+            yield GaugeMetricFamily(
+                "aurora_state_memory_bytes",
+                "RocksDB's shared block cache, memtables included, of all tables and partitions.",
+                value=memory[0],
+            )
+            yield GaugeMetricFamily(
+                "aurora_state_memory_budget_bytes", "AURORA_STATE_MEMORY_MB in bytes.", value=memory[1]
+            )
         recovery = getattr(getattr(self.app, "tables", None), "recovery", None)
         recovering = recovery is not None and not recovery.completed.is_set()
         yield GaugeMetricFamily(

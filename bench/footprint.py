@@ -44,6 +44,13 @@ def raw_topic_bytes(broker_dir: Path) -> int:
     return sum(f.stat().st_size for f in broker_dir.glob(f"**/{RAW}-*/*.log"))
 
 
+def _gauge_mb(metrics: str, name: str) -> float | None:
+    for line in metrics.splitlines():
+        if line.startswith(name + " "):
+            return round(float(line.rsplit(" ", 1)[1]) / 2**20, 1)
+    return None
+
+
 def run_one(devices: int, args: argparse.Namespace) -> dict[str, Any]:
     work = Path(tempfile.mkdtemp(prefix=f"aurora-footprint-{devices}-"))
     web_port = free_port()
@@ -70,6 +77,7 @@ def run_one(devices: int, args: argparse.Namespace) -> dict[str, Any]:
                 "readings": sum(_processed(metrics).values()) if status == 200 else None,
                 "produced_bytes": produced_bytes(metrics) if status == 200 else None,
                 "raw_bytes": raw_topic_bytes(work / "data" / "broker"),
+                "state_memory_mb": _gauge_mb(metrics, "aurora_state_memory_bytes") if status == 200 else None,
             }
             samples.append(sample)
             print(json.dumps(sample), flush=True)

@@ -51,6 +51,14 @@ class SharedMemory:
 _shared: dict[int, SharedMemory] = {}
 
 
+def shared_memory_usage() -> tuple[int, int] | None:
+    """Bytes held now and the budget of the process's shared RocksDB memory (``None``
+    before a table opened it)."""
+    if not _shared:
+        return None
+    return sum(m.usage_bytes() for m in _shared.values()), sum(m.budget_bytes for m in _shared.values())
+
+
 def shared_memory(budget_bytes: int) -> SharedMemory:
     """The process's :class:`SharedMemory` for ``budget_bytes`` (made on first use)."""
     memory = _shared.get(budget_bytes)

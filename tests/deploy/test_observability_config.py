@@ -24,6 +24,8 @@ COLLECTED = {
     "aurora_last_commit_timestamp_seconds",
     "aurora_table_keys",
     "aurora_state_dir_bytes",
+    "aurora_state_memory_bytes",
+    "aurora_state_memory_budget_bytes",
     "aurora_recovery_in_progress",
 }
 

@@ -99,6 +99,7 @@ def _fleet_through_one_worker(deployment: Deployment) -> None:
         'aurora_table_keys{table="device_state"}',
         "aurora_rebalances_total",
         "aurora_state_dir_bytes",
+        "aurora_state_memory_bytes",
     ):
         assert name in metrics, name
     # Once everything is committed, nothing is left acknowledged above a hole on any raw
