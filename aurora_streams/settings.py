@@ -267,13 +267,20 @@ class Settings(BaseSettings):
         "in a thread; 0: never). Without it RSS stays at the peak of a catch-up.",
     )
     checkpoint_interval_s: float = Field(
-        5.0,
+        15.0,
         ge=0,
         description=(
             "How often the normalize agent stores its device states and views and acknowledges "
-            "its input (one state write per touched device per checkpoint); a crash re-delivers "
-            "up to this much input. 0: after every batch."
+            "its input (one state write per touched device per checkpoint: at 10,000 meters and "
+            "2,000 readings/s, 5 s wrote 855 bytes of device state per reading, 30 s 163); a crash "
+            "re-delivers up to this much input, and the /v1 views trail the outputs by as much. "
+            "0: after every batch."
         ),
+    )
+    checkpoint_idle_s: float = Field(
+        1.0,
+        gt=0,
+        description="An epoch whose input paused this long is stored at once, whatever the interval.",
     )
     checkpoint_max_readings: int = Field(
         150_000,

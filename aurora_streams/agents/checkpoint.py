@@ -24,7 +24,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -97,7 +97,7 @@ class Epoch:
 
     def __init__(self, generation: int, prior: Sealed | None = None) -> None:
         self.generation = generation
-        self.started = time.monotonic()
+        self.started = self.last_input = time.monotonic()
         self.messages: list[Any] = []
         self.partitions: dict[int, PartitionEpoch] = {}
         self.prior: dict[str, DeviceState] = {}
@@ -116,6 +116,15 @@ class Epoch:
             assert self.sealed is not None
             self.sealed.freeze(device_id)
         return state
+
+    def add(self, messages: Iterable[Any]) -> None:
+        self.messages.extend(messages)
+        self.last_input = time.monotonic()
+
+    def idle(self, settings: Settings) -> bool:
+        """Whether the epoch holds input and none came for ``checkpoint_idle_s``: a paused
+        input is stored and acknowledged at once, not a checkpoint interval later."""
+        return bool(self.messages) and time.monotonic() - self.last_input >= settings.checkpoint_idle_s
 
     def due(self, settings: Settings) -> bool:
         """Whether the epoch should end: its interval passed, or it holds enough readings, or

@@ -19,8 +19,9 @@ hands them without Faust's per-message stream path), for each source partition i
 
 An epoch ends with a **checkpoint**, after ``AURORA_CHECKPOINT_INTERVAL_S``, or once it
 holds ``AURORA_CHECKPOINT_MAX_READINGS`` readings or ``AURORA_CHECKPOINT_MAX_DEVICES``
-devices that were not in memory before it (see :meth:`Epoch.due`), whichever comes first
-(an idle timer ends it if the input pauses). At once, before the next batch:
+devices that were not in memory before it (see :meth:`Epoch.due`), whichever comes first,
+or once its input paused for ``AURORA_CHECKPOINT_IDLE_S`` (a timer, :meth:`Epoch.idle`).
+At once, before the next batch:
 
 5. write the views' changed keys (local store, changelog queued), and mark each device
    state the epoch touched to be encoded (one write per device per epoch, however many of
@@ -138,13 +139,15 @@ def attach_normalize(app: Any, table: Any, processor: Processor, settings: Setti
         except BaseException as exc:  # a task that ends would leave the worker up, processing nothing
             stop_without_commit(exc)
 
-    @app.timer(max(0.05, settings.checkpoint_interval_s / 4))  # type: ignore[untyped-decorator]
+    period = max(0.05, min(settings.checkpoint_interval_s / 4, settings.checkpoint_idle_s / 2))
+
+    @app.timer(period)  # type: ignore[untyped-decorator]
     async def _checkpoint_when_idle() -> None:
         # The agent waits for input while it is idle: without this, the last epoch before a
         # pause would stay unstored and uncommitted until the next reading.
         async with epochs.exclusive():
             epoch = await epochs.current()
-            if epoch.messages and epoch.due(settings):
+            if epoch.messages and (epoch.due(settings) or epoch.idle(settings)):
                 await epochs.rotate()
 
 
@@ -254,7 +257,7 @@ class Epochs:
             # an epoch of 150,000 raw messages kept ~40 MB of payloads it no longer needs.
             for message in messages:
                 message.key = message.value = None
-        epoch.messages.extend(messages)
+        epoch.add(messages)
         now = time.time()
         metrics.E2E_LATENCY.observe(max(0.0, now - min(m.timestamp for m in messages)))
         metrics.BATCH_DURATION.observe(time.perf_counter() - started)

@@ -5,6 +5,7 @@ an epoch ends; and a sealed epoch stores its states as they were at the seal."""
 from __future__ import annotations
 
 import asyncio
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -104,6 +105,19 @@ def test_an_epoch_is_due_after_its_interval_readings_or_devices_new_to_memory() 
     assert epoch.due(s)
 
     assert Epoch(0).due(_settings(checkpoint_interval_s=0))
+
+
+def test_an_epoch_whose_input_paused_is_idle_whatever_its_interval() -> None:
+    s = _settings(checkpoint_interval_s=60, checkpoint_idle_s=0.05)
+    epoch = Epoch(0)
+    time.sleep(0.06)
+    assert not epoch.idle(s)  # nothing to store
+    epoch.add(_messages(range(3)))
+    assert not epoch.idle(s) and not epoch.due(s)
+    time.sleep(0.06)
+    assert epoch.idle(s) and not epoch.due(s)
+    epoch.add(_messages(range(3, 4)))  # input again: not idle until it pauses again
+    assert not epoch.idle(s)
 
 
 def test_the_next_epoch_reads_the_sealed_states_of_the_same_generation_only() -> None:
