@@ -44,6 +44,37 @@ def raw_topic_bytes(broker_dir: Path) -> int:
     return sum(f.stat().st_size for f in broker_dir.glob(f"**/{RAW}-*/*.log"))
 
 
+def smaps_mb(pid: int) -> dict[str, float]:
+    """The worker's resident memory by kind of mapping: the main malloc arena (``heap``),
+    other anonymous mappings of 32 MB and more (glibc's thread arenas), of exactly 1 MiB
+    (CPython's small-object arenas), other anonymous ones (large allocations mapped on their
+    own) and shared libraries."""
+    out: dict[str, float] = {}
+    kind = ""
+    try:
+        with open(f"/proc/{pid}/smaps") as f:
+            for line in f:
+                if line[0] in "0123456789abcdef" and "-" in line.split(" ", 1)[0]:
+                    parts = line.split()
+                    lo, hi = (int(x, 16) for x in parts[0].split("-"))
+                    name = parts[5] if len(parts) > 5 else ""
+                    if name == "[heap]":
+                        kind = "heap"
+                    elif name:
+                        kind = "files"
+                    elif hi - lo >= 32 << 20:
+                        kind = "thread_arenas"
+                    elif hi - lo == 1 << 20:
+                        kind = "python_arenas"
+                    else:
+                        kind = "other_anon"
+                elif line.startswith("Rss:"):
+                    out[kind] = out.get(kind, 0.0) + int(line.split()[1]) / 1024
+    except OSError:
+        return {}
+    return {k: round(v, 1) for k, v in sorted(out.items())}
+
+
 def _gauge_mb(metrics: str, name: str) -> float | None:
     for line in metrics.splitlines():
         if line.startswith(name + " "):
@@ -73,6 +104,7 @@ def run_one(devices: int, args: argparse.Namespace) -> dict[str, Any]:
             sample = {
                 "t_s": round(elapsed, 1),
                 "rss_mb": _rss_mb(plat.procs["worker"].pid),
+                "rss_by_kind_mb": smaps_mb(plat.procs["worker"].pid),
                 "worker_data_mb": round(_du_mb(work / "data") - _du_mb(work / "data" / "broker"), 1),
                 "readings": sum(_processed(metrics).values()) if status == 200 else None,
                 "produced_bytes": produced_bytes(metrics) if status == 200 else None,
@@ -103,6 +135,8 @@ def summarize(samples: list[dict[str, Any]]) -> dict[str, Any]:
             "max": round(max(s["rss_mb"] for s in rows), 1),
             "growth_from_minute_2": round(last["rss_mb"] / at_2["rss_mb"] - 1, 4),
         },
+        "rss_by_kind_mb": {"minute_2": at_2.get("rss_by_kind_mb"), "end": last.get("rss_by_kind_mb")},
+        "state_memory_mb": {"minute_2": at_2.get("state_memory_mb"), "end": last.get("state_memory_mb")},
         "worker_data_mb_end": last["worker_data_mb"],
         "readings": readings,
         "readings_per_s": round(readings / end["t_s"], 1) if end and end["t_s"] else None,
