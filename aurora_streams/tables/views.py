@@ -16,6 +16,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any
 
 import faust
@@ -56,32 +57,23 @@ def partition_store(table: Any) -> Any:
     return partition_db(table, event.message.partition)
 
 
-def items_with_prefix(db: Any, prefix: str) -> list[tuple[str, bytes]]:
-    """The keys of ``db`` that start with ``prefix`` and their values, in key order."""
+def _scan(db: Any, prefix: str) -> Iterator[Any]:
+    """An iterator of ``db`` positioned on each key that starts with ``prefix`` in turn, in
+    key order: one seek and a short scan, where a point read per candidate key costs a read
+    each."""
     raw = prefix.encode()
     it = db.iter()
     it.seek(raw)
-    items = []
-    while it.valid():
-        key = it.key()
-        if not key.startswith(raw):
-            break
-        items.append((key.decode(), it.value()))
+    while it.valid() and it.key().startswith(raw):
+        yield it
         it.next()
-    return items
+
+
+def items_with_prefix(db: Any, prefix: str) -> list[tuple[str, bytes]]:
+    """The keys of ``db`` that start with ``prefix`` and their values, in key order."""
+    return [(it.key().decode(), it.value()) for it in _scan(db, prefix)]
 
 
 def keys_with_prefix(db: Any, prefix: str) -> list[str]:
-    """The keys of ``db`` that start with ``prefix``, in key order: one seek and a short
-    scan, where a point read per candidate key costs a read each."""
-    raw = prefix.encode()
-    it = db.iter()
-    it.seek(raw)
-    keys = []
-    while it.valid():
-        key = it.key()
-        if not key.startswith(raw):
-            break
-        keys.append(key.decode())
-        it.next()
-    return keys
+    """The keys of ``db`` that start with ``prefix``, in key order."""
+    return [it.key().decode() for it in _scan(db, prefix)]

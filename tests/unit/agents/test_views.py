@@ -19,7 +19,7 @@ from aurora_streams.domain.aggregates import DayRecord, day_key, day_key_prefix
 from aurora_streams.domain.forecast import DeviceForecaster
 from aurora_streams.settings import Settings
 from aurora_streams.tables.device_state import StateCache
-from aurora_streams.tables.views import keys_with_prefix
+from aurora_streams.tables.views import items_with_prefix, keys_with_prefix
 
 WINDOW = 900_000
 T0 = 1_735_653_600_000  # 2025-01-01T00:00+10:00, a window boundary
@@ -125,6 +125,11 @@ def test_keys_with_prefix_finds_one_channels_days_only(tmp_path: Path) -> None:
             db[key.encode()] = b"{}"
         assert keys_with_prefix(db, day_key_prefix("d1", "E1")) == ["d1|E1|20000", "d1|E1|20005"]
         assert keys_with_prefix(db, day_key_prefix("d3", "E1")) == []
+        assert items_with_prefix(db, "d1|E1") == [
+            ("d1|E1|20000", b"{}"),
+            ("d1|E1|20005", b"{}"),
+            ("d1|E10|20001", b"{}"),
+        ]
     finally:
         db.close()
 
