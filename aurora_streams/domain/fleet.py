@@ -56,6 +56,7 @@ __all__ = [
     "day_change",
     "day_contributions",
     "open_types",
+    "stored_anomalies",
     "totals_key",
 ]
 
@@ -320,6 +321,13 @@ def anomaly_key(device_id: str, event: Mapping[str, Any]) -> str:
     return f"{device_id}|{event['ts_end']:013d}|{event['anomaly_id']}"
 
 
+def stored_anomalies(key: str, value: bytes) -> list[dict[str, Any]]:
+    """The events of one stored ``recent_anomalies`` item: an event key holds one event, a
+    device id (no ``|``) the whole list an earlier version stored."""
+    doc = orjson.loads(value)
+    return [doc] if "|" in key else list(doc)
+
+
 class RecentAnomalies:
     """One device's recent anomaly events as stored, one key per event (see the module),
     and what changed since they were loaded.
@@ -341,13 +349,14 @@ class RecentAnomalies:
         recent = cls()
         for key, value in items:
             recent.stored.add(key)
-            if key == device_id:  # a whole list, stored before event keys
-                for event in orjson.loads(value):
+            events = stored_anomalies(key, value)
+            if "|" in key:
+                recent.events[key] = events[0]
+            else:  # a whole list, stored before event keys: stored again under event keys
+                for event in events:
                     k = anomaly_key(device_id, event)
                     recent.events[k] = event
                     recent.dirty.add(k)
-            else:
-                recent.events[key] = orjson.loads(value)
         return recent
 
     def newest_first(self) -> list[dict[str, Any]]:

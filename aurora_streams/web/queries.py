@@ -19,8 +19,6 @@ from __future__ import annotations
 import time
 from typing import Any, Final, Literal, Protocol
 
-import orjson
-
 from aurora_streams.codecs import decode_forecast_entry
 from aurora_streams.domain.aggregates import (
     DAY_MS,
@@ -38,6 +36,7 @@ from aurora_streams.domain.fleet import (
     DeviceCounts,
     OpenAnomalies,
     anomaly_key_prefix,
+    stored_anomalies,
     totals_key,
 )
 from aurora_streams.domain.timeutil import format_ms
@@ -247,8 +246,7 @@ class Queries:
             ]
         events: list[dict[str, Any]] = []
         for key, value in stored:
-            # An event key holds one event; a device id, the whole list of an earlier version.
-            for e in [orjson.loads(value)] if "|" in key else orjson.loads(value):
+            for e in stored_anomalies(key, value):
                 if since is not None and e["ts_end"] < since:
                     continue
                 if kind is not None and e["type"] != kind:
