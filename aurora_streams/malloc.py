@@ -15,9 +15,9 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import functools
-from typing import Any
+from typing import Any, NamedTuple
 
-__all__ = ["JEMALLOC", "limit_arenas", "reexec_with", "trim"]
+__all__ = ["JEMALLOC", "HeapUsage", "heap_usage", "limit_arenas", "reexec_with", "trim"]
 
 JEMALLOC = "libjemalloc.so.2"
 """Debian's ``libjemalloc2``: an allocator that returns freed memory to the kernel on its own
@@ -36,6 +36,38 @@ def _libc() -> Any:
     except OSError:
         return None
     return libc if hasattr(libc, "mallopt") and hasattr(libc, "malloc_trim") else None
+
+
+class _MallInfo2(ctypes.Structure):
+    _fields_ = [
+        (name, ctypes.c_size_t)
+        for name in (
+            *("arena", "ordblks", "smblks", "hblks", "hblkhd"),
+            *("usmblks", "fsmblks", "uordblks", "fordblks", "keepcost"),
+        )
+    ]
+
+
+class HeapUsage(NamedTuple):
+    """glibc's view of its heap, all arenas together (``mallinfo2``)."""
+
+    in_use: int
+    """Bytes handed out and not freed (small and large chunks, mmapped ones included)."""
+    free: int
+    """Bytes freed and kept inside the arenas: the fragmentation part of RSS until a trim
+    or a reuse (pages ``malloc_trim`` gave back still count here, not in RSS)."""
+
+
+def heap_usage() -> HeapUsage | None:
+    """In-use and free bytes of glibc's arenas, or ``None`` (not glibc, or jemalloc preloaded,
+    whose arenas ``mallinfo2`` does not see). Walks every arena's free lists under its lock:
+    milliseconds for a worker's heap, fine at scrape time."""
+    libc = _libc()
+    if libc is None or not hasattr(libc, "mallinfo2") or allocator_in_use() != "glibc":
+        return None
+    libc.mallinfo2.restype = _MallInfo2
+    info = libc.mallinfo2()
+    return HeapUsage(in_use=int(info.uordblks + info.hblkhd), free=int(info.fordblks))
 
 
 def limit_arenas(arenas: int) -> bool:

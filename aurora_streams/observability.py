@@ -14,11 +14,16 @@
   ``aurora_state_dir_bytes``, refreshed at most every 30 s (counting keys walks RocksDB).
 * ``aurora_state_memory_bytes`` and ``aurora_state_memory_budget_bytes``: what RocksDB's
   shared block cache holds now (memtables included) against ``AURORA_STATE_MEMORY_MB``.
+* ``aurora_malloc_in_use_bytes`` and ``aurora_malloc_free_bytes``: glibc's heap, all arenas
+  (absent under jemalloc): RSS that grows with ``in_use`` is memory held by something; RSS
+  that grows with ``free`` is fragmentation. ``aurora_python_allocated_blocks``: objects
+  Python's allocator holds (``sys.getallocatedblocks``).
 """
 
 from __future__ import annotations
 
 import os
+import sys
 import time
 from collections.abc import Iterator, Mapping
 from pathlib import Path
@@ -29,6 +34,7 @@ from prometheus_client import REGISTRY, Counter, Histogram
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
+from aurora_streams import malloc
 from aurora_streams.faust_adapter import started_consumer
 from aurora_streams.tables.store import shared_memory_usage
 
@@ -122,6 +128,21 @@ class _WorkerCollector(Collector):
             yield GaugeMetricFamily(
                 "aurora_state_memory_budget_bytes", "AURORA_STATE_MEMORY_MB in bytes.", value=memory[1]
             )
+        heap = malloc.heap_usage()
+        if heap is not None:
+            yield GaugeMetricFamily(
+                "aurora_malloc_in_use_bytes",
+                "glibc heap bytes allocated and not freed, all arenas.",
+                value=heap.in_use,
+            )
+            yield GaugeMetricFamily(
+                "aurora_malloc_free_bytes", "glibc heap bytes freed and kept in its arenas.", value=heap.free
+            )
+        yield GaugeMetricFamily(
+            "aurora_python_allocated_blocks",
+            "Blocks Python's allocator holds.",
+            value=sys.getallocatedblocks(),
+        )
         recovery = getattr(getattr(self.app, "tables", None), "recovery", None)
         recovering = recovery is not None and not recovery.completed.is_set()
         yield GaugeMetricFamily(

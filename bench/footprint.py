@@ -75,11 +75,21 @@ def smaps_mb(pid: int) -> dict[str, float]:
     return {k: round(v, 1) for k, v in sorted(out.items())}
 
 
-def _gauge_mb(metrics: str, name: str) -> float | None:
+def _gauge_mb(metrics: str, name: str, unit: float = 2**20) -> float | None:
     for line in metrics.splitlines():
         if line.startswith(name + " "):
-            return round(float(line.rsplit(" ", 1)[1]) / 2**20, 1)
+            return round(float(line.rsplit(" ", 1)[1]) / unit, 1)
     return None
+
+
+def _memory_gauges(metrics: str) -> dict[str, float | None]:
+    """RocksDB's cache, glibc's heap (in use, freed and kept) and Python's allocated blocks."""
+    return {
+        "state_memory_mb": _gauge_mb(metrics, "aurora_state_memory_bytes"),
+        "malloc_in_use_mb": _gauge_mb(metrics, "aurora_malloc_in_use_bytes"),
+        "malloc_free_mb": _gauge_mb(metrics, "aurora_malloc_free_bytes"),
+        "python_blocks": _gauge_mb(metrics, "aurora_python_allocated_blocks", 1),
+    }
 
 
 def run_one(devices: int, args: argparse.Namespace) -> dict[str, Any]:
@@ -109,7 +119,7 @@ def run_one(devices: int, args: argparse.Namespace) -> dict[str, Any]:
                 "readings": sum(_processed(metrics).values()) if status == 200 else None,
                 "produced_bytes": produced_bytes(metrics) if status == 200 else None,
                 "raw_bytes": raw_topic_bytes(work / "data" / "broker"),
-                "state_memory_mb": _gauge_mb(metrics, "aurora_state_memory_bytes") if status == 200 else None,
+                **_memory_gauges(metrics if status == 200 else ""),
             }
             samples.append(sample)
             print(json.dumps(sample), flush=True)
@@ -136,7 +146,10 @@ def summarize(samples: list[dict[str, Any]]) -> dict[str, Any]:
             "growth_from_minute_2": round(last["rss_mb"] / at_2["rss_mb"] - 1, 4),
         },
         "rss_by_kind_mb": {"minute_2": at_2.get("rss_by_kind_mb"), "end": last.get("rss_by_kind_mb")},
-        "state_memory_mb": {"minute_2": at_2.get("state_memory_mb"), "end": last.get("state_memory_mb")},
+        **{
+            key: {"minute_2": at_2.get(key), "end": last.get(key)}
+            for key in ("state_memory_mb", "malloc_in_use_mb", "malloc_free_mb", "python_blocks")
+        },
         "worker_data_mb_end": last["worker_data_mb"],
         "readings": readings,
         "readings_per_s": round(readings / end["t_s"], 1) if end and end["t_s"] else None,

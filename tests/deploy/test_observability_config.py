@@ -26,6 +26,9 @@ COLLECTED = {
     "aurora_state_dir_bytes",
     "aurora_state_memory_bytes",
     "aurora_state_memory_budget_bytes",
+    "aurora_malloc_in_use_bytes",
+    "aurora_malloc_free_bytes",
+    "aurora_python_allocated_blocks",
     "aurora_recovery_in_progress",
 }
 

@@ -100,6 +100,8 @@ def _fleet_through_one_worker(deployment: Deployment) -> None:
         "aurora_rebalances_total",
         "aurora_state_dir_bytes",
         "aurora_state_memory_bytes",
+        "aurora_malloc_in_use_bytes",
+        "aurora_python_allocated_blocks",
     ):
         assert name in metrics, name
     # Once everything is committed, nothing is left acknowledged above a hole on any raw

@@ -41,6 +41,21 @@ def test_trim_returns_memory_freed_in_the_middle_of_the_heap() -> None:
     assert len(keep) == 750
 
 
+@glibc
+def test_heap_usage_tells_held_memory_from_freed() -> None:
+    """100 MB allocated shows in ``in_use``; once freed, it leaves ``in_use`` (and lands in
+    ``free`` or goes back to the kernel, by glibc's thresholds)."""
+    before = malloc.heap_usage()
+    assert before is not None
+    chunks = [bytes(2_000) + bytes([i % 256]) for i in range(50_000)]
+    held = malloc.heap_usage()
+    assert held is not None and held.in_use > before.in_use + 90 * 2**20
+    del chunks
+    freed = malloc.heap_usage()
+    assert freed is not None and freed.in_use < held.in_use - 90 * 2**20
+    assert freed.free >= 0
+
+
 @pytest.mark.skipif(
     __import__("ctypes.util").util.find_library("jemalloc") is None, reason="libjemalloc2 is not installed"
 )
