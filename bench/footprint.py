@@ -105,10 +105,10 @@ def run_one(devices: int, args: argparse.Namespace) -> dict[str, Any]:
     }
     plat = Platform(work, env, devices, args.rate)
     samples: list[dict[str, Any]] = []
-    plat.start()
-    started = time.monotonic()
     print(f"footprint: {devices} meters, {args.rate:g}/s, {args.minutes:g} min; work dir {work}", flush=True)
     try:
+        plat.start()  # inside: an interrupt while it starts still stops what it started
+        started = time.monotonic()
         while (elapsed := time.monotonic() - started) < args.minutes * 60:
             status, metrics = _get(f"http://127.0.0.1:{web_port}/metrics")
             sample = {

@@ -25,6 +25,7 @@ state keep its bytes (:meth:`DeviceState.to_bytes`).
 from __future__ import annotations
 
 import operator
+import sys
 from bisect import bisect_left
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -167,6 +168,12 @@ class Entry:
             raise CorruptState(f"an entry has {len(_ENTRY_FIELDS)} fields, got {len(items)}")
         items = list(items)
         items[_ARRIVAL], items[_FLAGS] = tuple(items[_ARRIVAL]), tuple(items[_FLAGS])  # JSON arrays
+        # The decoder makes a new str per occurrence; a few distinct units and qualities
+        # repeat in every entry of every cached state (a third of a decoded state's bytes).
+        for i in _SHARED_STRS:
+            text = items[i]
+            if text is not None:
+                items[i] = sys.intern(text)
         return cls(*items)
 
 
@@ -209,6 +216,9 @@ def _entry_row(e: Entry) -> tuple[Any, ...]:
 
 
 _ARRIVAL: Final = _ENTRY_FIELDS.index("arrival")
+_SHARED_STRS: Final = tuple(
+    _ENTRY_FIELDS.index(f) for f in ("unit", "original_unit", "quality", "method", "source")
+)
 _FLAGS: Final = _ENTRY_FIELDS.index("flags")
 
 

@@ -342,6 +342,16 @@ def test_state_round_trips_through_bytes() -> None:
         DeviceState.from_bytes(b'{"v": 99, "c": {}}')
 
 
+def test_decoded_entries_share_their_repeated_strings() -> None:
+    """A cached state holds one str per distinct unit, quality and source, not one per
+    entry (decoded states are kept for thousands of devices)."""
+    d = Driver()
+    d.feed(*(reg(T0 + i * 5 * MIN, float(i), source="gw-1") for i in range(4)))
+    entries = DeviceState.from_bytes(d.state.to_bytes()).channels["E1"].entries
+    for field in ("unit", "original_unit", "quality", "source"):
+        assert len({id(getattr(e, field)) for e in entries}) == 1, field
+
+
 def test_the_written_out_row_matches_the_field_list() -> None:
     # Every field a distinct value: a field left out or out of order would show.
     from aurora_streams.domain import device
