@@ -252,6 +252,7 @@ def worker(create_topics: bool) -> None:
     malloc.reexec_with(s.malloc)  # returns only once the allocator is the one asked for
     setup_logging(s.log_level, s.log_format)
     malloc.limit_arenas(s.malloc_arenas)  # before the app starts any thread
+    malloc.fix_mmap_threshold(s.malloc_mmap_threshold_kib)
     log.info("worker starting; C allocator: %s", malloc.allocator_in_use())
     try:
         if create_topics:

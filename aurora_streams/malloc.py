@@ -5,9 +5,10 @@ librdkafka's brokers, the executor that flushes the producer), and glibc gives e
 contending thread an arena of its own, up to eight per core, each holding on to what it
 once needed. After a catch-up, memory that Python and RocksDB freed stays in those arenas
 and in the main heap's free lists: the RSS stays at the catch-up's peak. Two
-knobs: fewer arenas (``AURORA_MALLOC_ARENAS``), set before any thread starts, and
-``malloc_trim`` now and then (``AURORA_MALLOC_TRIM_INTERVAL_S``), which returns free pages
-of every arena to the kernel.
+knobs: fewer arenas (``AURORA_MALLOC_ARENAS``), set before any thread starts, a fixed
+threshold above which blocks get their own mapping (``AURORA_MALLOC_MMAP_THRESHOLD_KIB``),
+and ``malloc_trim`` now and then (``AURORA_MALLOC_TRIM_INTERVAL_S``), which returns free
+pages of every arena to the kernel.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import ctypes.util
 import functools
 from typing import Any, NamedTuple
 
-__all__ = ["JEMALLOC", "HeapUsage", "heap_usage", "limit_arenas", "reexec_with", "trim"]
+__all__ = ["JEMALLOC", "HeapUsage", "fix_mmap_threshold", "heap_usage", "limit_arenas", "reexec_with", "trim"]
 
 JEMALLOC = "libjemalloc.so.2"
 """Debian's ``libjemalloc2``: an allocator that returns freed memory to the kernel on its own
@@ -27,6 +28,8 @@ _JEMALLOC_CONF = "background_thread:true,dirty_decay_ms:5000,muzzy_decay_ms:5000
 
 _M_ARENA_MAX = -8
 """``mallopt`` parameter number of M_ARENA_MAX (glibc's malloc.h)."""
+_M_MMAP_THRESHOLD = -3
+"""``mallopt`` parameter number of M_MMAP_THRESHOLD (glibc's malloc.h)."""
 
 
 @functools.cache
@@ -77,6 +80,18 @@ def limit_arenas(arenas: int) -> bool:
     if arenas <= 0 or libc is None:
         return False
     return bool(libc.mallopt(_M_ARENA_MAX, arenas))
+
+
+def fix_mmap_threshold(kib: int) -> bool:
+    """Serve every allocation of ``kib`` KiB or more by its own mapping, returned to the
+    kernel when freed (0: glibc's default, a threshold that rises to the largest block ever
+    freed, up to 32 MiB). glibc raises it after the first large free, and from then on the
+    epochs' large buffers (lists of thousands of records, encoded batches) are carved from
+    the arenas, where freed space between live blocks stays in RSS. Returns whether it applied."""
+    libc = _libc()
+    if kib <= 0 or libc is None:
+        return False
+    return bool(libc.mallopt(_M_MMAP_THRESHOLD, kib * 1024))
 
 
 def trim() -> bool:

@@ -28,6 +28,52 @@ def test_arenas_can_be_limited() -> None:
 
 
 @glibc
+def test_mmap_threshold_can_be_fixed_and_zero_changes_nothing() -> None:
+    assert malloc.fix_mmap_threshold(0) is False
+    assert malloc.fix_mmap_threshold(128) is True
+
+
+_BLOCKS_AFTER_A_LARGE_FREE = """
+import sys
+from pathlib import Path
+from aurora_streams import malloc
+
+def rss_mb():
+    line = next(l for l in Path("/proc/self/status").read_text().splitlines() if l.startswith("VmRSS:"))
+    return int(line.split()[1]) / 1024
+
+malloc.fix_mmap_threshold(int(sys.argv[1]))
+bytearray(1024 * 1024)  # freed at once: glibc's threshold rises to a freed mapping's size unless fixed
+blocks = [bytearray(256 * 1024) for _ in range(400)]  # bytearray(n) touches every page
+keep = blocks[::10]
+before = rss_mb()
+del blocks
+print(before - rss_mb(), len(keep))
+"""
+
+
+@glibc
+def test_a_fixed_mmap_threshold_returns_freed_large_blocks_at_once() -> None:
+    """Survivors spread among freed 256 KiB blocks: with glibc's rising threshold the freed
+    ones stay in the heap (RSS unchanged until a trim), with a fixed one each went back to
+    the kernel when freed."""
+    import subprocess
+    import sys
+
+    def released_mb(kib: int) -> float:
+        out = subprocess.run(
+            [sys.executable, "-c", _BLOCKS_AFTER_A_LARGE_FREE, str(kib)],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+        return float(out.split()[0])
+
+    assert released_mb(128) > 80
+    assert released_mb(0) < 20
+
+
+@glibc
 def test_trim_returns_memory_freed_in_the_middle_of_the_heap() -> None:
     """What a catch-up leaves: most of ~300 MB of 2 KB chunks freed, with survivors spread
     through the heap so that nothing can be released from its top alone."""
