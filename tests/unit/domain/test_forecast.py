@@ -196,3 +196,23 @@ def test_day_ahead_accuracy_and_calibration_on_real_series() -> None:
     # Better than the baseline, not yet at the target (0.87): solar export follows the
     # weather, which no model of the meter's own history foresees a day ahead.
     assert result.day_ahead["mae_ratio"] < 0.9
+
+
+def test_river_holt_winters_loads_without_scipy_and_is_rivers_class() -> None:
+    """The worker's River import leaves out ``river.time_series.metrics`` (and scipy, numpy:
+    ~80 MB of RSS); a later full import of the package binds the same class, and the
+    forecaster behaves as with it. In a fresh interpreter: this one may have imported River."""
+    import subprocess
+    import sys
+
+    probe = """
+import sys
+from aurora_streams.domain import forecast
+forecast.preload()
+lean = sorted(m for m in ("scipy", "numpy", "river.metrics", "river.time_series") if m in sys.modules)
+f = forecast.DeviceForecaster(3_600_000)
+from river.time_series import HoltWinters
+print(lean, forecast._holt_winters() is HoltWinters, type(f.model) is HoltWinters)
+"""
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout
+    assert out.split() == ["[]", "True", "True"]
