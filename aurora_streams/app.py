@@ -192,7 +192,7 @@ def create_app(settings: Settings) -> AuroraApp:
 
     @app.task  # type: ignore[untyped-decorator]
     async def _import_river() -> None:
-        # Blocks the loop briefly (HoltWinters alone, ~50 ms; the whole package took 0.5 s
+        # Blocks the loop briefly (HoltWinters alone, a few ms; the whole package took 0.5 s
         # and 84 MB) while the consumer group forms, not before the worker joins it.
         preload()
 
