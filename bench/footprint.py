@@ -144,6 +144,12 @@ def summarize(samples: list[dict[str, Any]]) -> dict[str, Any]:
             "end": round(last["rss_mb"], 1),
             "max": round(max(s["rss_mb"] for s in rows), 1),
             "growth_from_minute_2": round(last["rss_mb"] / at_2["rss_mb"] - 1, 4),
+            # One sample swings by an epoch's buffers (+-40 MB at 1,000 meters): the peak of
+            # each 5 minutes shows a trend that the end sample alone can hide or invent.
+            "max_by_5_min": [
+                round(max(s["rss_mb"] for s in rows if start <= s["t_s"] < start + 300), 1)
+                for start in range(0, int(rows[-1]["t_s"]) + 1, 300)
+            ],
         },
         "rss_by_kind_mb": {"minute_2": at_2.get("rss_by_kind_mb"), "end": last.get("rss_by_kind_mb")},
         **{
