@@ -79,7 +79,7 @@ from aurora_streams.agents.delivery import (
     deliver,
 )
 from aurora_streams.agents.intake import RawIntake
-from aurora_streams.agents.views import ViewUpdater
+from aurora_streams.agents.views import CachedModel, ViewUpdater
 from aurora_streams.domain.device import DeviceState
 from aurora_streams.faust_adapter import on_partition
 from aurora_streams.lifecycle import stop_without_commit
@@ -114,7 +114,7 @@ def attach_normalize(app: Any, table: Any, processor: Processor, settings: Setti
 
     app.output_producer = fast  # AuroraApp: drained before partitions are given up
     cache = StateCache[DeviceState](settings.state_cache_devices)
-    models = StateCache[tuple[int, bytes]](settings.state_cache_devices)
+    models = StateCache[CachedModel](settings.state_cache_devices)
     app.state_caches.extend((cache, models))  # AuroraApp: cleared on rebalance
     intake: RawIntake = app.raw_intake
 
@@ -171,7 +171,7 @@ class Epochs:
         settings: Settings,
         fast: FastProducer | None,
         cache: StateCache[DeviceState],
-        models: StateCache[tuple[int, bytes]],
+        models: StateCache[CachedModel],
         processor: Processor,
         views: Views,
     ) -> None:

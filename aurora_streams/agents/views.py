@@ -55,7 +55,12 @@ from aurora_streams.settings import Settings
 from aurora_streams.tables.device_state import StateCache
 from aurora_streams.tables.views import items_with_prefix, keys_with_prefix, partition_store
 
-__all__ = ["ViewUpdater"]
+__all__ = ["CachedModel", "ViewUpdater"]
+
+CachedModel = tuple[int, bytes, forecast_blocks.Mark | None]
+"""A models-cache entry: the open window's end, the encoded forecaster as last written
+(whole, or a head whose blocks are in the table) and its :class:`~forecast_blocks.Mark`
+(kept beside it: computing it unpacks the header, once per channel per epoch otherwise)."""
 
 
 class ViewUpdater:
@@ -69,7 +74,7 @@ class ViewUpdater:
         days: Any,
         recent: Any,
         forecasts: Any,
-        models: StateCache[tuple[int, bytes]] | None = None,
+        models: StateCache[CachedModel] | None = None,
     ) -> None:
         self.settings = settings
         self.days, self.recent = days, recent
@@ -212,7 +217,7 @@ class WindowCloser:
         self,
         window_ms: int,
         table: Any,
-        models: StateCache[tuple[int, bytes]] | None = None,
+        models: StateCache[CachedModel] | None = None,
         publish_every_ms: int = 0,
     ) -> None:
         self.window_ms = window_ms
@@ -224,8 +229,8 @@ class WindowCloser:
         they learned (a dict: deterministic order). Scanning ``cache`` for them on every
         batch grew with the epoch's devices: 3 us per reading in W1."""
         self.models = models
-        """Each channel's open window end and encoded forecaster (whole, or a head whose
-        blocks are in the table) as last written, across
+        """Each channel's :data:`CachedModel` (open window end, encoded forecaster and mark)
+        as last written, across
         epochs (a RocksDB read per channel per epoch was a worker's hot spot). Encoded, not
         decoded: a decoded forecaster holds its floats as Python objects, about 45 KB against
         9 KB, and decoding one takes ~35 us, once per epoch for a channel whose
@@ -247,9 +252,11 @@ class WindowCloser:
             cached = self.models.get(key)
             if cached is not None:
                 entry = self.cache[key] = {
-                    "open": cached[0], "state": cached[1], "dirty": False,
-                    "mark": forecast_blocks.mark_of(cached[1]),
-                }  # fmt: skip
+                    "open": cached[0],
+                    "state": cached[1],
+                    "dirty": False,
+                    "mark": cached[2],
+                }
         if entry is None:
             stored = self.table.get(key)
             open_end, state = decode_forecast_entry(stored) if stored else (None, None)
@@ -356,7 +363,7 @@ class WindowCloser:
                 writer.put(self.table, key, encode_forecast_entry(entry["open"], head))
                 entry["mark"] = forecast_blocks.mark_of(state)
             if models is not None:
-                models.put(key, (entry["open"], state), self.generation)
+                models.put(key, (entry["open"], state, entry["mark"]), self.generation)
 
 
 def _stored_day(days: Any, key: str) -> DayRecord | None:

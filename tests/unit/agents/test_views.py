@@ -57,7 +57,8 @@ def test_a_written_forecaster_is_reused_by_the_next_epoch_without_a_table_read()
     model = first.cache[KEY]["model"]
     assert isinstance(model, DeviceForecaster) and model.learned == 1
     # The cache keeps the encoded state, as the table does (a decoded one is ~5x larger).
-    assert models.get(KEY) == (T0 + 2 * WINDOW, model.to_bytes()) == _stored(table)
+    assert models.get(KEY) == (*_stored(table), forecast_blocks.mark_of(model.to_bytes()))
+    assert _stored(table) == (T0 + 2 * WINDOW, model.to_bytes())
 
     unreadable = _Unreadable(table)
     second = _epoch(unreadable, models, T0 + 3 * WINDOW)
