@@ -4,7 +4,7 @@ A worker's native memory comes from many threads (RocksDB's flushes and compacti
 librdkafka's brokers, the executor that flushes the producer), and glibc gives each
 contending thread an arena of its own, up to eight per core, each holding on to what it
 once needed. After a catch-up, memory that Python and RocksDB freed stays in those arenas
-and in the main heap's free lists: the RSS stays at the catch-up's peak. Two
+and in the main heap's free lists: the RSS stays at the catch-up's peak. Three
 knobs: fewer arenas (``AURORA_MALLOC_ARENAS``), set before any thread starts, a fixed
 threshold above which blocks get their own mapping (``AURORA_MALLOC_MMAP_THRESHOLD_KIB``),
 and ``malloc_trim`` now and then (``AURORA_MALLOC_TRIM_INTERVAL_S``), which returns free

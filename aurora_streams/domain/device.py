@@ -169,7 +169,7 @@ class Entry:
         items = list(items)
         items[_ARRIVAL], items[_FLAGS] = tuple(items[_ARRIVAL]), tuple(items[_FLAGS])  # JSON arrays
         # The decoder makes a new str per occurrence; a few distinct units and qualities
-        # repeat in every entry of every cached state (a third of a decoded state's bytes).
+        # repeat in every entry of every cached state (a tenth of a decoded state's bytes).
         for i in _SHARED_STRS:
             text = items[i]
             if text is not None:
