@@ -82,14 +82,18 @@ def _gauge_mb(metrics: str, name: str, unit: float = 2**20) -> float | None:
     return None
 
 
+MEMORY_GAUGES = {
+    "state_memory_mb": ("aurora_state_memory_bytes", 2**20),
+    "malloc_in_use_mb": ("aurora_malloc_in_use_bytes", 2**20),
+    "malloc_free_mb": ("aurora_malloc_free_bytes", 2**20),
+    "python_blocks": ("aurora_python_allocated_blocks", 1),
+}
+"""Sample field -> (gauge, unit): RocksDB's cache, glibc's heap (in use, freed and kept) and
+Python's allocated blocks."""
+
+
 def _memory_gauges(metrics: str) -> dict[str, float | None]:
-    """RocksDB's cache, glibc's heap (in use, freed and kept) and Python's allocated blocks."""
-    return {
-        "state_memory_mb": _gauge_mb(metrics, "aurora_state_memory_bytes"),
-        "malloc_in_use_mb": _gauge_mb(metrics, "aurora_malloc_in_use_bytes"),
-        "malloc_free_mb": _gauge_mb(metrics, "aurora_malloc_free_bytes"),
-        "python_blocks": _gauge_mb(metrics, "aurora_python_allocated_blocks", 1),
-    }
+    return {field: _gauge_mb(metrics, name, unit) for field, (name, unit) in MEMORY_GAUGES.items()}
 
 
 def run_one(devices: int, args: argparse.Namespace) -> dict[str, Any]:
@@ -147,15 +151,13 @@ def summarize(samples: list[dict[str, Any]]) -> dict[str, Any]:
             # One sample swings by an epoch's buffers (+-40 MB at 1,000 meters): the peak of
             # each 5 minutes shows a trend that the end sample alone can hide or invent.
             "max_by_5_min": [
-                round(max(s["rss_mb"] for s in rows if start <= s["t_s"] < start + 300), 1)
+                round(max(in_window), 1)
                 for start in range(0, int(rows[-1]["t_s"]) + 1, 300)
+                if (in_window := [s["rss_mb"] for s in rows if start <= s["t_s"] < start + 300])
             ],
         },
         "rss_by_kind_mb": {"minute_2": at_2.get("rss_by_kind_mb"), "end": last.get("rss_by_kind_mb")},
-        **{
-            key: {"minute_2": at_2.get(key), "end": last.get(key)}
-            for key in ("state_memory_mb", "malloc_in_use_mb", "malloc_free_mb", "python_blocks")
-        },
+        **{key: {"minute_2": at_2.get(key), "end": last.get(key)} for key in MEMORY_GAUGES},
         "worker_data_mb_end": last["worker_data_mb"],
         "readings": readings,
         "readings_per_s": round(readings / end["t_s"], 1) if end and end["t_s"] else None,
