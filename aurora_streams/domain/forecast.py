@@ -42,7 +42,7 @@ import math
 import struct
 import sys
 from array import array
-from collections import deque
+from collections.abc import Sequence
 from dataclasses import dataclass
 from statistics import median
 from typing import Any, Final
@@ -159,10 +159,16 @@ class DeviceForecaster:
         )
         self.last_ts: int | None = None
         self.learned = 0
-        self.history: deque[float] = deque(maxlen=self.day * max(1, self.config.median_days))
-        # Day-ahead forecasts of the next ``day`` intervals, oldest first:
-        # (published, holt_winters or None, robust_median).
-        self.pending: deque[tuple[float, float | None, float] | None] = deque(maxlen=self.day)
+        # Flat arrays of C doubles, not deques of Python floats: a decoded forecaster is held
+        # per channel whose window closed in an epoch (up to a thousand at once), and two
+        # weeks of 30-minute history took 21 KB as deque items against 5 KB here.
+        self.history_max = self.day * max(1, self.config.median_days)
+        self.history = array("d")
+        """The last ``history_max`` values learned, oldest first."""
+        self.pending = array("d")
+        """Day-ahead forecasts of the next ``day`` intervals, oldest first, three numbers
+        each: published, holt_winters (NaN: none), robust_median; three NaN: no forecast
+        (before the first full day). Bounded to ``day`` of them."""
         self.err_q90 = 0.0
         self.n_scored = 0
         self.abs_err = 0.0
@@ -211,8 +217,8 @@ class DeviceForecaster:
         return self.history[-1] if self.history else 0.0
 
     def _step(self, y: float, *, observed: bool) -> None:
-        if len(self.pending) == self.day:
-            predicted = self.pending[0]
+        if len(self.pending) == 3 * self.day:
+            predicted = _pending_item(self.pending, 0)
             if observed and predicted is not None:
                 self._score(y, predicted, self.history[-self.day])
         if self.hw_ready:
@@ -220,14 +226,17 @@ class DeviceForecaster:
         else:
             self._warm_up(y)
         self.learned += 1
-        self.history.append(y)
+        history = self.history
+        history.append(y)
+        if len(history) > self.history_max:
+            del history[0]  # a memmove of a few KB: cheaper than a ring's index arithmetic in Python
         if self.ready:
             hw = float(self.model.forecast(self.day)[-1]) if self.hw_ready else None
             robust = self._robust(self.day, hw)
             published = hw if hw is not None and self.active == MEMBERS[0] else robust
-            self.pending.append((published, hw, robust))
+            _push_pending(self.pending, self.day, (published, hw, robust))
         else:
-            self.pending.append(None)
+            _push_pending(self.pending, self.day, None)
 
     def _slot_median(self, h: int) -> float:
         """Median of the same time of day as step ``h`` ahead over the recent days."""
@@ -353,12 +362,6 @@ class DeviceForecaster:
         m, c = self.model, self.config
         trend = m.trend if m.trend is not None else ()
         season = m.season if m.season is not None else ()
-        pending = array("d")
-        for p in self.pending:
-            if p is None:
-                pending.extend((_NAN, _NAN, _NAN))
-            else:
-                pending.extend((p[0], _NAN if p[1] is None else p[1], p[2]))
         flags = (1 if m._initialized else 0) | (2 if self.last_ts is not None else 0)
         header = _HEADER.pack(
             CODEC_VERSION, flags, self.interval_ms,
@@ -367,10 +370,12 @@ class DeviceForecaster:
             self.last_ts or 0, self.learned, self.err_q90,
             self.n_scored, self.abs_err, self.smape, self.naive_abs_err, self.covered,
             *self.member_abs_err, *self.member_n, *self.recent_err, *self.recent_w,
-            len(m.level), len(trend), len(season), len(m._first_values), len(self.history), len(self.pending),
+            len(m.level), len(trend), len(season), len(m._first_values), len(self.history),
+            len(self.pending) // 3,
         )  # fmt: skip
-        body = array("d", (*m.level, *trend, *season, *m._first_values, *self.history))
-        body.extend(pending)
+        body = array("d", (*m.level, *trend, *season, *m._first_values))
+        body.extend(self.history)
+        body.extend(self.pending)
         if sys.byteorder != "little":
             body.byteswap()
         return header + body.tobytes()
@@ -411,13 +416,8 @@ class DeviceForecaster:
             m.season.extend(season)
         m._first_values = list(take(n_first))
         m._initialized = bool(h[1] & 1)
-        f.history.extend(take(n_history))
-        p = take(3 * n_pending)
-        for i in range(0, len(p), 3):
-            if math.isnan(p[i]):
-                f.pending.append(None)
-            else:
-                f.pending.append((p[i], None if math.isnan(p[i + 1]) else p[i + 1], p[i + 2]))
+        f.history = take(n_history)[-f.history_max :]
+        f.pending = take(3 * n_pending)[-3 * f.day :]
         f.last_ts = h[11] if h[1] & 2 else None
         f.learned, f.err_q90 = h[12], h[13]
         f.n_scored, f.abs_err, f.smape, f.naive_abs_err, f.covered = h[14:19]
@@ -444,7 +444,10 @@ class DeviceForecaster:
             "last_ts": self.last_ts,
             "learned": self.learned,
             "history": list(self.history),
-            "pending": [list(p) if p is not None else None for p in self.pending],
+            "pending": [
+                None if p is None else [p[0], p[1], p[2]]
+                for p in (_pending_item(self.pending, i) for i in range(len(self.pending) // 3))
+            ],
             "q90": self.err_q90,
             "acc": [self.n_scored, self.abs_err, self.smape, self.naive_abs_err, self.covered],
             "members": [self.member_abs_err, self.member_n, self.recent_err, self.recent_w],
@@ -465,16 +468,36 @@ class DeviceForecaster:
         f.model._first_values = list(doc["first"])
         f.model._initialized = doc["init"]
         f.last_ts, f.learned = doc["last_ts"], doc["learned"]
-        f.history.extend(doc["history"])
+        f.history.extend(doc["history"][-f.history_max :])
         f.err_q90 = doc["q90"]
         f.n_scored, f.abs_err, f.smape, f.naive_abs_err, f.covered = doc["acc"]
-        if version == 1:
+        for p in doc["pending"]:
             # v1 kept Holt-Winters' day-ahead forecasts alone; they become both members'.
-            f.pending.extend((p, p, p) if p is not None else None for p in doc["pending"])
-        else:
-            f.pending.extend(tuple(p) if p is not None else None for p in doc["pending"])  # type: ignore[misc]
+            _push_pending(f.pending, f.day, None if p is None else (p, p, p) if version == 1 else p)
+        if version != 1:
             f.member_abs_err, f.member_n, f.recent_err, f.recent_w = (list(x) for x in doc["members"])
         return f
+
+
+def _pending_item(pending: array[float], i: int) -> tuple[float, float | None, float] | None:
+    """The ``i``-th day-ahead forecast of :attr:`DeviceForecaster.pending`."""
+    published, hw, robust = pending[3 * i : 3 * i + 3]
+    if math.isnan(published):
+        return None
+    return (published, None if math.isnan(hw) else hw, robust)
+
+
+def _push_pending(
+    pending: array[float], day: int, item: tuple[float, float | None, float] | Sequence[float | None] | None
+) -> None:
+    """Append a day-ahead forecast (``None``: none) and keep the last ``day`` of them."""
+    if item is None:
+        pending.extend((_NAN, _NAN, _NAN))
+    else:
+        published, hw, robust = item
+        pending.extend((published, _NAN if hw is None else hw, robust))  # type: ignore[arg-type]
+    if len(pending) > 3 * day:
+        del pending[:3]
 
 
 _ACCURACY_FIELDS: Final = ("mae", "smape", "naive_mae", "mae_ratio", "coverage")
