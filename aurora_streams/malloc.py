@@ -34,11 +34,17 @@ _M_MMAP_THRESHOLD = -3
 
 @functools.cache
 def _libc() -> Any:
+    # Once per process: find_library runs ``ldconfig -p`` in a subprocess, and heap_usage is
+    # called on every metrics scrape (so mallinfo2's return type is set here, once).
     try:
         libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
     except OSError:
         return None
-    return libc if hasattr(libc, "mallopt") and hasattr(libc, "malloc_trim") else None
+    if not (hasattr(libc, "mallopt") and hasattr(libc, "malloc_trim")):
+        return None
+    if hasattr(libc, "mallinfo2"):
+        libc.mallinfo2.restype = _MallInfo2
+    return libc
 
 
 class _MallInfo2(ctypes.Structure):
@@ -68,7 +74,6 @@ def heap_usage() -> HeapUsage | None:
     libc = _libc()
     if libc is None or not hasattr(libc, "mallinfo2") or allocator_in_use() != "glibc":
         return None
-    libc.mallinfo2.restype = _MallInfo2
     info = libc.mallinfo2()
     return HeapUsage(in_use=int(info.uordblks + info.hblkhd), free=int(info.fordblks))
 

@@ -349,11 +349,10 @@ class RecentAnomalies:
         recent = cls()
         for key, value in items:
             recent.stored.add(key)
-            events = stored_anomalies(key, value)
-            if "|" in key:
-                recent.events[key] = events[0]
+            if "|" in key:  # an event key (see stored_anomalies)
+                recent.events[key] = orjson.loads(value)
             else:  # a whole list, stored before event keys: stored again under event keys
-                for event in events:
+                for event in stored_anomalies(key, value):
                     k = anomaly_key(device_id, event)
                     recent.events[k] = event
                     recent.dirty.add(k)

@@ -144,3 +144,21 @@ def test_the_worker_reruns_itself_with_jemalloc_preloaded(tmp_path: Path) -> Non
             proc.stderr.close()  # type: ignore[union-attr]
         assert any(f"C allocator: {allocator}" in line for line in seen), "".join(seen)[-2000:]
         assert ("libjemalloc" in maps) == (allocator == "jemalloc")
+
+
+@glibc
+def test_heap_usage_at_scrape_time_runs_no_subprocess(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Scraped every few seconds: finding libc (``ldconfig -p`` in a subprocess) happens once
+    per process, not per call."""
+    import subprocess
+
+    malloc._libc()
+
+    def spawned(*args: object, **kwargs: object) -> None:
+        raise AssertionError(f"a subprocess at scrape time: {args}")
+
+    monkeypatch.setattr(subprocess, "Popen", spawned)
+    if malloc.allocator_in_use() == "glibc":
+        usage = malloc.heap_usage()
+        assert usage is not None and usage.in_use > 0
+    assert malloc.trim() in (True, False)
