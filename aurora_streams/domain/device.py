@@ -129,18 +129,20 @@ class Entry:
 
     @classmethod
     def from_reading(cls, r: Reading, arrival: tuple[str, ...]) -> Entry:
+        # Shared strings, as in from_list: a worker's cached states are mostly built from
+        # readings, each parsed with its own copy of the same few units and qualities.
         return cls(
             r.ts_ms,
             r.value,
-            r.unit,
+            sys.intern(r.unit),
             r.original_value,
-            r.original_unit,
+            sys.intern(r.original_unit),
             r.interval_s,
-            r.quality,
-            r.method,
+            sys.intern(r.quality),
+            None if r.method is None else sys.intern(r.method),
             r.reason_code,
             r.updated_at_ms,
-            r.source,
+            None if r.source is None else sys.intern(r.source),
             r.ingested_at_ms,
             arrival,
         )

@@ -504,3 +504,29 @@ def test_a_state_without_declared_directions_encodes_as_before_they_existed() ->
     d.feed(ivl(T0 + 30 * MIN, 1.0))
     [row] = orjson.loads(d.state.to_bytes())["c"].values()
     assert len(row) == 3  # [kind, anchored, entries]: what workers before it wrote and read
+
+
+def test_entries_share_their_unit_and_quality_strings() -> None:
+    """A worker holds thousands of windows: their entries point at one string per distinct
+    unit, quality and source, whether built from readings or decoded from the table."""
+    from aurora_streams.domain.device import Entry
+
+    def parsed(text: str) -> str:  # a new str object, as a JSON decoder makes per reading
+        return orjson.loads(orjson.dumps(text))
+
+    entries = [
+        Entry.from_reading(
+            ivl(T0 + i * 30 * MIN, 1.0)._replace(
+                unit=parsed("kWh"),
+                original_unit=parsed("Wh"),
+                quality=parsed("A"),
+                source=parsed("nem12"),
+            ),
+            (),
+        )
+        for i in range(2)
+    ]
+    decoded = [Entry.from_list(orjson.loads(orjson.dumps(e.to_list()))) for e in entries]
+    for field in ("unit", "original_unit", "quality", "source"):
+        first = getattr(entries[0], field)
+        assert all(getattr(e, field) is first for e in entries + decoded), field
