@@ -5,12 +5,14 @@ from __future__ import annotations
 import csv
 import gzip
 import random
+import tracemalloc
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
 
 from aurora_streams.domain.scoring import Profile, ScoringRules, score_and_learn
+from aurora_streams.errors import CorruptState
 from tests.unit.domain.helpers import Driver, ivl
 
 H = 3_600_000
@@ -61,10 +63,10 @@ def test_scores_come_out_as_anomaly_events_of_in_order_readings_only() -> None:
     res = d.feed(ivl(24 * 10 * H, 8.0, interval_s=3600))
     assert [a.type for a in res.anomalies if a.type in ("spike", "high")] == ["spike"]
     # An out-of-order reading is placed, but never scored or learned from.
-    profile_before = list(d.state.profiles["E1"].stats)
+    profile_before = d.state.profiles["E1"].to_list()
     late = d.feed(ivl(24 * 10 * H - 30 * 60_000, 50.0, interval_s=1800))
     assert not [a for a in late.anomalies if a.type in ("spike", "drop", "high", "low")]
-    assert d.state.profiles["E1"].stats == profile_before
+    assert d.state.profiles["E1"].to_list() == profile_before
 
 
 @pytest.mark.skipif(not SERIES.exists(), reason="the shared series is missing")
@@ -87,3 +89,19 @@ def test_real_household_series_rarely_alarms_and_catches_an_injected_fault() -> 
     assert "spike" in caught
     alarms = kinds.get("spike", 0) + kinds.get("drop", 0)
     assert 0 < alarms < 0.02 * len(rows), kinds
+
+
+def test_a_profile_is_72_doubles_and_refuses_another_length() -> None:
+    """One per channel of every cached device: its numbers are C doubles (0.6 KB, where a
+    list of Python floats took 2.4 KB), and a stored one of the wrong length is corrupt."""
+    stored = [float(i) + 0.5 for i in range(72)]
+    tracemalloc.start()
+    try:
+        profiles = [Profile([i + 0.5 for i in range(72)]) for _ in range(50)]  # as decoded: own floats
+        held, _ = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert profiles[0].to_list() == stored
+    assert held / 50 < 1024
+    with pytest.raises(CorruptState, match="72 numbers, got 71"):
+        Profile(stored[:-1])
