@@ -113,8 +113,10 @@ def _local(naive: datetime, raw: str, tz: tzinfo) -> datetime:
 
 
 # Hot path (one or two instants per reading): a fleet's readings share their interval
-# boundaries, so recent results are kept; bounded dicts, emptied when full.
-_CACHE_MAX: Final = 65_536
+# boundaries, so recent results are kept; bounded dicts, emptied when full. 8,192 covers four
+# weeks of 5-minute boundaries; the three caches then hold ~4 MB at most (~30 MB at 65,536,
+# filled within minutes when a simulator's clock runs fast, for no more hits).
+_CACHE_MAX: Final = 8_192
 _PARSED: Final[dict[tuple[str, str | None], int]] = {}
 _FORMATTED: Final[dict[int, str]] = {}
 _MINUTES: Final[dict[int, str]] = {}

@@ -49,6 +49,26 @@ def test_caches_stay_bounded_and_correct_after_being_emptied() -> None:
         assert format_ms(ms) == _reference(ms) and parse_timestamp(_reference(ms)) == ms
 
 
+def test_the_caches_full_hold_a_few_mb() -> None:
+    """Bounded in memory, not only in entries: all three full stay under 6 MB (a worker's
+    RSS budget is a few hundred)."""
+    import tracemalloc
+
+    timeutil.clear_caches()
+    base = 1_735_653_600_000
+    tracemalloc.start()
+    try:
+        for i in range(timeutil._CACHE_MAX - 1):
+            ms = base + i * 61_000
+            parse_timestamp(format_ms(ms).replace("Z", "+10:00"))
+        held, _ = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert min(len(c) for c in (timeutil._PARSED, timeutil._FORMATTED, timeutil._MINUTES)) > 8_000
+    assert held < 6 * 1024 * 1024
+    timeutil.clear_caches()
+
+
 def test_unique_instants_do_not_push_boundaries_out() -> None:
     # Broker timestamps are unique per message; interval boundaries repeat across a fleet.
     timeutil.clear_caches()
