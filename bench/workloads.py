@@ -571,6 +571,17 @@ def topic_set(name: str) -> dict[str, str]:
     }
 
 
+def baselines(bootstrap: str, topic: str, name: str, messages: int, readings: int) -> dict[str, Any]:
+    """The bare loop and the core loop on ``topic`` (``messages`` holding ``readings``), each
+    with its own output topic, printed as they finish: what the worker is compared with."""
+    label = " W2" if name.startswith("w2") else ""
+    bare = bench_bare_loop(bootstrap, topic, f"{name}.bare", messages)
+    print(f"  bare loop{label} {bare['readings_per_s']:,.0f}/s", flush=True)
+    core = bench_core_loop(bootstrap, topic, f"{name}.core", messages, readings)
+    print(f"  core loop{label} {core['readings_per_s']:,.0f}/s", flush=True)
+    return {"bare_loop": bare, "core_loop": core}
+
+
 def one_run(
     args: argparse.Namespace, w1: list[SimMessage], w2: list[SimMessage], ref: dict[str, Any]
 ) -> dict[str, Any]:
@@ -598,14 +609,8 @@ def one_run(
                 ensure_topics(load_settings())
             produce(iter(w1), bootstrap=bootstrap, topic=sets["w1"]["AURORA_TOPIC_RAW"], progress=False)
             if "baselines" not in args.skip:
-                result["bare_loop"] = bench_bare_loop(
-                    bootstrap, sets["w1"]["AURORA_TOPIC_RAW"], f"w1{tag}.bare", len(w1)
-                )
-                print(f"  bare loop {result['bare_loop']['readings_per_s']:,.0f}/s", flush=True)
-                result["core_loop"] = bench_core_loop(
-                    bootstrap, sets["w1"]["AURORA_TOPIC_RAW"], f"w1{tag}.core", len(w1), len(w1)
-                )
-                print(f"  core loop {result['core_loop']['readings_per_s']:,.0f}/s", flush=True)
+                raw_w1 = sets["w1"]["AURORA_TOPIC_RAW"]
+                result.update(baselines(bootstrap, raw_w1, f"w1{tag}", len(w1), len(w1)))
             if not args.no_quix:
                 result["quix_w1"] = run_quix(bootstrap, sets["w1"]["AURORA_TOPIC_RAW"], len(w1), work)
                 print(f"  quix W1 {_rates(result['quix_w1'])}", flush=True)
@@ -614,14 +619,9 @@ def one_run(
                 print(f"  worker W1 {_rates(result['w1'])} {_cpu_note(result['w1'])}", flush=True)
             if "w2" not in args.skip:
                 produce(iter(w2), bootstrap=bootstrap, topic=sets["w2"]["AURORA_TOPIC_RAW"], progress=False)
-                result["bare_loop_w2"] = bench_bare_loop(
-                    bootstrap, sets["w2"]["AURORA_TOPIC_RAW"], f"w2{tag}.bare", len(w2)
-                )
-                print(f"  bare loop W2 {result['bare_loop_w2']['readings_per_s']:,.0f}/s", flush=True)
-                result["core_loop_w2"] = bench_core_loop(
-                    bootstrap, sets["w2"]["AURORA_TOPIC_RAW"], f"w2{tag}.core", len(w2), len(w1)
-                )
-                print(f"  core loop W2 {result['core_loop_w2']['readings_per_s']:,.0f}/s", flush=True)
+                if "baselines" not in args.skip:
+                    found = baselines(bootstrap, sets["w2"]["AURORA_TOPIC_RAW"], f"w2{tag}", len(w2), len(w1))
+                    result.update({f"{name}_w2": value for name, value in found.items()})
                 result["w2"] = run_worker(env, sets["w2"], ref["w2"], work, "w2", broker.pid)
                 result["w2"]["messages"] = len(w2)
                 print(f"  worker W2 {_rates(result['w2'])} {_cpu_note(result['w2'])}", flush=True)
