@@ -318,3 +318,63 @@ def test_forecasters_encoded_between_batches_learn_and_publish_the_same(
         "d2|E1",
         "d3|E1",
     ]
+
+
+def _views_in_batches(
+    monkeypatch: pytest.MonkeyPatch, days_decoded_max: int
+) -> tuple[dict[str, bytes], int, list[bytes]]:
+    """Simulated meters (late, duplicate, revised readings) through the processor and the
+    views, in epochs of 600 readings applied in batches of 50 as the agent does (``apply``,
+    then ``forecast_records``); the days and forecasts tables written, the most day records
+    held decoded after a batch, and the forecasts published."""
+    from aurora_streams.processing import build_processor, new_state
+    from aurora_streams.simulator import SimConfig, generate
+
+    monkeypatch.setattr(views, "_DAYS_DECODED_MAX", days_decoded_max)
+    monkeypatch.setattr(views, "partition_store", lambda table: table)
+    monkeypatch.setattr(
+        views, "keys_with_prefix", lambda db, prefix: sorted(k for k in db if k.startswith(prefix))
+    )
+    monkeypatch.setattr(
+        views,
+        "items_with_prefix",
+        lambda db, prefix: sorted((k, v) for k, v in db.items() if k.startswith(prefix)),
+    )
+    settings = Settings(aggregate_retention_days=2, forecast_window_min=15)
+    processor = build_processor(settings)
+    days: dict[str, bytes] = {}
+    recent: dict[str, bytes] = {}
+    forecasts: dict[str, bytes] = {}
+    states: dict[str, Any] = {}
+    cfg = SimConfig(devices=8, seed=5, late_rate=0.05, duplicate_rate=0.02, jump_rate=0.01, start_ms=T0)
+    messages = list(generate(cfg, duration_s=3 * 86_400))
+    most, published = 0, []
+    for start in range(0, len(messages), 600):
+        updater = views.ViewUpdater(settings, days, recent, forecasts)
+        for batch in range(start, min(start + 600, len(messages)), 50):
+            emitted: list[Any] = []
+            for offset in range(batch, min(batch + 50, len(messages))):
+                m = messages[offset]
+                processor.process(m.key, m.value, partition=0, offset=offset, timestamp_ms=m.timestamp_ms,
+                                  states=states, load=new_state, emitted=emitted)  # fmt: skip
+            updater.apply(emitted)
+            published += [r.value for r in updater.forecast_records()]
+            most = max(most, len(updater.day_cache))
+        updater.write(TableWriter(None, 0))
+        updater.release()
+    assert len(messages) > 3_000
+    tables = {f"{name}/{k}": v for name, t in (("days", days), ("recent", recent), ("forecasts", forecasts))
+              for k, v in t.items()}  # fmt: skip
+    return tables, most, published
+
+
+def test_day_records_encoded_between_batches_write_the_same_views(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Past ``_DAYS_DECODED_MAX`` decoded day records, an epoch keeps the changed ones
+    encoded between batches: what it writes (days, fleet totals, forecasts, anomalies) and
+    publishes is what an epoch that keeps them all decoded writes, byte for byte."""
+    kept, kept_most, kept_published = _views_in_batches(monkeypatch, 10_000)
+    dropped, dropped_most, dropped_published = _views_in_batches(monkeypatch, 2)
+    assert kept_most > 8 and dropped_most == 0
+    assert dropped_published == kept_published and kept_published
+    assert dropped.keys() == kept.keys()
+    assert dropped == kept
