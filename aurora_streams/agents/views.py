@@ -80,8 +80,8 @@ class ViewUpdater:
         self.days, self.recent = days, recent
         self.day_cache: dict[str, DayRecord] = {}
         self.day_encoded: dict[str, bytes] = {}
-        """Day records this epoch changed, encoded again after a batch once more than
-        ``_DAYS_DECODED_MAX`` were decoded (see :meth:`forecast_records`): a decoded day of
+        """Day records this epoch changed, encoded again after a batch once the decoded ones
+        held more than ``_DAYS_DECODED_ROWS`` rows (see :meth:`forecast_records`): a decoded day of
         5-minute rows holds ~46 KB against its 10 KB of JSON, and an epoch at 10,000 meters
         touches every meter's day. A key is in ``day_cache`` or here, never both."""
         self.day_before: dict[str, DayBefore] = {}
@@ -148,13 +148,14 @@ class ViewUpdater:
 
     def forecast_records(self) -> list[OutRecord]:
         """The forecasts of the models that learned since the last call. Called after each
-        batch: past ``_DAYS_DECODED_MAX`` decoded day records, the changed ones are encoded
-        again and all are dropped (a later batch decodes what it touches again)."""
-        if len(self.day_cache) > _DAYS_DECODED_MAX:
-            for key, record in self.day_cache.items():
+        batch: past ``_DAYS_DECODED_ROWS`` rows of decoded day records, the changed ones are
+        encoded again and all are dropped (a later batch decodes what it touches again)."""
+        cache = self.day_cache
+        if len(cache) > _DAYS_DECODED_MIN and sum(len(r.rows) for r in cache.values()) > _DAYS_DECODED_ROWS:
+            for key, record in cache.items():
                 if key in self.dirty_days:
                     self.day_encoded[key] = record.to_bytes()
-            self.day_cache.clear()
+            cache.clear()
         return self.closing.forecast_records(self.settings)
 
     def _day(self, key: str) -> DayRecord:
@@ -217,10 +218,15 @@ class ViewUpdater:
         self.closing.write(writer)
 
 
-_DAYS_DECODED_MAX = 2_000
-"""Decoded day records an epoch keeps across batches (up to ~90 MB of full days): the
-1,300 channels of 1,000 meters stay decoded for a whole epoch; at 10,000 meters each is
-decoded again in each batch that touches it (~20 us) instead of holding ~460 MB."""
+_DAYS_DECODED_ROWS = 400_000
+"""Rows of decoded day records an epoch keeps across batches (~160 B each decoded, so
+~64 MB): past it, after a batch, the changed records are encoded again and all dropped. The
+1,300 channels of 1,000 meters (up to 375,000 rows of 5-minute days) stay decoded for the
+whole epoch, as do W1's 10,000 meters of a few hours each; 10,000 meters of
+whole days are decoded again in each batch that touches them (~20 us a day) instead of
+holding up to 460 MB of them."""
+_DAYS_DECODED_MIN = 500
+"""Fewer decoded records than this are kept whatever their rows (counting costs a pass)."""
 
 _DECODED_MAX = 1_000
 """Decoded forecasters an epoch keeps (~45 MB): re-encoding each after every batch cost a

@@ -321,7 +321,7 @@ def test_forecasters_encoded_between_batches_learn_and_publish_the_same(
 
 
 def _views_in_batches(
-    monkeypatch: pytest.MonkeyPatch, days_decoded_max: int
+    monkeypatch: pytest.MonkeyPatch, days_decoded_rows: int
 ) -> tuple[dict[str, bytes], int, list[bytes]]:
     """Simulated meters (late, duplicate, revised readings) through the processor and the
     views, in epochs of 600 readings applied in batches of 50 as the agent does (``apply``,
@@ -330,7 +330,8 @@ def _views_in_batches(
     from aurora_streams.processing import build_processor, new_state
     from aurora_streams.simulator import SimConfig, generate
 
-    monkeypatch.setattr(views, "_DAYS_DECODED_MAX", days_decoded_max)
+    monkeypatch.setattr(views, "_DAYS_DECODED_ROWS", days_decoded_rows)
+    monkeypatch.setattr(views, "_DAYS_DECODED_MIN", 0)
     monkeypatch.setattr(views, "partition_store", lambda table: table)
     monkeypatch.setattr(
         views, "keys_with_prefix", lambda db, prefix: sorted(k for k in db if k.startswith(prefix))
@@ -369,11 +370,11 @@ def _views_in_batches(
 
 
 def test_day_records_encoded_between_batches_write_the_same_views(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Past ``_DAYS_DECODED_MAX`` decoded day records, an epoch keeps the changed ones
-    encoded between batches: what it writes (days, fleet totals, forecasts, anomalies) and
+    """Past ``_DAYS_DECODED_ROWS`` rows of decoded day records, an epoch keeps the changed
+    ones encoded between batches: what it writes (days, fleet totals, forecasts, anomalies) and
     publishes is what an epoch that keeps them all decoded writes, byte for byte."""
-    kept, kept_most, kept_published = _views_in_batches(monkeypatch, 10_000)
-    dropped, dropped_most, dropped_published = _views_in_batches(monkeypatch, 2)
+    kept, kept_most, kept_published = _views_in_batches(monkeypatch, 10**9)
+    dropped, dropped_most, dropped_published = _views_in_batches(monkeypatch, 10)
     assert kept_most > 8 and dropped_most == 0
     assert dropped_published == kept_published and kept_published
     assert dropped.keys() == kept.keys()
