@@ -57,15 +57,25 @@ _FLAG_RANK: Final = {f.value: i for i, f in enumerate(Flag)}
 _FLAG_VALUE: Final[dict[str, str]] = {f.value: f.value for f in Flag}
 """A flag (member or its string) -> its plain string: records carry ``str``, not members."""
 _EPS: Final = 1e-9
+_NO_INT: Final = -(2**61)
+"""An unboxed int field's "none" (no instant or step is that far before 1970)."""
+_NAN: Final = float("nan")
 _HOUR_MS: Final = 3_600_000.0
 
 
 class Entry:
     """One reading in a channel window: its content and what was last derived from it."""
 
+    # ``ts_start``, ``delta`` and ``step`` are kept unboxed (a sentinel for "none") behind
+    # properties of their optional types: compiled, an ``int | None`` or ``float | None``
+    # attribute is a separate Python object (32, 24 and 28 bytes), a third of an entry's
+    # memory beside its 192-byte record, and a worker holds tens of thousands of entries
+    # per thousand meters.
     __slots__ = (
+        "_delta",
+        "_step",
+        "_ts_start",
         "arrival",
-        "delta",
         "flags",
         "ingested_at",
         "interval_s",
@@ -77,13 +87,15 @@ class Entry:
         "revision",
         "run",
         "source",
-        "step",
         "ts",
-        "ts_start",
         "unit",
         "updated_at",
         "value",
     )
+
+    _ts_start: int
+    _delta: float
+    _step: int
 
     def __init__(
         self,
@@ -121,11 +133,38 @@ class Entry:
         self.ingested_at = ingested_at
         self.arrival = arrival
         self.revision = revision
-        self.ts_start = ts_start
-        self.delta = delta
+        self._ts_start = _NO_INT if ts_start is None else ts_start
+        self._delta = _NAN if delta is None else delta
         self.flags = flags
         self.run = run
-        self.step = step
+        self._step = _NO_INT if step is None else step
+
+    @property
+    def ts_start(self) -> int | None:
+        value = self._ts_start
+        return None if value == _NO_INT else value
+
+    @ts_start.setter
+    def ts_start(self, value: int | None) -> None:
+        self._ts_start = _NO_INT if value is None else value
+
+    @property
+    def delta(self) -> float | None:
+        value = self._delta
+        return None if value != value else value  # NaN: none (JSON has no NaN to store)
+
+    @delta.setter
+    def delta(self, value: float | None) -> None:
+        self._delta = _NAN if value is None else value
+
+    @property
+    def step(self) -> int | None:
+        value = self._step
+        return None if value == _NO_INT else value
+
+    @step.setter
+    def step(self, value: int | None) -> None:
+        self._step = _NO_INT if value is None else value
 
     @classmethod
     def from_reading(cls, r: Reading, arrival: tuple[str, ...]) -> Entry:
