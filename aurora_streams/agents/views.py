@@ -81,9 +81,9 @@ class ViewUpdater:
         self.day_cache: dict[str, DayRecord] = {}
         self.day_encoded: dict[str, bytes] = {}
         """Day records this epoch changed, encoded again after a batch once the decoded ones
-        held more than ``_DAYS_DECODED_ROWS`` rows (see :meth:`forecast_records`): a decoded day of
-        5-minute rows holds ~46 KB against its 10 KB of JSON, and an epoch at 10,000 meters
-        touches every meter's day. A key is in ``day_cache`` or here, never both."""
+        held more than ``_DAYS_DECODED_ROWS`` rows (see :meth:`forecast_records`): an epoch at 10,000
+        meters touches every meter's day (a day of 5-minute rows: ~10 KB decoded, 46 KB when
+        days were held as lists of Python numbers). A key is in ``day_cache`` or here, never both."""
         self.day_before: dict[str, DayBefore] = {}
         """Per day key loaded: what its fleet contribution was as stored (see ``domain.fleet``)."""
         self.dirty_days: set[str] = set()
@@ -218,13 +218,13 @@ class ViewUpdater:
         self.closing.write(writer)
 
 
-_DAYS_DECODED_ROWS = 400_000
-"""Rows of decoded day records an epoch keeps across batches (~160 B each decoded, so
-~64 MB): past it, after a batch, the changed records are encoded again and all dropped. The
-1,300 channels of 1,000 meters (up to 375,000 rows of 5-minute days) stay decoded for the
-whole epoch, as do W1's 10,000 meters of a few hours each; 10,000 meters of
-whole days are decoded again in each batch that touches them (~20 us a day) instead of
-holding up to 460 MB of them."""
+_DAYS_DECODED_ROWS = 1_000_000
+"""Rows of decoded day records an epoch keeps across batches (~35 B each as columns, so
+~35 MB): past it, after a batch, the changed records are encoded again and all dropped (a
+day encodes in ~6 us and decodes in ~5). The 1,300 channels of 1,000 meters (up to 375,000
+rows of 5-minute days) and W1's 10,000 meters of a few hours each stay decoded for their
+epoch; 10,000 meters of whole days (2.9 million rows, ~100 MB) are decoded again in each
+batch that touches them."""
 _DAYS_DECODED_MIN = 500
 """Fewer decoded records than this are kept whatever their rows (counting costs a pass)."""
 

@@ -174,15 +174,15 @@ class DayBefore:
 
 def _has_delta(record: DayRecord, start: int, end: int, before: dict[int, list[Any] | None] | None) -> bool:
     """Whether a row with ``start < ts_end <= end`` has a delta (as stored, with ``before``)."""
-    rows = record.rows
-    for i in range(record.index_after(start), len(rows)):
-        row: list[Any] | None = rows[i]
-        ts = row[0]  # type: ignore[index]
+    for i in range(record.index_after(start), len(record)):
+        ts = record.ts_at(i)
         if ts > end:
             return False
         if before is not None and ts in before:
             row = before[ts]
-        if row is not None and row[1] is not None:
+            if row is not None and row[1] is not None:
+                return True
+        elif record.delta_at(i) is not None:
             return True
     return False
 
