@@ -94,7 +94,7 @@ class DayRecord:
 
     Held as columns of C numbers, not as the rows of lists the encoding holds: an epoch
     keeps every day record it touched, and a day of 5-minute rows took 46 KB as lists of
-    Python numbers against 10 KB here. :attr:`rows` builds the lists when asked (encoding, a
+    Python numbers against 11 KB here. :attr:`rows` builds the lists when asked (encoding, a
     whole-day scan); the epoch's own work (:meth:`apply`, :meth:`row_at`, :meth:`between`,
     :meth:`index_after`, :meth:`ts_at`, :meth:`delta_at`) reads the columns. A reading after
     the last slot, the usual case, is an append.
@@ -176,7 +176,8 @@ class DayRecord:
             row.append(excluded)
         return row
 
-    def __len__(self) -> int:
+    def size(self) -> int:
+        """The number of slots (a method, not ``__len__``: an empty record stays truthy)."""
         return len(self._ts)
 
     @property
@@ -185,7 +186,7 @@ class DayRecord:
         return list(map(list, self._tuples()))
 
     def _tuples(self) -> list[tuple[Any, ...]]:
-        """The rows as tuples (what :meth:`to_bytes` encodes: JSON arrays either way)."""
+        """The rows as tuples (what :meth:`to_json` encodes: JSON arrays either way)."""
         n = len(self._ts)
         excluded = self._excluded
         if n and min(excluded) < 0:  # some rows stored with four fields
@@ -221,7 +222,7 @@ class DayRecord:
         return [self._row(i) for i in range(lo, hi)]
 
     def index_after(self, ts: int) -> int:
-        """The index of the first row with ``ts_end > ts`` (``len(self)`` if none)."""
+        """The index of the first row with ``ts_end > ts`` (:meth:`size` if none)."""
         return bisect_right(self._ts, ts)
 
     def row_at(self, ts_end: int) -> list[Any] | None:

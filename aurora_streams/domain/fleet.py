@@ -174,7 +174,7 @@ class DayBefore:
 
 def _has_delta(record: DayRecord, start: int, end: int, before: dict[int, list[Any] | None] | None) -> bool:
     """Whether a row with ``start < ts_end <= end`` has a delta (as stored, with ``before``)."""
-    for i in range(record.index_after(start), len(record)):
+    for i in range(record.index_after(start), record.size()):
         ts = record.ts_at(i)
         if ts > end:
             return False
