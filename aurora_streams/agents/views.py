@@ -151,7 +151,7 @@ class ViewUpdater:
         batch: past ``_DAYS_DECODED_ROWS`` rows of decoded day records, the changed ones are
         encoded again and all are dropped (a later batch decodes what it touches again)."""
         cache = self.day_cache
-        if len(cache) > _DAYS_DECODED_MIN and sum(len(r.rows) for r in cache.values()) > _DAYS_DECODED_ROWS:
+        if len(cache) > _DAYS_DECODED_MIN and sum(r.size() for r in cache.values()) > _DAYS_DECODED_ROWS:
             for key, record in cache.items():
                 if key in self.dirty_days:
                     self.day_encoded[key] = record.to_bytes()
@@ -226,7 +226,8 @@ rows of 5-minute days) and W1's 10,000 meters of a few hours each stay decoded f
 epoch; 10,000 meters of whole days (2.9 million rows, ~100 MB) are decoded again in each
 batch that touches them."""
 _DAYS_DECODED_MIN = 500
-"""Fewer decoded records than this are kept whatever their rows (counting costs a pass)."""
+"""Fewer decoded records than this are kept whatever their rows (counting them is a pass
+over the records, after every batch)."""
 
 _DECODED_MAX = 1_000
 """Decoded forecasters an epoch keeps (~45 MB): re-encoding each after every batch cost a
