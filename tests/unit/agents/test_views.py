@@ -177,6 +177,19 @@ def test_every_learned_window_is_published_without_a_period() -> None:
         closer.learned.clear()
 
 
+def _tables_are_dicts(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Let the views read plain dicts as their tables (prefix scans over sorted keys)."""
+    monkeypatch.setattr(views, "partition_store", lambda table: table)
+    monkeypatch.setattr(
+        views, "keys_with_prefix", lambda db, prefix: sorted(k for k in db if k.startswith(prefix))
+    )
+    monkeypatch.setattr(
+        views,
+        "items_with_prefix",
+        lambda db, prefix: sorted((k, v) for k, v in db.items() if k.startswith(prefix)),
+    )
+
+
 def test_the_fleet_totals_written_with_the_days_equal_a_scan_of_them(monkeypatch: pytest.MonkeyPatch) -> None:
     """Simulated meters (late, duplicate, revised and jumping readings) through the processor
     and the views in epochs of a few hundred readings, across UTC midnights: after each
@@ -189,15 +202,7 @@ def test_the_fleet_totals_written_with_the_days_equal_a_scan_of_them(monkeypatch
     from aurora_streams.processing import build_processor, new_state
     from aurora_streams.simulator import SimConfig, generate
 
-    monkeypatch.setattr(views, "partition_store", lambda table: table)
-    monkeypatch.setattr(
-        views, "keys_with_prefix", lambda db, prefix: sorted(k for k in db if k.startswith(prefix))
-    )
-    monkeypatch.setattr(
-        views,
-        "items_with_prefix",
-        lambda db, prefix: sorted((k, v) for k, v in db.items() if k.startswith(prefix)),
-    )
+    _tables_are_dicts(monkeypatch)
     settings = Settings(aggregate_retention_days=2, forecast_window_min=15)
     processor = build_processor(settings)
     days: dict[str, bytes] = {}
@@ -246,15 +251,7 @@ def test_a_day_a_forecaster_read_then_a_late_reading_changed_is_counted_once(
     from aurora_streams.domain.fleet import DayTotals, totals_key
     from aurora_streams.processing import build_processor, new_state
 
-    monkeypatch.setattr(views, "partition_store", lambda table: table)
-    monkeypatch.setattr(
-        views, "keys_with_prefix", lambda db, prefix: sorted(k for k in db if k.startswith(prefix))
-    )
-    monkeypatch.setattr(
-        views,
-        "items_with_prefix",
-        lambda db, prefix: sorted((k, v) for k, v in db.items() if k.startswith(prefix)),
-    )
+    _tables_are_dicts(monkeypatch)
     settings = Settings(forecast_window_min=15)
     processor = build_processor(settings)
     days: dict[str, bytes] = {}
@@ -332,15 +329,7 @@ def _views_in_batches(
 
     monkeypatch.setattr(views, "_DAYS_DECODED_ROWS", days_decoded_rows)
     monkeypatch.setattr(views, "_DAYS_DECODED_MIN", 0)
-    monkeypatch.setattr(views, "partition_store", lambda table: table)
-    monkeypatch.setattr(
-        views, "keys_with_prefix", lambda db, prefix: sorted(k for k in db if k.startswith(prefix))
-    )
-    monkeypatch.setattr(
-        views,
-        "items_with_prefix",
-        lambda db, prefix: sorted((k, v) for k, v in db.items() if k.startswith(prefix)),
-    )
+    _tables_are_dicts(monkeypatch)
     settings = Settings(aggregate_retention_days=2, forecast_window_min=15)
     processor = build_processor(settings)
     days: dict[str, bytes] = {}
