@@ -196,6 +196,14 @@ class Sealed:
             self.encoded[p].append((device_id, state.to_bytes()))
             self.after[device_id] = (len(state.channels), state.latest_ts())
 
+    def forget_stored(self) -> None:
+        """Stored and acknowledged: drop what only the store needed, its encodings and its
+        input messages. The next epoch holds this checkpoint until it ends (for the states,
+        see :meth:`Epoch.prior_state`); with them, an epoch at its end held the previous
+        one's encodings and messages beside its own (W1: 10,000 encoded states, ~50 MB)."""
+        self.encoded = {}
+        self.messages = []
+
     async def encode_pending(self, per_slice: int = _STATE_SLICE) -> None:
         """Encode every state still pending, ``per_slice`` at a time, yielding to the event
         loop between slices: sealing 1,000 devices' states at once held the agent ~40 ms;
@@ -299,6 +307,7 @@ async def store(
             )
     metrics.CHECKPOINT_DURATION.observe(time.perf_counter() - sealed.started)
     metrics.CHECKPOINT_READINGS.observe(len(sealed.messages))
+    sealed.forget_stored()
 
 
 async def _commit_transaction(app: faust.App, sealed: Sealed, cache: StateCache[DeviceState]) -> None:

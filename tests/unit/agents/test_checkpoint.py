@@ -175,3 +175,17 @@ def test_the_agent_may_change_states_between_the_stores_slices() -> None:
     asyncio.run(both())
     assert sorted(sealed.encoded[0]) == sorted(at_seal.items())
     assert len(sealed.encoded[0]) == len(states)
+
+
+def test_a_stored_checkpoint_keeps_only_the_states_the_next_epoch_reads() -> None:
+    state = DeviceState(last_offset=5)
+    sealed = _sealed_with({"a": state})
+    sealed.messages.extend(_messages(range(3)))
+    asyncio.run(sealed.encode_pending())
+    following = Epoch(3, prior=sealed)
+    assert sealed.encoded[0] and sealed.messages
+
+    sealed.forget_stored()
+
+    assert sealed.encoded == {} and sealed.messages == []
+    assert following.prior_state("a") is state
