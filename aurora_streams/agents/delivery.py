@@ -148,6 +148,17 @@ class FastProducer:
         for out in outputs:
             produce(out.topic, out.key, out.value)
 
+    async def make_room(self, max_queued: int) -> None:
+        """Wait while more than ``max_queued`` records are queued (polling for deliveries
+        in an executor, so the event loop runs meanwhile): the agent's backpressure when the
+        broker acknowledges slower than the worker produces. Failures are left for
+        :meth:`flush` to raise."""
+        if self._records.queued() <= max_queued:
+            return
+        loop = asyncio.get_running_loop()
+        while self._records.queued() > max_queued:
+            await loop.run_in_executor(None, self._records.poll, 0.05)
+
     async def flush(self) -> None:
         """Wait until every queued record is acknowledged or failed. Raises
         :class:`DeliveryFailed` if any record failed since the last flush."""

@@ -124,6 +124,8 @@ def attach_normalize(app: Any, table: Any, processor: Processor, settings: Setti
     async def normalize() -> None:
         try:
             while True:
+                if fast is not None:
+                    await fast.make_room(settings.produce_max_queued)
                 generation, messages = await intake.take(
                     settings.batch_max, settings.batch_within_s, settings.batch_max_bytes
                 )

@@ -91,6 +91,10 @@ class RecordProducer:
             except BufferError:  # the local queue is full: let deliveries drain it
                 self._producer.poll(0.05)
 
+    def queued(self) -> int:
+        """Records queued or in flight, not yet acknowledged or failed."""
+        return len(self._producer)
+
     def poll(self, timeout_s: float = 0.0) -> None:
         """Serve delivery reports (and statistics) that are due."""
         self._producer.poll(timeout_s)

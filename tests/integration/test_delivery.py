@@ -4,6 +4,7 @@ raise (it reports failures only, so this is the path that must not go quiet)."""
 
 from __future__ import annotations
 
+import asyncio
 import time
 
 import pytest
@@ -73,3 +74,36 @@ async def test_bytes_sent_are_counted_per_topic_as_the_broker_stores_them(deploy
     assert 1_000_000 < plain < 1_100_000  # 1,000 records of 1 KB, each with a record header
     compressed = await sent(s.topic_anomalies, "lz4", values)
     assert 0 < compressed < plain / 10
+
+
+async def test_make_room_waits_for_the_broker_without_holding_the_event_loop(deployment: Deployment) -> None:
+    s = deployment.settings
+    fast = FastProducer(deployment.bootstrap)
+    for i in range(5_000):
+        fast.produce(s.topic_normalized, b"meter-%d" % (i % 7), b'{"n":%d}' % i)
+    assert fast._records.queued() > 100
+    await fast.make_room(100)
+    assert fast._records.queued() <= 100
+    await fast.flush()
+    fast.close()
+
+
+async def test_make_room_keeps_waiting_while_nothing_is_acknowledged_and_the_loop_runs() -> None:
+    fast = FastProducer(f"127.0.0.1:{free_port()}", message_timeout_ms=60_000)  # nothing listens
+    for i in range(50):
+        fast.produce("meter.readings.normalized", b"k", b"v%d" % i)
+    ticks = 0
+
+    async def ticker() -> None:
+        nonlocal ticks
+        while True:
+            ticks += 1
+            await asyncio.sleep(0.01)
+
+    beat = asyncio.ensure_future(ticker())
+    with pytest.raises(asyncio.TimeoutError):
+        await asyncio.wait_for(fast.make_room(10), 0.5)
+    beat.cancel()
+    assert fast._records.queued() == 50
+    assert ticks >= 5  # the event loop ran meanwhile (heartbeats, the API); held, it ticks once
+    await fast.make_room(50)  # at or under the bound: returns at once
