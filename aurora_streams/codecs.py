@@ -22,6 +22,7 @@ import fastavro
 import orjson
 from fastavro.schema import fingerprint, load_schema, to_parsing_canonical_form
 
+from aurora_streams.domain.jsonbytes import dumps
 from aurora_streams.domain.model import AnomalyEvent, NormalizedReading
 from aurora_streams.domain.timeutil import format_ms, parse_timestamp
 from aurora_streams.errors import InvalidReading
@@ -180,7 +181,7 @@ def _json_ready(name: str, record: dict[str, Any]) -> dict[str, Any]:
 def _encode(name: str, record: dict[str, Any], encoding: Encoding) -> bytes:
     if encoding == "avro":
         return avro_encode(name, record)
-    return orjson.dumps(_json_ready(name, record))
+    return dumps(_json_ready(name, record))
 
 
 _NORMALIZED_FIELDS: Final = NormalizedReading._fields
@@ -195,7 +196,7 @@ def encode_normalized(rec: NormalizedReading, encoding: Encoding = "json") -> by
     # One record per reading: the fields written out (in ``_NORMALIZED_FIELDS`` order, the
     # generic path's) halve the encoding's cost; a unit test keeps them equal.
     ts_start, updated_at = rec.ts_start, rec.updated_at
-    return orjson.dumps(
+    return dumps(
         {
             "event_id": rec.event_id,
             "device_id": rec.device_id,
@@ -247,14 +248,14 @@ def encode_dead_letter(letter: dict[str, Any], encoding: Encoding = "json") -> b
     for key in ("original_key", "original_value"):
         if d[key] is not None:
             d[key] = base64.b64encode(d[key]).decode()
-    return orjson.dumps(_json_ready(DEAD_LETTER, d))
+    return dumps(_json_ready(DEAD_LETTER, d))
 
 
 def encode_forecast(record: dict[str, Any], encoding: Encoding = "json") -> bytes:
     """Encode a ``meter.forecasts`` record (see :func:`domain.forecast.forecast_record`)."""
     if encoding == "avro":
         return avro_encode(FORECAST, record)
-    return orjson.dumps({**record, "origin_ts": format_ms(record["origin_ts"])})
+    return dumps({**record, "origin_ts": format_ms(record["origin_ts"])})
 
 
 def _to_ms(value: Any) -> Any:

@@ -42,6 +42,7 @@ __all__ = ["MODULES", "STATUS", "activate", "build", "native_dir", "source_hashe
 MODULES: tuple[str, ...] = (
     "aurora_streams.errors",
     "aurora_streams.domain.flags",
+    "aurora_streams.domain.jsonbytes",
     "aurora_streams.domain.model",
     "aurora_streams.domain.units",
     "aurora_streams.domain.timeutil",

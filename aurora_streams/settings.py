@@ -121,13 +121,15 @@ class Settings(BaseSettings):
         ),
     )
     produce_max_queued: int = Field(
-        20_000,
+        5_000,
         ge=100,
         description=(
             "Output and changelog records the normalize agent lets wait for the broker: above "
-            "it the agent takes no more input until the broker acknowledges enough (waiting "
-            "off the event loop, so heartbeats and the API go on). Each waiting record holds "
-            "~0.6-0.9 KB in librdkafka: W1's worker had 79,000 queued at its high-water mark."
+            "it the agent takes no more input, and a checkpoint writes no more states, until "
+            "the broker acknowledges enough (waiting off the event loop, so heartbeats and the "
+            "API go on). A waiting record holds its bytes in librdkafka (an output ~0.6 KB, a "
+            "device state or forecaster up to ~10 KB): W1's worker had 79,000 outputs and "
+            "10,000 states (48 MB) waiting at its memory high-water mark without this bound."
         ),
     )
     output_encoding: Literal["json", "avro"] = Field(

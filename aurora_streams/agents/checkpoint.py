@@ -241,9 +241,16 @@ def seal(epoch: Epoch, fast: FastProducer | None) -> Sealed:
 
 
 async def store(
-    app: faust.App, table: Any, sealed: Sealed, fast: FastProducer | None, cache: StateCache[DeviceState]
+    app: faust.App,
+    table: Any,
+    sealed: Sealed,
+    fast: FastProducer | None,
+    cache: StateCache[DeviceState],
+    max_queued: int = 5_000,
 ) -> None:
-    """Steps 6-8 of the module docstring: store a sealed epoch and acknowledge its input."""
+    """Steps 6-8 of the module docstring: store a sealed epoch and acknowledge its input.
+    Before each slice of states it waits until at most ``max_queued`` records wait for the
+    broker (a state is up to ~10 KB in librdkafka's queue until acknowledged)."""
     if not sealed.messages:
         return
     if fast is not None or sealed.views_dirty:
@@ -266,6 +273,8 @@ async def store(
             before = sealed.partitions[p].before
             counts: DeviceCounts | None = None
             async for chunk in slices(encoded, _STATE_SLICE):
+                if fast is not None:
+                    await fast.make_room(max_queued)
                 if sealed.generation != cache.generation:
                     return  # rebalanced: stored in part, acknowledged not at all
                 with on_partition(sealed.partitions[p].event):

@@ -212,7 +212,9 @@ class Epochs:
         if self.storing is not None:
             await self.storing  # one checkpoint at a time, in order
         sealed = seal(self.epoch, self.fast)
-        self.storing = asyncio.ensure_future(store(self.app, self.table, sealed, self.fast, self.cache))
+        self.storing = asyncio.ensure_future(
+            store(self.app, self.table, sealed, self.fast, self.cache, self.settings.produce_max_queued)
+        )
         if self.fast is None:
             await self.storing  # exactly-once: stored before the next batch
         else:

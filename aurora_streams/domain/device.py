@@ -34,6 +34,7 @@ from typing import Any, Final
 import orjson
 
 from aurora_streams.domain.flags import ANOMALY_FLAGS, QUALITY_FLAGS, QUALITY_RANK, Flag
+from aurora_streams.domain.jsonbytes import dumps
 from aurora_streams.domain.model import (
     AnomalyEvent,
     DeviceRules,
@@ -311,7 +312,7 @@ class DeviceState:
 
     def to_bytes(self) -> bytes:
         """Versioned, deterministic encoding (the RocksDB table value and its changelog)."""
-        data = orjson.dumps(
+        return dumps(
             {
                 "v": STATE_VERSION,
                 "o": self.last_offset,
@@ -319,11 +320,6 @@ class DeviceState:
                 "c": {name: _channel_row(ch) for name, ch in sorted(self.channels.items())},
             }
         )
-        # orjson hands back its output buffer with the capacity it grew to: a 5.5 KB state
-        # held 23 KB, and a checkpoint holds every touched device's encoding until it is
-        # stored (162 MB of them at W1's high-water mark, 10,000 meters; memray). A copy is
-        # allocated at its length, for a memcpy.
-        return bytes(memoryview(data))
 
     @classmethod
     def from_bytes(cls, data: bytes) -> DeviceState:
