@@ -133,8 +133,18 @@ def test_the_next_epoch_reads_the_sealed_states_of_the_same_generation_only() ->
 def _sealed_with(states: dict[str, DeviceState]) -> Sealed:
     part = PartitionEpoch(None, None)  # type: ignore[arg-type]
     part.states.update(states)
-    pending = {device_id: (0, state) for device_id, state in states.items()}
-    return Sealed(3, [], {0: part}, {0: []}, {}, False, 0.0, pending)
+    return Sealed(3, [], {0: part}, {0: []}, {}, False, 0.0, {0: dict(states)})
+
+
+async def _written(sealed: Sealed, per_slice: int) -> list[tuple[str, bytes]]:
+    """What the store writes of partition 0, taken a slice at a time as it does, yielding
+    to the event loop between slices."""
+    out: list[tuple[str, bytes]] = []
+    while chunk := sealed.take(0, per_slice):
+        assert len(chunk) <= per_slice
+        out.extend(chunk)
+        await asyncio.sleep(0)
+    return out
 
 
 def test_a_sealed_state_is_stored_as_it_was_at_the_seal_when_the_next_epoch_changes_it_first() -> None:
@@ -147,11 +157,11 @@ def test_a_sealed_state_is_stored_as_it_was_at_the_seal_when_the_next_epoch_chan
     assert state is a
     a.last_offset = 99  # the next epoch applies a reading
     assert following.prior_state("a") is a  # loaded again: encoded once, not again
-    asyncio.run(sealed.encode_pending())
+    written = asyncio.run(_written(sealed, 200))
     b.last_offset = 99  # after the store encoded it
 
-    assert sealed.pending == {}
-    assert sorted(sealed.encoded[0]) == sorted(at_seal.items())
+    assert sealed.pending == {0: {}} and sealed.encoded == {0: []}
+    assert sorted(written) == sorted(at_seal.items())
     assert following.prior_state("c") is None
 
 
@@ -169,20 +179,34 @@ def test_the_agent_may_change_states_between_the_stores_slices() -> None:
             assert state is not None
             state.last_offset = 1_000
 
-    async def both() -> None:
-        await asyncio.gather(sealed.encode_pending(per_slice=2), agent())
+    async def both() -> list[tuple[str, bytes]]:
+        written, _ = await asyncio.gather(_written(sealed, 2), agent())
+        return written
 
-    asyncio.run(both())
-    assert sorted(sealed.encoded[0]) == sorted(at_seal.items())
-    assert len(sealed.encoded[0]) == len(states)
+    written = asyncio.run(both())
+    assert sorted(written) == sorted(at_seal.items())
+    assert len(written) == len(states)  # each state written once, frozen or not
+
+
+def test_a_store_holds_only_the_frozen_states_and_one_slice_encoded() -> None:
+    states = {f"d{i}": DeviceState(last_offset=i) for i in range(10)}
+    sealed = _sealed_with(states)
+    following = Epoch(3, prior=sealed)
+    following.prior_state("d7")  # the next epoch touched it first: encoded now
+    assert [device_id for device_id, _ in sealed.encoded[0]] == ["d7"]
+    assert len(sealed.pending[0]) == 9
+
+    assert [device_id for device_id, _ in sealed.take(0, 4)] == ["d7"]  # frozen first
+    chunk = sealed.take(0, 4)
+    assert len(chunk) == 4 and sealed.encoded[0] == [] and len(sealed.pending[0]) == 5
 
 
 def test_a_stored_checkpoint_keeps_only_the_states_the_next_epoch_reads() -> None:
     state = DeviceState(last_offset=5)
     sealed = _sealed_with({"a": state})
     sealed.messages.extend(_messages(range(3)))
-    asyncio.run(sealed.encode_pending())
     following = Epoch(3, prior=sealed)
+    following.prior_state("a")
     assert sealed.encoded[0] and sealed.messages
 
     sealed.forget_stored()
