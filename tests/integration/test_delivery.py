@@ -5,6 +5,7 @@ raise (it reports failures only, so this is the path that must not go quiet)."""
 from __future__ import annotations
 
 import asyncio
+import gc
 import time
 
 import pytest
@@ -107,3 +108,8 @@ async def test_make_room_keeps_waiting_while_nothing_is_acknowledged_and_the_loo
     assert fast._records.queued() == 50
     assert ticks >= 5  # the event loop ran meanwhile (heartbeats, the API); held, it ticks once
     await fast.make_room(50)  # at or under the bound: returns at once
+    # Drop the records and the client: it would retry its connection for the rest of the run.
+    fast._records._producer.purge()
+    fast.close()
+    del fast
+    gc.collect()
