@@ -229,9 +229,12 @@ _DAYS_DECODED_MIN = 500
 """Fewer decoded records than this are kept whatever their rows (counting them is a pass
 over the records, after every batch)."""
 
-_DECODED_MAX = 1_000
-"""Decoded forecasters an epoch keeps (~45 MB): re-encoding each after every batch cost a
-decoding and an encoding (~35 us each) per window learned."""
+_DECODED_MAX = 250
+"""Decoded forecasters a source partition's epoch keeps across batches (up to ~45 KB each):
+past it, after a batch, they are encoded again and dropped, a decoding and an encoding
+(~35 us each) per window learned. 1,000 until session 23: four partitions' epochs held up
+to 4,000 (at W1's 10,000 meters a forecaster learns every ~30,000 messages, so one decoded
+was mostly dropped before its next window anyway)."""
 
 
 class WindowCloser:
