@@ -67,36 +67,38 @@ _HOUR_MS: Final = 3_600_000.0
 class Entry:
     """One reading in a channel window: its content and what was last derived from it."""
 
-    # ``ts_start``, ``delta`` and ``step`` are kept unboxed (a sentinel for "none") behind
-    # properties of their optional types: compiled, an ``int | None`` or ``float | None``
-    # attribute is a separate Python object (32, 24 and 28 bytes), a third of an entry's
-    # memory beside its 192-byte record, and a worker holds tens of thousands of entries
-    # per thousand meters.
+    # Laid out for a worker that holds every cached device's window decoded (W1: 10,000
+    # meters, ~31 entries each): an entry was 19 fields, 208 bytes, three quarters of a
+    # decoded state. Now 12:
+    # * ``ts_start``, ``delta`` and ``step`` unboxed (a sentinel for "none") behind properties
+    #   of their optional types: compiled, an ``int | None`` or ``float | None`` attribute is
+    #   a separate Python object (32, 24 and 28 bytes).
+    # * unit, original unit, quality and cadence, the same in nearly every entry of a
+    #   channel, in one tuple shared by all entries with those four (``_desc``);
+    # * method, reason code, version, source and arrival flags, mostly none or empty, in one
+    #   tuple, ``None`` when all are (``_extra``).
+    # Both are typed ``tuple[Any, ...]``: compiled, a fixed-length tuple type is stored
+    # unpacked in the object, which would undo the sharing.
     __slots__ = (
         "_delta",
+        "_desc",
+        "_extra",
         "_step",
         "_ts_start",
-        "arrival",
         "flags",
         "ingested_at",
-        "interval_s",
-        "method",
-        "original_unit",
         "original_value",
-        "quality",
-        "reason_code",
         "revision",
         "run",
-        "source",
         "ts",
-        "unit",
-        "updated_at",
         "value",
     )
 
     _ts_start: int
     _delta: float
     _step: int
+    _desc: tuple[Any, ...]
+    _extra: tuple[Any, ...] | None
 
     def __init__(
         self,
@@ -122,17 +124,10 @@ class Entry:
     ) -> None:
         self.ts = ts
         self.value = value
-        self.unit = unit
         self.original_value = original_value
-        self.original_unit = original_unit
-        self.interval_s = interval_s
-        self.quality = quality
-        self.method = method
-        self.reason_code = reason_code
-        self.updated_at = updated_at
-        self.source = source
+        self._desc = _shared_desc(unit, original_unit, quality, interval_s)
+        self._extra = _extra_of(method, reason_code, updated_at, source, arrival)
         self.ingested_at = ingested_at
-        self.arrival = arrival
         self.revision = revision
         self._ts_start = _NO_INT if ts_start is None else ts_start
         self._delta = _NAN if delta is None else delta
@@ -167,22 +162,73 @@ class Entry:
     def step(self, value: int | None) -> None:
         self._step = _NO_INT if value is None else value
 
+    @property
+    def unit(self) -> str:
+        unit: str = self._desc[0]
+        return unit
+
+    @property
+    def original_unit(self) -> str:
+        unit: str = self._desc[1]
+        return unit
+
+    @property
+    def quality(self) -> str:
+        quality: str = self._desc[2]
+        return quality
+
+    @property
+    def interval_s(self) -> int | None:
+        interval: int | None = self._desc[3]
+        return interval
+
+    @property
+    def method(self) -> str | None:
+        extra = self._extra
+        return None if extra is None else extra[0]
+
+    @property
+    def reason_code(self) -> int | None:
+        extra = self._extra
+        return None if extra is None else extra[1]
+
+    @property
+    def updated_at(self) -> int | None:
+        extra = self._extra
+        return None if extra is None else extra[2]
+
+    @property
+    def source(self) -> str | None:
+        extra = self._extra
+        return None if extra is None else extra[3]
+
+    @property
+    def arrival(self) -> tuple[str, ...]:
+        extra = self._extra
+        return () if extra is None else extra[4]
+
+    def replace_content(self, r: Reading, arrival: tuple[str, ...]) -> None:
+        """Take ``r``'s content (a newer version of the reading at this entry's time)."""
+        self.value = r.value
+        self.original_value = r.original_value
+        self._desc = _shared_desc(r.unit, r.original_unit, r.quality, r.interval_s)
+        self._extra = _extra_of(r.method, r.reason_code, r.updated_at_ms, r.source, arrival)
+        self.ingested_at = r.ingested_at_ms
+
     @classmethod
     def from_reading(cls, r: Reading, arrival: tuple[str, ...]) -> Entry:
-        # Shared strings, as in from_list: a worker's cached states are mostly built from
-        # readings, each parsed with its own copy of the same few units and qualities.
         return cls(
             r.ts_ms,
             r.value,
-            sys.intern(r.unit),
+            r.unit,
             r.original_value,
-            sys.intern(r.original_unit),
+            r.original_unit,
             r.interval_s,
-            sys.intern(r.quality),
-            None if r.method is None else sys.intern(r.method),
+            r.quality,
+            r.method,
             r.reason_code,
             r.updated_at_ms,
-            None if r.source is None else sys.intern(r.source),
+            r.source,
             r.ingested_at_ms,
             arrival,
         )
@@ -209,13 +255,10 @@ class Entry:
         if len(items) != len(_ENTRY_FIELDS):
             raise CorruptState(f"an entry has {len(_ENTRY_FIELDS)} fields, got {len(items)}")
         items = list(items)
-        items[_ARRIVAL], items[_FLAGS] = tuple(items[_ARRIVAL]), tuple(items[_FLAGS])  # JSON arrays
-        # The decoder makes a new str per occurrence; a few distinct units and qualities
-        # repeat in every entry of every cached state (a tenth of a decoded state's bytes).
-        for i in _SHARED_STRS:
-            text = items[i]
-            if text is not None:
-                items[i] = sys.intern(text)
+        items[_ARRIVAL] = tuple(items[_ARRIVAL])  # JSON arrays
+        flags = items[_FLAGS]
+        # The decoder makes a new str per occurrence: the flags' own strings are shared.
+        items[_FLAGS] = tuple([_FLAG_VALUE.get(f, f) for f in flags]) if flags else ()
         return cls(*items)
 
 
@@ -258,10 +301,49 @@ def _entry_row(e: Entry) -> tuple[Any, ...]:
 
 
 _ARRIVAL: Final = _ENTRY_FIELDS.index("arrival")
-_SHARED_STRS: Final = tuple(
-    _ENTRY_FIELDS.index(f) for f in ("unit", "original_unit", "quality", "method", "source")
-)
 _FLAGS: Final = _ENTRY_FIELDS.index("flags")
+
+
+_DESCS: Final[dict[tuple[Any, ...], tuple[Any, ...]]] = {}
+_DESCS_MAX: Final = 4096
+"""Distinct (unit, original unit, quality, cadence) kept shared; past it (input with many
+cadences) an entry keeps its own tuple: correct, only less compact."""
+
+
+def _shared_desc(unit: str, original_unit: str, quality: str, interval_s: int | None) -> tuple[Any, ...]:
+    desc = (unit, original_unit, quality, interval_s)
+    shared = _DESCS.get(desc)
+    if shared is not None:
+        return shared
+    # Interned: the decoder and the reading parser make a new str per occurrence, and the
+    # tuple outlives the message it came from.
+    desc = (
+        sys.intern(unit),
+        sys.intern(original_unit),
+        sys.intern(quality),
+        interval_s,
+    )
+    if len(_DESCS) < _DESCS_MAX:
+        _DESCS[desc] = desc
+    return desc
+
+
+def _extra_of(
+    method: str | None,
+    reason_code: int | None,
+    updated_at: int | None,
+    source: str | None,
+    arrival: tuple[str, ...],
+) -> tuple[Any, ...] | None:
+    if method is None and reason_code is None and updated_at is None and source is None and not arrival:
+        return None
+    return (
+        None if method is None else sys.intern(method),
+        reason_code,
+        updated_at,
+        None if source is None else sys.intern(source),
+        arrival,
+    )
 
 
 def _content_of(r: Reading) -> tuple[Any, ...]:
@@ -467,18 +549,7 @@ def _better(r: Reading, e: Entry) -> bool:
 
 
 def _replace(e: Entry, r: Reading) -> None:
-    e.value = r.value
-    e.unit = r.unit
-    e.original_value = r.original_value
-    e.original_unit = r.original_unit
-    e.interval_s = r.interval_s
-    e.quality = r.quality
-    e.method = r.method
-    e.reason_code = r.reason_code
-    e.updated_at = r.updated_at_ms
-    e.source = r.source
-    e.ingested_at = r.ingested_at_ms
-    e.arrival = (*r.arrival_flags, Flag.REVISED.value)
+    e.replace_content(r, (*r.arrival_flags, Flag.REVISED.value))
 
 
 def _finish(ch: ChannelState, r: Reading, idx: int, rules: DeviceRules, status: str) -> ApplyResult:

@@ -554,7 +554,8 @@ def test_entries_share_their_unit_and_quality_strings() -> None:
 def test_an_entrys_optional_numbers_read_back_as_given_and_cost_no_objects() -> None:
     """``ts_start``, ``delta`` and ``step`` are stored unboxed: they read back as given
     (``None`` included), and in the compiled core an entry holding all three allocates
-    nothing beside its own record (76 bytes of int and float objects before)."""
+    nothing beside its own record (76 bytes of int and float objects before) of twelve
+    fields (nineteen before: 208 bytes)."""
     import tracemalloc
 
     from aurora_streams import native
@@ -579,4 +580,48 @@ def test_an_entrys_optional_numbers_read_back_as_given_and_cost_no_objects() -> 
         held, _ = tracemalloc.get_traced_memory()
     finally:
         tracemalloc.stop()
-    assert len(entries) == 2_000 and held / 2_000 < 216
+    assert len(entries) == 2_000 and held / 2_000 < 160
+
+
+def test_entries_share_their_description_and_hold_no_empty_extras() -> None:
+    """Unit, original unit, quality and cadence live in one tuple shared by every entry
+    that has those four, built from readings or decoded; method, reason code, version,
+    source and arrival flags take no room when all are none, and read back as given when
+    not, after a revision too."""
+    from aurora_streams.domain.device import Entry
+
+    plain = [Entry.from_reading(ivl(T0 + i * 30 * MIN, 1.0), ()) for i in range(3)]
+    decoded = [Entry.from_list(orjson.loads(orjson.dumps(e.to_list()))) for e in plain]
+    assert len({id(e._desc) for e in plain + decoded}) == 1
+    assert all(e._extra is None for e in plain + decoded)
+    first = plain[0]
+    extras = (first.method, first.reason_code, first.updated_at, first.source, first.arrival)
+    assert extras == (None, None, None, None, ())
+    other = Entry.from_reading(ivl(T0, 1.0)._replace(unit="MWh", interval_s=300), ())
+    assert other._desc is not plain[0]._desc and (other.unit, other.interval_s) == ("MWh", 300)
+
+    r = ivl(T0, 2.0)._replace(quality="E", method="52", reason_code=7, updated_at_ms=T0 + 9, source="nem12")
+    e = plain[0]
+    e.replace_content(r, ("revised",))
+    assert (e.value, e.quality, e.method, e.reason_code, e.updated_at, e.source, e.arrival) == (
+        2.0, "E", "52", 7, T0 + 9, "nem12", ("revised",)
+    )  # fmt: skip
+    assert Entry.from_list(orjson.loads(orjson.dumps(e.to_list()))).to_list() == e.to_list()
+
+
+def test_descriptions_past_the_shared_bound_still_read_back() -> None:
+    """Input with ever new cadences cannot grow the shared descriptions without bound;
+    past it each entry keeps its own, with the same values."""
+    from aurora_streams.domain import device
+
+    shared = dict(device._DESCS)
+    try:
+        entries = [
+            device.Entry.from_reading(ivl(T0, 1.0)._replace(interval_s=60 + i), ())
+            for i in range(device._DESCS_MAX + 10)
+        ]
+        assert len(device._DESCS) <= device._DESCS_MAX
+        assert [e.interval_s for e in entries] == [60 + i for i in range(device._DESCS_MAX + 10)]
+    finally:  # the process's other tests see the module's table as they would have
+        device._DESCS.clear()
+        device._DESCS.update(shared)
