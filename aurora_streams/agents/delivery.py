@@ -153,11 +153,8 @@ class FastProducer:
         in an executor, so the event loop runs meanwhile): the agent's backpressure when the
         broker acknowledges slower than the worker produces. Failures are left for
         :meth:`flush` to raise."""
-        if self._records.queued() <= max_queued:
-            return
-        loop = asyncio.get_running_loop()
         while self._records.queued() > max_queued:
-            await loop.run_in_executor(None, self._records.poll, 0.05)
+            await asyncio.get_running_loop().run_in_executor(None, self._records.poll, 0.05)
 
     async def flush(self) -> None:
         """Wait until every queued record is acknowledged or failed. Raises
